@@ -1,0 +1,3 @@
+from puppemon.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""Command-line wiring only: each command calls one function in puppemon.commands."""
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import click
+
+from puppemon import __version__
+
+
+def _call(module: str, **kwargs) -> None:
+    """Import puppemon.commands.<module> lazily (keeps --help fast) and exit with its code."""
+    from puppemon.errors import report
+
+    try:
+        code = import_module(f"puppemon.commands.{module}").main(**kwargs)
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        if isinstance(exc, SystemExit):
+            raise
+        code = report(exc)
+    sys.exit(code or 0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="puppemon")
+def cli() -> None:
+    """puppemon: push scripts to a git branch; a daemon runs them on schedule and
+    commits every run back to git."""
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--github", is_flag=True, help="Also write a GitHub Actions workflow that pushes on merge.")
+def init(directory: str, github: bool) -> None:
+    """Scaffold puppemon.yaml and an example flow (never overwrites)."""
+    _call("init", directory=directory, github=github)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False))
+def validate(directory: str) -> None:
+    """Check puppemon.yaml and show each flow's trigger and next fire time."""
+    _call("validate", directory=directory)
+
+
+@cli.command()
+@click.option("--remote", "remote", default=None, metavar="NAME|URL",
+              help="Remote to push to (default: the branch's upstream remote, else origin).")
+@click.option("--branch", default="flows", show_default=True, help="Branch that holds deploys.")
+@click.option("-m", "--message", default=None, help="Extra text for the deploy commit.")
+@click.option("--dry-run", is_flag=True, help="Show what would be pushed; write nothing.")
+@click.option("--watch", is_flag=True, help="Keep running; push again after files change.")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Project directory (default: the current one).")
+def push(remote, branch, message, dry_run, watch, directory) -> None:
+    """Snapshot the working directory onto the flows branch and push it."""
+    _call("push", directory=directory, remote=remote, branch=branch, message=message,
+          dry_run=dry_run, watch=watch)
+
+
+def main() -> None:
+    cli(prog_name="puppemon")
+
+
+if __name__ == "__main__":
+    main()

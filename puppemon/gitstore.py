@@ -1,0 +1,427 @@
+"""Every git operation puppemon does.
+
+Local objects and refs go through pygit2; fetch and push run the git binary, so
+the user's ssh config, agent, credential helpers and CI credentials apply. This
+is the only module that imports pygit2 or runs git.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import pygit2
+
+from puppemon.errors import PuppemonError
+
+FILE, EXEC, LINK, TREE, GITLINK = 0o100644, 0o100755, 0o120000, 0o040000, 0o160000
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+# Variables that make git look at another repository, index or object store than
+# the one we name. Anything else (GIT_SSH_COMMAND, GIT_CONFIG_*, GIT_ASKPASS,
+# proxies, ...) is how the user or CI set up transport, and must pass through.
+_REPO_LOCATING = {
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX",
+    "GIT_QUARANTINE_PATH", "GIT_INTERNAL_SUPER_PREFIX", "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_REFLOG_ACTION", "GIT_EDITOR", "GIT_PAGER",
+}
+
+
+class GitError(PuppemonError):
+    """A git command or object operation failed."""
+
+
+class RefConflict(GitError):
+    """A ref was not where the caller expected it (compare-and-swap lost)."""
+
+
+class PushRejected(GitError):
+    """The remote refused a push because its ref moved (not a fast-forward)."""
+
+
+class RemoteMissingRef(GitError):
+    """The remote has no such ref."""
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for running git: inherited, minus repository-locating GIT_* variables."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATING}
+    # Messages are parsed below (missing refs, rejected pushes); keep them untranslated.
+    env["LC_ALL"] = "C"
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(args: list[str], cwd: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+            input: bytes | None = None, check: bool = True, timeout: float | None = None,
+            ) -> subprocess.CompletedProcess:
+    """Run `git ARGS`; on failure raise GitError naming the command, exit code and git's message."""
+    cmd = ["git", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=git_env(env), input=input, capture_output=True,
+                              timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise GitError("the git program was not found; install git (e.g. `apt install git`)") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"`{' '.join(cmd)}` took longer than {timeout:g}s; is the remote reachable?") from None
+    if check and proc.returncode != 0:
+        raise GitError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {git_message(proc.stderr)}")
+    return proc
+
+
+def git_message(stderr: bytes) -> str:
+    """The informative part of git's stderr, on one line."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    keep = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote: error", "ERROR"))] or lines
+    text = " ".join(ln.removeprefix("fatal: ").removeprefix("error: ") for ln in keep[-3:])
+    return text or "no message from git"
+
+
+def signature(name: str | None = None, email: str | None = None) -> pygit2.Signature:
+    host = socket.gethostname() or "localhost"
+    return pygit2.Signature(name or "puppemon", email or f"puppemon@{host}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    mode: int
+    oid: str
+
+    @property
+    def is_tree(self) -> bool:
+        return self.mode == TREE
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    message: str
+    time: int  # committer time, seconds since the epoch
+
+
+class Store:
+    """A git repository (bare or not), through pygit2 for objects and git for transport."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        try:
+            self.repo = pygit2.Repository(str(path))
+        except (pygit2.GitError, KeyError):
+            raise GitError(f"{path} is not a git repository") from None
+        self.lock = threading.RLock()
+
+    # -- opening ---------------------------------------------------------
+    @classmethod
+    def discover(cls, start: str | os.PathLike) -> Store:
+        """The repository that contains `start` (a working-tree directory)."""
+        found = pygit2.discover_repository(str(start))
+        if found is None:
+            raise GitError(f"{os.path.abspath(start)} is not inside a git repository; "
+                           f"run `git init` there first")
+        return cls(found)
+
+    @classmethod
+    def open_or_init_bare(cls, path: str | os.PathLike) -> Store:
+        """Open the bare repository at `path`, creating it if needed."""
+        path = Path(path)
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            run_git(["init", "--bare", "--quiet", str(path)])
+        return cls(path)
+
+    @property
+    def git_dir(self) -> Path:
+        return Path(self.repo.path)
+
+    @property
+    def workdir(self) -> Path | None:
+        return Path(self.repo.workdir) if self.repo.workdir else None
+
+    def git(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """Run git in this repository."""
+        where = ["-C", str(self.workdir)] if self.workdir else ["--git-dir", str(self.git_dir)]
+        return run_git([*where, *args], **kwargs)
+
+    # -- refs ------------------------------------------------------------
+    def ref(self, name: str) -> str | None:
+        """The commit a ref points at, or None."""
+        try:
+            ref = self.repo.references.get(name)
+        except pygit2.InvalidSpecError:
+            raise GitError(f"{name!r} is not a valid ref name") from None
+        return str(ref.resolve().target) if ref is not None else None
+
+    def set_ref(self, name: str, new: str, expected: str | None, message: str = "puppemon") -> None:
+        """Point `name` at `new` if it still points at `expected` (None: must not exist)."""
+        with self.lock:
+            try:
+                with self.repo.transaction() as txn:
+                    txn.lock_ref(name)
+                    current = self.ref(name)
+                    if current != expected:
+                        raise RefConflict(f"{name} moved: expected {expected or 'nothing'}, found {current}")
+                    txn.set_target(name, pygit2.Oid(hex=new), signature=signature(), message=message)
+            except pygit2.GitError as exc:
+                # another writer holds the lock file
+                raise RefConflict(f"{name} is being updated by another process: {exc}") from None
+
+    def force_ref(self, name: str, new: str) -> None:
+        with self.lock:
+            self.repo.references.create(name, pygit2.Oid(hex=new), force=True)
+
+    def delete_ref(self, name: str) -> None:
+        with self.lock:
+            ref = self.repo.references.get(name)
+            if ref is not None:
+                ref.delete()
+
+    def refs(self, prefix: str) -> dict[str, str]:
+        """Refs under `prefix` and the objects they point at."""
+        return {name: str(self.repo.references[name].target)
+                for name in self.repo.references if name.startswith(prefix)}
+
+    # -- objects ---------------------------------------------------------
+    def has(self, oid: str) -> bool:
+        return oid in self.repo
+
+    def blob(self, data: bytes) -> str:
+        return str(self.repo.create_blob(data))
+
+    def commit(self, tree: str, parents: list[str], message: str,
+               author: pygit2.Signature | None = None) -> str:
+        """Write a commit object (no ref is moved)."""
+        sig = author or signature()
+        oid = self.repo.create_commit(None, sig, sig, message, pygit2.Oid(hex=tree),
+                                      [pygit2.Oid(hex=p) for p in parents])
+        return str(oid)
+
+    def get_commit(self, sha: str) -> Commit:
+        c = self.repo[sha]
+        if not isinstance(c, pygit2.Commit):
+            c = c.peel(pygit2.Commit)
+        return Commit(str(c.id), str(c.tree_id), tuple(str(p) for p in c.parent_ids),
+                      c.message, c.commit_time)
+
+    def default_signature(self) -> pygit2.Signature:
+        """The user's configured identity, or puppemon@host when none is set."""
+        try:
+            return self.repo.default_signature
+        except (KeyError, pygit2.GitError):
+            return signature()
+
+    def _tree(self, oid: str) -> pygit2.Tree:
+        obj = self.repo[oid]
+        return obj if isinstance(obj, pygit2.Tree) else obj.peel(pygit2.Tree)
+
+    def lookup(self, treeish: str, path: str) -> Entry | None:
+        """The entry at `path` in a tree or commit, or None."""
+        tree = self._tree(treeish)
+        if path in ("", "."):
+            return Entry("", TREE, str(tree.id))
+        try:
+            obj = tree[path]
+        except KeyError:
+            return None
+        return Entry(obj.name, obj.filemode, str(obj.id))
+
+    def read(self, treeish: str, path: str) -> bytes | None:
+        """The content of the file at `path`, or None."""
+        entry = self.lookup(treeish, path)
+        if entry is None or entry.is_tree or entry.mode == GITLINK:
+            return None
+        return self.repo[entry.oid].data
+
+    def read_blob(self, oid: str) -> bytes:
+        return self.repo[oid].data
+
+    def listdir(self, treeish: str, path: str = "") -> list[Entry]:
+        """Entries of the directory at `path` (empty list when missing)."""
+        entry = self.lookup(treeish, path)
+        if entry is None or not entry.is_tree:
+            return []
+        return [Entry(o.name, o.filemode, str(o.id)) for o in self.repo[entry.oid]]
+
+    def walk_files(self, treeish: str, prefix: str = "") -> Iterator[tuple[str, Entry]]:
+        """Every non-tree entry below `prefix`, depth first, with its path."""
+        for entry in self.listdir(treeish, prefix):
+            path = f"{prefix}/{entry.name}" if prefix else entry.name
+            if entry.is_tree:
+                yield from self.walk_files(treeish, path)
+            else:
+                yield path, entry
+
+    def update_tree(self, base: str | None, changes: Mapping[str, tuple[str, int] | None]) -> str:
+        """A new tree: `base` with each path set to (blob oid, mode), or removed when None.
+
+        Only the trees on the changed paths are rewritten, so the cost does not
+        depend on how much else the tree holds.
+        """
+        nested: dict[tuple[str, ...], tuple[str, int] | None] = {}
+        for path, value in changes.items():
+            parts = tuple(p for p in path.split("/") if p)
+            if not parts or any(p in (".", "..") for p in parts):
+                raise GitError(f"invalid path in tree: {path!r}")
+            nested[parts] = value
+        with self.lock:
+            return self._update(base, nested)
+
+    def _update(self, base: str | None, changes: dict[tuple[str, ...], tuple[str, int] | None]) -> str:
+        repo = self.repo
+        tb = repo.TreeBuilder(self._tree(base)) if base else repo.TreeBuilder()
+        subdirs: dict[str, dict] = {}
+        for parts, value in changes.items():
+            if len(parts) == 1:
+                if value is None:
+                    if tb.get(parts[0]) is not None:
+                        tb.remove(parts[0])
+                else:
+                    tb.insert(parts[0], pygit2.Oid(hex=value[0]), value[1])
+            else:
+                subdirs.setdefault(parts[0], {})[parts[1:]] = value
+        for name, sub in subdirs.items():
+            existing = tb.get(name)
+            sub_base = str(existing.id) if existing is not None and existing.type == pygit2.GIT_OBJECT_TREE else None
+            new = self._update(sub_base, sub)
+            if new == EMPTY_TREE:
+                if existing is not None:
+                    tb.remove(name)
+            else:
+                tb.insert(name, pygit2.Oid(hex=new), TREE)
+        return str(tb.write())
+
+    def first_parent_log(self, start: str | None) -> Iterator[Commit]:
+        """Commits from `start` back along first parents, newest first."""
+        sha = start
+        while sha:
+            c = self.get_commit(sha)
+            yield c
+            sha = c.parents[0] if c.parents else None
+
+    def changed_paths(self, old_tree: str | None, new_tree: str) -> tuple[int, int, int]:
+        """(changed, added, removed) file counts between two trees."""
+        old = self._tree(old_tree) if old_tree else self._tree(str(self.repo.TreeBuilder().write()))
+        diff = self.repo.diff(old, self._tree(new_tree))
+        counts = {"M": 0, "A": 0, "D": 0}
+        for delta in diff.deltas:
+            key = {pygit2.GIT_DELTA_ADDED: "A", pygit2.GIT_DELTA_DELETED: "D"}.get(delta.status, "M")
+            counts[key] += 1
+        return counts["M"], counts["A"], counts["D"]
+
+    # -- working tree <-> tree ------------------------------------------
+    def snapshot(self, directory: str | os.PathLike) -> str:
+        """The tree of `directory` as it is now, as `git add -A && git write-tree` would make it.
+
+        Runs on a private copy of the index, so the user's index, HEAD and refs
+        are never written. Tracked files keep the stat cache of the copy, which
+        keeps this fast on large trees.
+        """
+        workdir = self.workdir
+        if workdir is None:
+            raise GitError(f"{self.git_dir} is a bare repository; run push from a working tree")
+        directory = Path(directory).resolve()
+        rel = os.path.relpath(directory, workdir.resolve())
+        if rel.startswith(".."):
+            raise GitError(f"{directory} is outside the repository at {workdir}")
+        with tempfile.TemporaryDirectory(prefix="puppemon-index-") as tmp:
+            index = os.path.join(tmp, "index")
+            user_index = self.git_dir / "index"
+            if user_index.exists():
+                # copyfile, not copy2: the copy must be newer than every entry it
+                # caches, so git trusts the cached stat data instead of rehashing.
+                shutil.copyfile(user_index, index)
+            env = {"GIT_INDEX_FILE": index}
+            proc = run_git(["add", "--all", "--", "."], cwd=directory, env=env, check=False)
+            if proc.returncode != 0:
+                msg = git_message(proc.stderr)
+                if "does not have a commit checked out" in msg:
+                    msg += " (commit in that nested repository, or add it to .gitignore)"
+                raise GitError(f"could not snapshot {directory}: {msg}")
+            args = ["write-tree"] + ([f"--prefix={Path(rel).as_posix()}/"] if rel != "." else [])
+            tree = run_git(args, cwd=workdir, env=env).stdout.decode().strip()
+        return tree
+
+    def checkout(self, treeish: str, dest: str | os.PathLike) -> None:
+        """Write the tree's files into the new directory `dest` (modes and symlinks kept, gitlinks skipped)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True)
+        self._checkout(self._tree(treeish), dest)
+
+    def _checkout(self, tree: pygit2.Tree, dest: Path) -> None:
+        for obj in tree:
+            target = dest / obj.name
+            mode = obj.filemode
+            if mode == TREE:
+                target.mkdir()
+                self._checkout(obj, target)
+            elif mode == LINK:
+                os.symlink(self.repo[obj.id].data, target)
+            elif mode in (FILE, EXEC):
+                with open(target, "wb") as fh:
+                    fh.write(self.repo[obj.id].data)
+                if mode == EXEC:
+                    os.chmod(target, os.stat(target).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            # gitlinks (submodules) have no content here: skipped
+
+    # -- transport (the git binary) -------------------------------------
+    def fetch(self, remote: str, refspecs: list[str], *, timeout: float | None = 300) -> None:
+        """Fetch `refspecs` from `remote`; raise RemoteMissingRef when a named ref does not exist."""
+        proc = self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *refspecs,
+                        check=False, timeout=timeout)
+        if proc.returncode != 0:
+            msg = git_message(proc.stderr)
+            if "couldn't find remote ref" in msg:
+                raise RemoteMissingRef(msg)
+            raise GitError(f"could not fetch from {remote}: {msg}")
+
+    def fetch_optional(self, remote: str, src: str, dst: str, *, timeout: float | None = 300) -> str | None:
+        """Fetch remote ref `src` into local `dst` (forced); None (and `dst` deleted) when the remote lacks it."""
+        try:
+            self.fetch(remote, [f"+{src}:{dst}"], timeout=timeout)
+        except RemoteMissingRef:
+            self.delete_ref(dst)
+            return None
+        return self.ref(dst)
+
+    def push(self, remote: str, refspecs: list[str], *, atomic: bool = False,
+             timeout: float | None = 300) -> None:
+        """Push without force (unless a refspec starts with +); PushRejected when the remote moved."""
+        args = ["push", "--porcelain", "--quiet"] + (["--atomic"] if atomic else [])
+        proc = self.git(*args, remote, *refspecs, check=False, timeout=timeout)
+        if proc.returncode == 0:
+            return
+        out = proc.stdout.decode("utf-8", "replace")
+        rejected = [ln for ln in out.splitlines() if ln.startswith("!")]
+        if rejected and all(("fetch first" in ln or "non-fast-forward" in ln or "stale info" in ln
+                             or "atomic push failed" in ln) for ln in rejected):
+            raise PushRejected(f"the remote's {', '.join(sorted({r.split()[1].split(':')[-1] for r in rejected}))} moved")
+        detail = git_message(proc.stderr) if proc.stderr.strip() else out.strip()
+        raise GitError(f"could not push to {remote}: {detail}")
+
+    def remote_url(self, name_or_url: str) -> str:
+        """The URL of a configured remote, or `name_or_url` itself when it is not a remote name."""
+        try:
+            return self.repo.remotes[name_or_url].url
+        except (KeyError, pygit2.InvalidSpecError, ValueError):
+            return name_or_url
+
+    def remote_names(self) -> list[str]:
+        return [r.name for r in self.repo.remotes]
+
+    def config(self, key: str) -> str | None:
+        try:
+            return self.repo.config[key]
+        except KeyError:
+            return None
+

@@ -1,0 +1,107 @@
+"""Fixtures shared by every test: real git repositories in a scrubbed environment."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.servers"]
+
+IDENTITY = {"name": "Test User", "email": "test@example.com"}
+
+
+@pytest.fixture(autouse=True)
+def scrubbed_env(tmp_path_factory, monkeypatch):
+    """HOME in a tmp dir, no system git config, no inherited GIT_*, a fixed identity."""
+    home = tmp_path_factory.mktemp("home")
+    for key in list(os.environ):
+        if key.startswith("GIT_") or key.startswith("PUPPEMON_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    monkeypatch.setenv("TZ", "UTC")
+    templates = home / "git-templates"
+    templates.mkdir()
+    (home / ".gitconfig").write_text(
+        "[user]\n"
+        f"\tname = {IDENTITY['name']}\n"
+        f"\temail = {IDENTITY['email']}\n"
+        "[init]\n"
+        "\tdefaultBranch = main\n"
+        f"\ttemplateDir = {templates}\n"
+        "[protocol \"file\"]\n"
+        "\tallow = always\n"
+        "[advice]\n"
+        "\tdetachedHead = false\n"
+    )
+    return home
+
+
+def git(*args, cwd=None, check=True, env=None) -> str:
+    """Run the real git binary (the test's oracle) and return its stdout."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc.stdout
+
+
+def puppemon(*args, cwd=None, check=True, env=None, input=None, timeout=120) -> subprocess.CompletedProcess:
+    """Run the real `puppemon` CLI in a subprocess."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run([sys.executable, "-m", "puppemon", *args], cwd=cwd, capture_output=True,
+                          text=True, env=full_env, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"puppemon {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+MINIMAL_MANIFEST = """\
+version: 1
+flows:
+  hello:
+    command: echo hello
+    every: 1h
+"""
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, commit: bool = True) -> Path:
+    """A real git repository at `path` holding `files`, committed when `commit`."""
+    path.mkdir(parents=True, exist_ok=True)
+    git("init", "--quiet", str(path))
+    for name, content in (files or {}).items():
+        f = path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(content)
+    if commit:
+        git("add", "-A", cwd=path)
+        git("commit", "--quiet", "--allow-empty", "-m", "initial", cwd=path)
+    return path
+
+
+@pytest.fixture
+def bare_remote(tmp_path) -> Path:
+    """A bare repository used as the remote, by path."""
+    path = tmp_path / "remote.git"
+    git("init", "--bare", "--quiet", str(path))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, bare_remote) -> Path:
+    """A committed project with a valid puppemon.yaml and `origin` pointing at `bare_remote`."""
+    repo = make_repo(tmp_path / "project", {"puppemon.yaml": MINIMAL_MANIFEST, "job.sh": "echo hi\n"})
+    git("remote", "add", "origin", str(bare_remote), cwd=repo)
+    return repo
