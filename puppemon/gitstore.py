@@ -172,7 +172,7 @@ class Store:
                     current = self.ref(name)
                     if current != expected:
                         raise RefConflict(f"{name} moved: expected {expected or 'nothing'}, found {current}")
-                    txn.set_target(name, pygit2.Oid(hex=new), signature=signature(), message=message)
+                    txn.set_target(name, pygit2.Oid(hex=new), message=message)
             except pygit2.GitError as exc:
                 # another writer holds the lock file
                 raise RefConflict(f"{name} is being updated by another process: {exc}") from None
@@ -200,12 +200,33 @@ class Store:
         return str(self.repo.create_blob(data))
 
     def commit(self, tree: str, parents: list[str], message: str,
-               author: pygit2.Signature | None = None) -> str:
+               author: pygit2.Signature | None = None, committer: pygit2.Signature | None = None) -> str:
         """Write a commit object (no ref is moved)."""
         sig = author or signature()
-        oid = self.repo.create_commit(None, sig, sig, message, pygit2.Oid(hex=tree),
+        oid = self.repo.create_commit(None, sig, committer or sig, message, pygit2.Oid(hex=tree),
                                       [pygit2.Oid(hex=p) for p in parents])
         return str(oid)
+
+    def author_of(self, sha: str) -> pygit2.Signature:
+        return self.repo[sha].author
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        base = self.repo.merge_base(a, b)
+        return str(base) if base is not None else None
+
+    def ahead_behind(self, local: str, upstream: str) -> tuple[int, int]:
+        return self.repo.ahead_behind(local, upstream)
+
+    def tree_changes(self, old_tree: str | None, new_tree: str) -> dict[str, tuple[str, int] | None]:
+        """Path -> (blob, mode), or None for a deletion, from one tree to another."""
+        old = self._tree(old_tree) if old_tree else self._tree(str(self.repo.TreeBuilder().write()))
+        changes: dict[str, tuple[str, int] | None] = {}
+        for delta in self.repo.diff(old, self._tree(new_tree)).deltas:
+            if delta.status == pygit2.GIT_DELTA_DELETED:
+                changes[delta.old_file.path] = None
+            else:
+                changes[delta.new_file.path] = (str(delta.new_file.id), delta.new_file.mode)
+        return changes
 
     def get_commit(self, sha: str) -> Commit:
         c = self.repo[sha]
@@ -403,8 +424,11 @@ class Store:
             return
         out = proc.stdout.decode("utf-8", "replace")
         rejected = [ln for ln in out.splitlines() if ln.startswith("!")]
-        if rejected and all(("fetch first" in ln or "non-fast-forward" in ln or "stale info" in ln
-                             or "atomic push failed" in ln) for ln in rejected):
+        # Lost races: the ref moved ("fetch first"), or another push held its lock at
+        # the same moment ("failed to update ref", "cannot lock ref").
+        races = ("fetch first", "non-fast-forward", "stale info", "atomic push failed",
+                 "failed to update ref", "failed to lock", "cannot lock ref")
+        if rejected and all(any(r in ln for r in races) for ln in rejected):
             raise PushRejected(f"the remote's {', '.join(sorted({r.split()[1].split(':')[-1] for r in rejected}))} moved")
         detail = git_message(proc.stderr) if proc.stderr.strip() else out.strip()
         raise GitError(f"could not push to {remote}: {detail}")

@@ -1,0 +1,143 @@
+"""The one writer of the runs branch: commit locally, then publish to the remote without force.
+
+Every writer (the CLI, the daemon, `trigger`) goes through a Recorder. A record is
+first a commit on the local runs ref (compare-and-swap), so it is never lost; then
+`publish()` fetches the remote's runs, replays the local-only commits onto it when
+it moved (their paths never collide), and pushes as a fast-forward. When the remote
+cannot be reached the records wait locally and go out on the next publish.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Mapping
+
+from puppemon.errors import PuppemonError
+from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, Store, signature
+
+log = logging.getLogger("puppemon")
+
+Files = Mapping[str, "bytes | tuple[bytes, int]"]
+
+
+class Recorder:
+    """Commits records to a local runs ref and publishes them to a remote."""
+
+    def __init__(self, store: Store, remote: str | None = None, branch: str = "runs",
+                 tracking: str | None = None, author_name: str = "puppemon",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.remote = remote
+        self.branch = branch
+        self.ref = f"refs/heads/{branch}"
+        if tracking is None:
+            named = remote is not None and remote in store.remote_names()
+            tracking = f"refs/remotes/{remote}/{branch}" if named else f"refs/puppemon/remote/{branch}"
+        self.tracking = tracking
+        self.author = signature(author_name)
+        self.sleep = sleep
+        self._lock = threading.Lock()
+
+    # -- local ---------------------------------------------------------------
+    def add(self, files: Files, message: str) -> str:
+        """Commit `files` (path -> bytes or (bytes, mode)) on top of the local runs ref; return the commit."""
+        blobs = {}
+        for path, value in files.items():
+            data, mode = value if isinstance(value, tuple) else (value, FILE)
+            blobs[path] = (self.store.blob(data), mode)
+        with self._lock:
+            for _ in range(20):
+                tip = self.store.ref(self.ref)
+                base_tree = self.store.get_commit(tip).tree if tip else None
+                tree = self.store.update_tree(base_tree, blobs)
+                commit = self.store.commit(tree, [tip] if tip else [], message, self.author)
+                try:
+                    self.store.set_ref(self.ref, commit, tip, message=message.splitlines()[0])
+                    return commit
+                except RefConflict:
+                    continue  # another process committed a record in between; build on it
+        raise PuppemonError(f"could not commit to {self.ref}: it kept changing under us")
+
+    def unpublished(self) -> int:
+        """How many local records the remote has not got yet (as far as we last saw it)."""
+        local, remote = self.store.ref(self.ref), self.store.ref(self.tracking)
+        if not local:
+            return 0
+        if not remote:
+            return sum(1 for _ in self.store.first_parent_log(local))
+        return self.store.ahead_behind(local, remote)[0]
+
+    # -- remote --------------------------------------------------------------
+    def fetch(self) -> str | None:
+        """Fetch the remote's runs into the tracking ref; return its tip (None when it has none)."""
+        if self.remote is None:
+            return None
+        return self.store.fetch_optional(self.remote, self.ref, self.tracking)
+
+    def sync(self, push: bool = True, attempts: int = 5) -> bool:
+        """Bring the local ref and the remote together; True when the remote has every local record.
+
+        Raises GitError when the remote cannot be reached: records stay queued locally.
+        """
+        if self.remote is None:
+            return True
+        delay = 0.2
+        for attempt in range(1, attempts + 1):
+            with self._lock:
+                remote_tip = self.fetch()
+                local_tip = self.store.ref(self.ref)
+                new_tip = self._integrate(local_tip, remote_tip)
+                if new_tip is None or new_tip == remote_tip:
+                    return True
+                if not push:
+                    return False
+                try:
+                    self.store.push(self.remote, [f"{new_tip}:{self.ref}"])
+                except PushRejected:
+                    log.debug("runs on %s moved while publishing (attempt %d)", self.remote, attempt)
+                else:
+                    self.store.force_ref(self.tracking, new_tip)
+                    return True
+            self.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise GitError(f"could not publish runs to {self.remote}: it kept moving ({attempts} tries)")
+
+    def publish(self) -> bool:
+        """Push queued records; False (and a log line) when the remote is unreachable."""
+        try:
+            return self.sync(push=True)
+        except GitError as exc:
+            log.warning("records kept locally (%d unpublished): %s", self.unpublished(), exc.message)
+            return False
+
+    def _integrate(self, local: str | None, remote: str | None) -> str | None:
+        """Make the local ref contain the remote's history plus local-only records; return it."""
+        store = self.store
+        if remote is None:
+            return local
+        if local is None or local == remote:
+            if local is None:
+                store.set_ref(self.ref, remote, None, message="fetch runs")
+            return remote
+        base = store.merge_base(local, remote)
+        if base == local:  # nothing local-only: fast-forward
+            store.set_ref(self.ref, remote, local, message="fetch runs")
+            return remote
+        if base == remote:  # only local-only records: push as is
+            return local
+        # Both moved: replay the local-only commits, oldest first, onto the remote tip.
+        pending = []
+        for commit in store.first_parent_log(local):
+            if commit.sha == base:
+                break
+            pending.append(commit)
+        tip = remote
+        for commit in reversed(pending):
+            parent_tree = store.get_commit(commit.parents[0]).tree if commit.parents else None
+            changes = store.tree_changes(parent_tree, commit.tree)
+            tree = store.update_tree(store.get_commit(tip).tree, changes)
+            tip = store.commit(tree, [tip], commit.message, store.author_of(commit.sha), self.author)
+        store.set_ref(self.ref, tip, local, message=f"replay {len(pending)} records onto {self.remote}")
+        return tip
+
