@@ -61,6 +61,19 @@ def push(remote, branch, message, dry_run, watch, directory) -> None:
           dry_run=dry_run, watch=watch)
 
 
+@cli.command()
+@click.argument("flow")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A parameter; the value is read as YAML (3 is an int, true a bool). Repeatable.")
+@click.option("--params-json", default=None, metavar="JSON",
+              help="Parameters as a JSON object; -p values override it.")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Project directory (default: the current one).")
+def run(flow, pairs, params_json, directory) -> None:
+    """Run FLOW here and now, streaming its output; exit with its exit code."""
+    _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory)
+
+
 def main() -> None:
     cli(prog_name="puppemon")
 
