@@ -433,12 +433,16 @@ class Store:
         detail = git_message(proc.stderr) if proc.stderr.strip() else out.strip()
         raise GitError(f"could not push to {remote}: {detail}")
 
-    def remote_url(self, name_or_url: str) -> str:
-        """The URL of a configured remote, or `name_or_url` itself when it is not a remote name."""
-        try:
-            return self.repo.remotes[name_or_url].url
-        except (KeyError, pygit2.InvalidSpecError, ValueError):
+    def remote_url(self, name_or_url: str, push: bool = False) -> str:
+        """The (push) URL of a configured remote, insteadOf applied; `name_or_url` itself otherwise.
+
+        Transport by URL rather than by remote name keeps git from updating the
+        user's remote-tracking refs as a side effect of our pushes.
+        """
+        if name_or_url not in self.remote_names():
             return name_or_url
+        args = ["remote", "get-url"] + (["--push"] if push else []) + [name_or_url]
+        return self.git(*args).stdout.decode().strip()
 
     def remote_names(self) -> list[str]:
         return [r.name for r in self.repo.remotes]

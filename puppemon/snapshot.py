@@ -1,0 +1,176 @@
+"""Working tree -> a deploy commit on the `flows` branch of a remote."""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from puppemon.errors import PuppemonError
+from puppemon.gitstore import GitError, PushRejected, Store
+
+PUSH_ATTEMPTS = 5
+
+
+@dataclass
+class Deploy:
+    """What `deploy()` did (or, with dry_run, would do)."""
+
+    remote: str
+    branch: str
+    commit: str | None       # the new flows commit; None when nothing was written
+    parent: str | None       # the remote's flows tip it builds on
+    tree: str
+    flows: int
+    changed: int
+    added: int
+    removed: int
+    up_to_date: bool
+    dry_run: bool
+
+    def summary(self) -> str:
+        counts = (f"{self.flows} flow{'s' if self.flows != 1 else ''}; {self.changed} files changed, "
+                  f"{self.added} added, {self.removed} removed")
+        if self.up_to_date:
+            tip = (self.parent or "")[:7]
+            return f"flows already up to date ({self.branch} {tip} on {self.remote})"
+        if self.dry_run:
+            return f"dry run: would push {self.branch} to {self.remote} ({counts})"
+        return f"pushed {self.branch} {self.commit[:7]} to {self.remote} ({counts})"
+
+
+def resolve_remote(store: Store, remote: str | None) -> str:
+    """The remote to push to: the one given, else the current branch's upstream remote, else origin."""
+    if remote:
+        return remote
+    names = store.remote_names()
+    head = store.repo.references.get("HEAD")
+    branch = head.target.removeprefix("refs/heads/") if head is not None and isinstance(head.target, str) else None
+    upstream = store.config(f"branch.{branch}.remote") if branch else None
+    if upstream and upstream in names:
+        return upstream
+    if "origin" in names:
+        return "origin"
+    if len(names) == 1:
+        return names[0]
+    raise PuppemonError("no remote to push to; pass --remote NAME|URL, or add one with "
+                        "`git remote add origin URL`")
+
+
+def scratch_ref(branch: str) -> str:
+    """A private ref for the fetched tip, deleted after the push: the user's refs stay as they were."""
+    return f"refs/puppemon/push/{os.getpid()}-{threading.get_ident()}/{branch}"
+
+
+def source_info(store: Store) -> tuple[str, str | None]:
+    """(branch name, commit sha) of what the working tree is on."""
+    repo = store.repo
+    commit = None if repo.head_is_unborn else str(repo.head.target)
+    if repo.head_is_detached:
+        branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or "HEAD"
+    else:
+        head = repo.references.get("HEAD")
+        branch = head.target.removeprefix("refs/heads/") if head is not None else "HEAD"
+    return branch, commit
+
+
+def deploy_message(store: Store, directory: Path, tree: str, extra: str | None) -> str:
+    """Subject `deploy main@1a2b3c4 (+2 dirty files)`, optional text, then the trailers."""
+    branch, commit = source_info(store)
+    dirty = 0
+    if commit:
+        rel = os.path.relpath(directory, store.workdir.resolve())
+        entry = store.lookup(commit, "" if rel == "." else Path(rel).as_posix())
+        base = entry.oid if entry is not None and entry.is_tree else None
+        dirty = sum(store.changed_paths(base, tree))
+    else:
+        dirty = sum(store.changed_paths(None, tree))
+    where = f"{branch}@{commit[:7]}" if commit else f"{branch} (no commits)"
+    subject = f"deploy {where}" + (f" (+{dirty} dirty file{'s' if dirty != 1 else ''})" if dirty else "")
+    user = _user()
+    lines = [subject, ""]
+    if extra:
+        lines += [extra.strip(), ""]
+    lines += [
+        f"Puppemon-Source-Branch: {branch}",
+        f"Puppemon-Source-Commit: {commit or 'none'}",
+        f"Puppemon-Dirty: {'true' if dirty else 'false'}",
+        f"Puppemon-Pushed-By: {user}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _user() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{name}@{socket.gethostname() or 'localhost'}"
+
+
+def check_manifest(store: Store, tree: str) -> int:
+    """Validate the manifest as it is in `tree` (what the daemon will read); return the flow count."""
+    from puppemon.manifest import MANIFEST_NAME, parse
+
+    data = store.read(tree, MANIFEST_NAME)
+    if data is None:
+        raise PuppemonError(f"{MANIFEST_NAME} is ignored by git (.gitignore or info/exclude), so it "
+                            f"would not be deployed; stop ignoring it")
+    return len(parse(data, MANIFEST_NAME).flows)
+
+
+def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str = "flows",
+           message: str | None = None, dry_run: bool = False,
+           log: Callable[[str], None] = lambda _msg: None) -> Deploy:
+    """Snapshot `directory` and push it as a new commit on the remote's `branch`."""
+    from puppemon.manifest import load
+
+    directory = Path(directory).resolve()
+    load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
+    store = Store.discover(directory)
+    remote = resolve_remote(store, remote)
+    tree = store.snapshot(directory)
+    flows = check_manifest(store, tree)
+    local = scratch_ref(branch)
+    try:
+        return _publish(store, directory, remote, branch, local, tree, flows, message, dry_run, log)
+    finally:
+        store.delete_ref(local)
+
+
+def _publish(store: Store, directory: Path, remote: str, branch: str, local: str, tree: str,
+             flows: int, message: str | None, dry_run: bool, log: Callable[[str], None]) -> Deploy:
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        parent = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", local)
+        parent_tree = store.get_commit(parent).tree if parent else None
+        changed, added, removed = store.changed_paths(parent_tree, tree)
+        result = Deploy(remote, branch, None, parent, tree, flows, changed, added, removed,
+                        up_to_date=parent_tree == tree, dry_run=dry_run)
+        if result.up_to_date or dry_run:
+            return result
+        msg = deploy_message(store, directory, tree, message)
+        result.commit = store.commit(tree, [parent] if parent else [], msg, store.default_signature())
+        try:
+            store.push(store.remote_url(remote, push=True), [f"{result.commit}:refs/heads/{branch}"])
+        except PushRejected:
+            if attempt == PUSH_ATTEMPTS:
+                raise PuppemonError(f"{branch} on {remote} kept moving while pushing "
+                                    f"({PUSH_ATTEMPTS} tries); try again") from None
+            log(f"{branch} on {remote} moved while pushing; rebuilding on the new tip")
+            time.sleep(0.2 * attempt)
+            continue
+        return result
+    raise AssertionError("unreachable")
+
+
+def snapshot_tree(directory: str | os.PathLike) -> str:
+    """The tree `deploy` would push for `directory` now (no validation, nothing written to refs)."""
+    directory = Path(directory).resolve()
+    return Store.discover(directory).snapshot(directory)
+
+
+__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote", "GitError"]
