@@ -521,6 +521,7 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
             proc.stdout.close()
             feeder.join(timeout=60)
             drainer.join(timeout=60)
+            proc.stderr.close()
             proc.wait(timeout=60)
         return status, received[0], b"".join(stderr_chunks).decode(errors="replace")
 
