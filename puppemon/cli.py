@@ -74,6 +74,25 @@ def run(flow, pairs, params_json, directory) -> None:
     _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory)
 
 
+@cli.command()
+@click.option("--remote", default=None, metavar="URL", help="Git remote holding the flows and runs branches.")
+@click.option("--state", default=None, type=click.Path(file_okay=False),
+              help="State directory (default: ~/.local/share/puppemon/daemon).")
+@click.option("--name", default=None, help="This daemon's name in records and status (default: host name).")
+@click.option("--poll", default=None, metavar="SECONDS", help="Fetch interval (default 60; 30s, 5m also work).")
+@click.option("--once", is_flag=True, default=None,
+              help="One cycle: fetch, deploy, run what is due, wait, publish, exit.")
+@click.option("--max-parallel", default=None, type=click.IntRange(min=1), help="Runs at once (default 4).")
+@click.option("--grace", default=None, metavar="SECONDS",
+              help="On SIGTERM, how long runs may finish before they are killed (default 30).")
+@click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="YAML file with any of these options.")
+def daemon(remote, state, name, poll, once, max_parallel, grace, config) -> None:
+    """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
+    _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
+          max_parallel=max_parallel, grace=grace, config=config)
+
+
 def main() -> None:
     cli(prog_name="puppemon")
 

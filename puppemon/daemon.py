@@ -1,0 +1,565 @@
+"""The daemon: fetch flows and runs, deploy, schedule with APScheduler, run, record, publish.
+
+One main thread loops over fetch / deploy / publish / status; APScheduler fires
+jobs that only enqueue a run; each run executes in its own thread (the child is
+a process of its own, see runner.py) and hands its record to the recorder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from puppemon import __version__
+from puppemon.errors import PuppemonError
+from puppemon.gitstore import GitError, Store
+from puppemon.journal import StateDir
+from puppemon.records import (dated_path, dump_json, run_dir, run_files, run_message, run_record,
+                              synthetic_record, trailers, utc_iso)
+from puppemon.recorder import Recorder
+
+log = logging.getLogger("puppemon")
+
+CATCHUP_ALL_CAP = 20
+KEEP_DEPLOYS = 3
+HEARTBEAT = 60.0
+STATUS_MIN_INTERVAL = 5.0
+
+
+@dataclass
+class Settings:
+    remote: str
+    state: Path
+    name: str = field(default_factory=lambda: socket.gethostname() or "puppemon")
+    poll: float = 60.0
+    max_parallel: int = 4
+    grace: float = 30.0
+    branch_flows: str = "flows"
+    branch_runs: str = "runs"
+    once: bool = False
+    secrets: Any = None          # a SecretStore (secrets.py), or None
+    kill_grace: float = 5.0      # SIGTERM -> SIGKILL for a cancelled or timed-out run
+
+
+@dataclass
+class Deployment:
+    sha: str
+    directory: Path
+    manifest: Any
+    source_commit: str
+
+
+@dataclass
+class Pending:
+    flow: str
+    trigger: dict
+    scheduled: datetime | None = None
+    params: dict = field(default_factory=dict)
+    request: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Active:
+    run_id: str
+    flow: str
+    deployment: Deployment
+    cancel: threading.Event
+    thread: threading.Thread | None = None
+    started: datetime | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Daemon:
+    """A running daemon; `run()` returns the exit code."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.s = settings
+        self.clock = clock
+        self.state = StateDir(settings.state)
+        self.store: Store | None = None
+        self.recorder: Recorder | None = None
+        self.current: Deployment | None = None
+        self.refused: set[str] = set()
+        self.scheduler = None
+        self.lock = threading.RLock()
+        self.pending: deque[Pending] = deque()
+        self.active: dict[str, Active] = {}
+        self.wake = threading.Event()
+        self.stopping = False
+        self.forced = False
+        self.started = utcnow()
+        self.fires: dict[str, datetime] = {}
+        self.failures = 0
+        self._status_pushed: tuple[float, str] = (0.0, "")
+        self._records_since_publish = 0
+        self.hooks: list[Callable[[Daemon], None]] = []  # extra work each cycle (requests, HTTP)
+
+    # -- life cycle ----------------------------------------------------------
+    def run(self) -> int:
+        self.state.open()
+        try:
+            self.store = Store.open_or_init_bare(self.state.mirror_dir)
+            self.recorder = Recorder(self.store, remote=self.s.remote, branch=self.s.branch_runs,
+                                     author_name=f"puppemon {self.s.name}")
+            self.fires = self.state.last_fires()
+            self._install_signals()
+            self._recover_crashed()
+            if self.s.once:
+                return self._once()
+            return self._forever()
+        finally:
+            self.state.close()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self.wake.set())
+
+    def _on_stop_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            self.forced = True
+            for active in list(self.active.values()):
+                active.cancel.set()
+        self.stopping = True
+        self.wake.set()
+
+    def request_stop(self) -> None:
+        """Stop as a first SIGTERM would (for callers that embed the daemon)."""
+        self._on_stop_signal(signal.SIGTERM, None)
+
+    def _forever(self) -> int:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(
+            timezone=timezone.utc, executors={"default": _EnqueueExecutor(self._fire)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self.scheduler.start()
+        log.info("daemon %s started (pid %d), remote %s, state %s", self.s.name, os.getpid(),
+                 self.s.remote, self.state.path)
+        first = True
+        while not self.stopping:
+            self.cycle(catch_up=first)
+            first = False
+            self.wake.wait(self._next_wait())
+            self.wake.clear()
+        return self._shutdown()
+
+    def _next_wait(self) -> float:
+        if self.failures:
+            return min(self.s.poll, 2.0 * 2 ** min(self.failures, 5))
+        return self.s.poll
+
+    def _once(self) -> int:
+        self.cycle(catch_up=True, once=True)
+        while True:
+            with self.lock:
+                busy = bool(self.active or self.pending)
+            if not busy or self.stopping:
+                break
+            self.wake.wait(0.2)
+            self.wake.clear()
+        code = self._shutdown()
+        return code if code else (0 if self.recorder.unpublished() == 0 else 1)
+
+    def _shutdown(self) -> int:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        with self.lock:
+            dropped = len(self.pending)
+            self.pending.clear()
+        if dropped:
+            log.info("stopping: %d queued runs not started", dropped)
+        deadline = time.monotonic() + self.s.grace
+        if self.active:
+            log.info("stopping: waiting up to %gs for %d runs", self.s.grace, len(self.active))
+        while self.active and time.monotonic() < deadline and not self.forced:
+            time.sleep(0.05)
+        for active in list(self.active.values()):
+            active.cancel.set()
+        for active in list(self.active.values()):
+            if active.thread is not None:
+                active.thread.join()
+        self.publish()
+        self.push_status(final=True)
+        log.info("daemon %s stopped", self.s.name)
+        return 0
+
+    # -- one cycle -----------------------------------------------------------
+    def cycle(self, catch_up: bool = False, once: bool = False) -> None:
+        """Fetch, deploy what is new, run what is due, publish records and status."""
+        try:
+            tip = self.store.fetch_optional(self.s.remote, f"refs/heads/{self.s.branch_flows}",
+                                            f"refs/puppemon/remote/{self.s.branch_flows}")
+            self.recorder.sync(push=False)
+            self.failures = 0
+        except GitError as exc:
+            self.failures += 1
+            log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
+            tip = self.current.sha if self.current else None
+        new_deploy = bool(tip and (self.current is None or tip != self.current.sha) and tip not in self.refused)
+        if new_deploy:
+            self.deploy(tip)
+        if self.current is not None and catch_up:
+            self.catch_up(once)
+        for hook in self.hooks:
+            try:
+                hook(self)
+            except PuppemonError as exc:
+                log.warning("%s", exc.message)
+        self.publish()
+        self.push_status()
+
+    # -- deploys -------------------------------------------------------------
+    def deploy(self, sha: str) -> None:
+        """Validate, check out, swap in and schedule `sha`; a restart on the same sha only reschedules."""
+        from puppemon.manifest import MANIFEST_NAME, ManifestError, parse
+
+        resumed = self.current is None and self.state.deployed() == sha
+
+        commit = self.store.get_commit(sha)
+        source = trailers(commit.message).get("Puppemon-Source-Commit", "")
+        try:
+            data = self.store.read(sha, MANIFEST_NAME)
+            if data is None:
+                raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
+            manifest = parse(data, MANIFEST_NAME)
+        except ManifestError as exc:
+            self.refused.add(sha)
+            log.error("deploy %s refused: %s", sha[:7], exc.message)
+            self._record_deploy(sha, source, {"status": "refused", "error": exc.message})
+            return
+        directory = self.state.deploys_dir / sha
+        if not directory.exists():
+            tmp = self.state.deploys_dir / f".{sha}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.store.checkout(sha, tmp)
+            os.replace(tmp, directory)
+        previous = self.current
+        deployment = Deployment(sha, directory, manifest, source)
+        with self.lock:
+            self.current = deployment  # runs in flight keep the Deployment they started with
+        scheduled = self._reconcile(manifest)
+        self._prune_deploys()
+        if resumed:
+            log.info("resumed deploy %s (%d flows)", sha[:7], len(manifest.flows))
+            return
+        self.state.set_deployed(sha)
+        log.info("deployed %s (%d flows)%s", sha[:7], len(manifest.flows),
+                 f", replacing {previous.sha[:7]}" if previous else "")
+        self._record_deploy(sha, source, {"status": "deployed", "flows": scheduled})
+        for flow in manifest.flows.values():
+            if flow.run_on_deploy:
+                self.submit(Pending(flow.name, {"kind": "deploy", "by": sha[:7]}))
+
+    def _record_deploy(self, sha: str, source: str, outcome: dict) -> None:
+        now = self.clock()
+        body = {"schema": 1, "flows_commit": sha, "source_commit": source, "daemon": self.s.name,
+                "host": socket.gethostname(), "time": utc_iso(now), **outcome}
+        path = dated_path("deploys", now, f"{sha}.json")
+        subject = (f"deploy {sha[:7]}: {outcome['status']}"
+                   + (f" ({len(outcome.get('flows', {}))} flows)" if outcome["status"] == "deployed" else ""))
+        self.recorder.add({path: dump_json(body)}, f"{subject}\n\nPuppemon-Deploy: {sha}\n"
+                                                    f"Puppemon-Deploy-Status: {outcome['status']}\n")
+        self._records_since_publish += 1
+
+    def _reconcile(self, manifest) -> dict[str, dict]:
+        """Add, change and remove scheduler jobs so they match `manifest`."""
+        from puppemon.schedule import describe, flow_trigger
+
+        summary = {}
+        if self.scheduler is None:
+            return {name: {"trigger": describe(f)} for name, f in manifest.flows.items()}
+        existing = {job.id: job for job in self.scheduler.get_jobs()}
+        for name, flow in manifest.flows.items():
+            trigger = flow_trigger(flow)
+            key = describe(flow)
+            job = existing.pop(name, None)
+            if trigger is None:
+                if job is not None:
+                    job.remove()
+                summary[name] = {"trigger": key, "next": None}
+                continue
+            if job is None or job.name != key:
+                if job is not None:
+                    job.remove()
+                job = self.scheduler.add_job(_no_op, trigger, id=name, name=key)
+                log.info("scheduled %s: %s, next %s", name, key, utc_iso(job.next_run_time))
+            summary[name] = {"trigger": key, "next": utc_iso(job.next_run_time)}
+        for name, job in existing.items():
+            job.remove()
+            log.info("unscheduled %s (no longer in the manifest)", name)
+        return summary
+
+    def _prune_deploys(self) -> None:
+        in_use = {a.deployment.sha for a in self.active.values()} | {self.current.sha}
+        dirs = sorted((d for d in self.state.deploys_dir.iterdir() if not d.name.startswith(".")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in dirs[KEEP_DEPLOYS:]:
+            if d.name not in in_use:
+                shutil.rmtree(d, ignore_errors=True)
+
+    # -- scheduling ----------------------------------------------------------
+    def _fire(self, flow_name: str, scheduled: datetime) -> None:
+        """A fire time came: note it and enqueue a run (called in the scheduler's thread; never blocks)."""
+        self.fires[flow_name] = scheduled
+        self.state.save_fires(self.fires)
+        self.submit(Pending(flow_name, {"kind": "schedule"}, scheduled=scheduled))
+
+    def catch_up(self, once: bool = False) -> None:
+        """Runs for fire times missed while no daemon was running, by each flow's catch-up policy."""
+        from puppemon.schedule import fire_times
+
+        now = self.clock()
+        for name, flow in self.current.manifest.flows.items():
+            last = self.fires.get(name)
+            if last is None:
+                self.fires[name] = now  # a baseline: nothing before this daemon knew the flow is "missed"
+                continue
+            policy = flow.catchup
+            if policy == "none" and not once:
+                self.fires[name] = now
+                continue
+            missed = fire_times(flow, last, now, CATCHUP_ALL_CAP + 1)
+            if not missed:
+                continue
+            if policy == "all":
+                if len(missed) > CATCHUP_ALL_CAP:
+                    log.warning("%s missed more than %d fire times; catching up the last %d only",
+                                name, CATCHUP_ALL_CAP, CATCHUP_ALL_CAP)
+                chosen = missed[-CATCHUP_ALL_CAP:]
+            else:
+                chosen = missed[-1:]
+            log.info("%s: catching up %d missed run%s (catchup: %s)", name, len(chosen),
+                     "s" if len(chosen) != 1 else "", policy)
+            for moment in chosen:
+                self.submit(Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment))
+            self.fires[name] = now
+        self.state.save_fires(self.fires)
+
+    def submit(self, pending: Pending) -> str | None:
+        """Queue a run of the current deploy, by its flow's overlap policy; return its run id."""
+        from puppemon.runner import new_run_id
+
+        with self.lock:
+            deployment = self.current
+            if self.stopping or deployment is None:
+                return None
+            flow = deployment.manifest.flows.get(pending.flow)
+            if flow is None:
+                log.warning("no flow %r in deploy %s; run not started", pending.flow, deployment.sha[:7])
+                return None
+            pending.run_id = pending.run_id or new_run_id(self.clock())
+            busy = any(a.flow == flow.name for a in self.active.values()) or any(
+                p.flow == flow.name for p in self.pending)
+            if busy and flow.overlap == "skip" and pending.trigger.get("kind") in ("schedule", "catchup"):
+                self._record_skipped(pending, deployment)
+                return pending.run_id
+            self.pending.append(pending)
+        self._dispatch()
+        return pending.run_id
+
+    def _record_skipped(self, pending: Pending, deployment: Deployment) -> None:
+        now = self.clock()
+        log.info("%s: skipped (the previous run is still going; overlap: skip)", pending.flow)
+        record = synthetic_record(pending.run_id, pending.flow, "skipped", trigger=pending.trigger,
+                                  error="the previous run was still going (overlap: skip)", started=now,
+                                  scheduled=pending.scheduled, flows_commit=deployment.sha,
+                                  source_commit=deployment.source_commit, daemon=self.s.name)
+        self.recorder.add(run_files(record), run_message(record))
+        self._records_since_publish += 1
+        self.wake.set()
+
+    def _dispatch(self) -> None:
+        """Start queued runs while slots are free (queue policy: one run of a flow at a time)."""
+        with self.lock:
+            while self.pending and len(self.active) < self.s.max_parallel and not self.stopping:
+                running = {a.flow for a in self.active.values()}
+                pick = None
+                for index, p in enumerate(self.pending):
+                    flow = self.current.manifest.flows.get(p.flow)
+                    if flow is None or flow.overlap == "parallel" or p.flow not in running:
+                        pick = index
+                        break
+                if pick is None:
+                    return
+                p = self.pending[pick]
+                del self.pending[pick]
+                active = Active(p.run_id, p.flow, self.current, threading.Event())
+                self.active[p.run_id] = active
+                active.thread = threading.Thread(target=self._run, args=(p, active),
+                                                 name=f"run-{p.run_id}", daemon=True)
+                active.thread.start()
+
+    # -- one run -------------------------------------------------------------
+    def _run(self, p: Pending, active: Active) -> None:
+        from puppemon.runner import RunSpec, execute
+
+        deployment = active.deployment
+        flow = deployment.manifest.flows[p.flow]
+        started = self.clock()
+        active.started = started
+        self.state.journal(p.run_id, {"run_id": p.run_id, "flow": p.flow, "trigger": p.trigger,
+                                      "scheduled": utc_iso(p.scheduled), "started": utc_iso(started),
+                                      "params": p.params, "flows_commit": deployment.sha,
+                                      "source_commit": deployment.source_commit, "request": p.request,
+                                      "pid": None, "pid_start": None})
+        log.info("%s: started run %s (%s)", p.flow, p.run_id, p.trigger.get("kind"))
+        try:
+            secrets = self.secrets_for(flow)
+        except PuppemonError as exc:
+            self._finish_refused(p, active, exc.message)
+            return
+        spec = RunSpec(run_id=p.run_id, flow=flow, code_dir=deployment.directory, params=p.params,
+                       flows_commit=deployment.sha, variables=deployment.manifest.variables,
+                       secrets=secrets, grace=self.s.kill_grace)
+        result = execute(spec, cancel=active.cancel,
+                         on_spawn=lambda _n, pid: self.state.journal_pid(p.run_id, pid))
+        record = run_record(result, trigger=p.trigger, flows_commit=deployment.sha,
+                            source_commit=deployment.source_commit, scheduled=p.scheduled,
+                            daemon=self.s.name, request=p.request)
+        self.recorder.add(run_files(record, result.log, result.result, result.has_result, result.outputs),
+                          run_message(record))
+        self.after_run(record, result.log)
+        self._finish(p, active, record)
+
+    def _finish_refused(self, p: Pending, active: Active, error: str) -> None:
+        deployment = active.deployment
+        record = synthetic_record(p.run_id, p.flow, "failed", trigger=p.trigger, error=error,
+                                  started=active.started, finished=self.clock(), scheduled=p.scheduled,
+                                  params=p.params, flows_commit=deployment.sha,
+                                  source_commit=deployment.source_commit, daemon=self.s.name, request=p.request)
+        self.recorder.add(run_files(record, f"puppemon: {error}\n".encode()), run_message(record))
+        self.after_run(record, b"")
+        self._finish(p, active, record)
+
+    def _finish(self, p: Pending, active: Active, record: dict) -> None:
+        self.state.unjournal(p.run_id)
+        log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
+        with self.lock:
+            self.active.pop(p.run_id, None)
+            self._records_since_publish += 1
+        self.wake.set()
+        self._dispatch()
+
+    def secrets_for(self, flow) -> dict:
+        """The secret values this flow asked for and the server grants (PuppemonError otherwise)."""
+        if not flow.secrets:
+            return {}
+        if self.s.secrets is None:
+            raise PuppemonError(f"flow {flow.name!r} asks for secret{'s' if len(flow.secrets) > 1 else ''} "
+                                f"{', '.join(flow.secrets)} but this daemon has no secrets file "
+                                f"(start it with --secrets FILE)")
+        return self.s.secrets.for_flow(flow.name, flow.secrets)
+
+    def after_run(self, record: dict, log_bytes: bytes) -> None:
+        """Called after each run is recorded (notifications hook in here)."""
+
+    # -- crash recovery ------------------------------------------------------
+    def _recover_crashed(self) -> None:
+        tip = self.store.ref(self.recorder.ref)
+        for entry in self.state.leftovers():
+            run_id, flow = entry["run_id"], entry["flow"]
+            killed = self.state.kill_leftover(entry)
+            already = tip is not None and self.store.lookup(tip, f"{run_dir(flow, run_id)}/run.json")
+            if not already:
+                from puppemon.records import parse_iso
+
+                error = ("the daemon stopped while this run was in flight"
+                         + (f"; its leftover processes (group {entry['pid']}) were killed" if killed else ""))
+                record = synthetic_record(run_id, flow, "crashed", trigger=entry.get("trigger") or {},
+                                          error=error, started=parse_iso(entry.get("started")) or self.clock(),
+                                          finished=self.clock(), scheduled=parse_iso(entry.get("scheduled")),
+                                          params=entry.get("params"), flows_commit=entry.get("flows_commit", ""),
+                                          source_commit=entry.get("source_commit", ""), daemon=self.s.name,
+                                          request=entry.get("request"))
+                self.recorder.add(run_files(record, f"puppemon: {error}\n".encode()), run_message(record))
+                self.after_run(record, b"")
+                tip = self.store.ref(self.recorder.ref)
+                log.warning("%s: run %s recorded as crashed", flow, run_id)
+            self.state.unjournal(run_id)
+
+    # -- publishing ------------------------------------------------------------
+    def publish(self) -> None:
+        if self.recorder.unpublished() == 0:
+            return
+        count = self.recorder.unpublished()
+        if self.recorder.publish():
+            log.info("published %d record%s to %s", count, "s" if count != 1 else "", self.s.remote)
+            self._records_since_publish = 0
+
+    def status(self) -> dict:
+        """The live state written to refs/puppemon/status/<name>."""
+        flows = {}
+        if self.current is not None:
+            for name in self.current.manifest.flows:
+                job = self.scheduler.get_job(name) if self.scheduler else None
+                flows[name] = {"next": utc_iso(job.next_run_time) if job and job.next_run_time else None}
+        return {
+            "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(utcnow()),
+            "state": "stopped" if self.stopping else "running",
+            "flows_commit": self.current.sha if self.current else None,
+            "flows": flows,
+            "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started)}
+                          for a in list(self.active.values())],
+            "unpublished": self.recorder.unpublished(),
+        }
+
+    def push_status(self, final: bool = False) -> None:
+        status = self.status()
+        key = json.dumps({k: v for k, v in status.items() if k != "heartbeat"}, sort_keys=True)
+        last_time, last_key = self._status_pushed
+        now = time.monotonic()
+        due = final or (key != last_key and now - last_time >= STATUS_MIN_INTERVAL) or now - last_time >= HEARTBEAT
+        if not due and not (key != last_key and last_time == 0.0):
+            return
+        ref = f"refs/puppemon/status/{self.s.name}"
+        tree = self.store.update_tree(None, {"status.json": (self.store.blob(dump_json(status)), 0o100644)})
+        commit = self.store.commit(tree, [], f"status of {self.s.name}\n")
+        try:
+            self.store.push(self.s.remote, [f"+{commit}:{ref}"], timeout=30)
+            self._status_pushed = (now, key)
+        except GitError as exc:
+            log.debug("status not pushed: %s", exc.message)
+
+
+def _no_op() -> None:
+    """Jobs carry no callable of their own: _EnqueueExecutor routes them to Daemon._fire."""
+
+
+def _EnqueueExecutor(fire: Callable[[str, datetime], None]):  # noqa: N802 - builds a class lazily
+    """An APScheduler executor that hands each due job straight to `fire` with its scheduled time.
+
+    APScheduler 3 does not pass the scheduled time to a job; this executor gets it
+    (for `run.json` and lateness) and avoids a thread hop: `fire` only enqueues.
+    """
+    import sys
+
+    from apscheduler.executors.base import BaseExecutor
+
+    class Executor(BaseExecutor):
+        def _do_submit_job(self, job, run_times):
+            try:
+                fire(job.id, run_times[-1])
+            except BaseException:
+                self._run_job_error(job.id, *sys.exc_info()[1:])
+            else:
+                self._run_job_success(job.id, [])
+
+    return Executor()
