@@ -134,7 +134,7 @@ def redact(data, secrets: dict):
     if isinstance(data, str):
         return re.sub("|".join(map(re.escape, needles)), "***", data)
     pattern = b"|".join(re.escape(n.encode()) for n in needles)
-    return re.sub(pattern, b"***", bytes(data))
+    return re.sub(pattern, b"***", data if isinstance(data, bytes) else bytes(data))
 
 
 def _redact_json(value: Any, secrets: dict) -> Any:
@@ -194,23 +194,26 @@ class _Log:
         self.write((b"" if self.ends_with_newline else b"\n") + text.encode() + b"\n")
 
     def render(self, secrets: dict) -> bytes:
+        """The log as kept, redacted, with a note where the middle was cut."""
+        ring = memoryview(self.ring)
         if self.filled < self.tail_cap:
-            tail = bytes(self.ring[:self.filled])
+            tail = bytes(ring[:self.filled])
         else:
-            tail = bytes(self.ring[self.pos:] + self.ring[:self.pos])
-        cut = self.total - len(self.head) - len(tail)
+            tail = b"".join((ring[self.pos:], ring[:self.pos]))
+        ring.release()
+        self.ring = bytearray()  # render once: give the memory back before building the result
+        head, self.head = bytes(self.head), bytearray()
+        cut = self.total - len(head) - len(tail)
         if cut == 0:
-            return redact(bytes(self.head) + tail, secrets)
+            return redact(head + tail, secrets)
         # A secret may straddle the cut: the head can end with its first bytes and the
         # tail start with its last ones, which no pattern matches. Drop one secret's
         # length (minus one) on each side of the cut, after redacting what is whole.
         margin = max((len(n.encode()) for n in _needles(secrets)), default=1) - 1
-        head = redact(bytes(self.head), secrets)
-        tail = redact(tail, secrets)
-        head, tail = head[:len(head) - margin], tail[margin:]
+        head, tail = redact(head, secrets), redact(tail, secrets)
         cut += 2 * margin
         note = f"\n[... puppemon: {cut} bytes cut from the middle of this log ...]\n".encode()
-        return head + note + tail
+        return b"".join((memoryview(head)[:len(head) - margin], note, memoryview(tail)[margin:]))
 
 
 # --- processes -------------------------------------------------------------
@@ -314,7 +317,7 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
                 _signal_group(pgid, signal.SIGKILL)
             if exited and not group and gone_at is None:
                 gone_at = now
-            if exited and (not pipe_open or (gone_at is not None and now >= gone_at + DRAIN)):
+            if gone_at is not None and (not pipe_open or now >= gone_at + DRAIN):
                 break
             if exited and killed_at is not None and now >= killed_at + 2.0:
                 break  # unreapable members (not our orphans); give up waiting for them
