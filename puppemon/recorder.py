@@ -3,7 +3,9 @@
 Every writer (the CLI, the daemon, `trigger`) goes through a Recorder. A record is
 first a commit on the local runs ref (compare-and-swap), so it is never lost; then
 `publish()` fetches the remote's runs, replays the local-only commits onto it when
-it moved (their paths never collide), and pushes as a fast-forward. When the remote
+it moved, and pushes as a fast-forward. Records never collide; a commit that writes a
+path the remote already holds with other content (two daemons claiming one request)
+is dropped on replay: the first pushed wins. When the remote
 cannot be reached the records wait locally and go out on the next publish.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Recorder:
         self.author = signature(author_name)
         self.sleep = sleep
         self._lock = threading.Lock()
+        self.dropped: list[str] = []  # messages of local commits dropped by replay (first pushed wins)
 
     # -- local ---------------------------------------------------------------
     def add(self, files: Files, message: str) -> str:
@@ -136,8 +139,25 @@ class Recorder:
         for commit in reversed(pending):
             parent_tree = store.get_commit(commit.parents[0]).tree if commit.parents else None
             changes = store.tree_changes(parent_tree, commit.tree)
-            tree = store.update_tree(store.get_commit(tip).tree, changes)
+            tip_tree = store.get_commit(tip).tree
+            if self._collides(tip_tree, changes):
+                # Someone else wrote the same path first (a claim on a request, a
+                # "done" marker): the first pushed wins and this commit is dropped.
+                subject = commit.message.splitlines()[0] if commit.message else commit.sha
+                log.info("dropped local record %r: %s already has it with other content",
+                         subject, self.remote)
+                self.dropped.append(commit.message)
+                continue
+            tree = store.update_tree(tip_tree, changes)
             tip = store.commit(tree, [tip], commit.message, store.author_of(commit.sha), self.author)
         store.set_ref(self.ref, tip, local, message=f"replay {len(pending)} records onto {self.remote}")
         return tip
+
+    def _collides(self, tree: str, changes: Mapping[str, "tuple[str, int] | None"]) -> bool:
+        """True when a path `changes` writes already exists in `tree` with other content."""
+        for path, value in changes.items():
+            entry = self.store.lookup(tree, path)
+            if entry is not None and (value is None or (entry.oid, entry.mode) != tuple(value)):
+                return True
+        return False
 
