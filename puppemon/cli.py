@@ -67,11 +67,71 @@ def push(remote, branch, message, dry_run, watch, directory) -> None:
               help="A parameter; the value is read as YAML (3 is an int, true a bool). Repeatable.")
 @click.option("--params-json", default=None, metavar="JSON",
               help="Parameters as a JSON object; -p values override it.")
+@click.option("--record", is_flag=True, help="Record the run on the runs branch and push it to the remote.")
+@click.option("--no-push", is_flag=True, help="With --record: commit the record locally only.")
+@click.option("--remote", default=None, metavar="NAME|URL",
+              help="With --record: remote to push to (default: as for push).")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory (default: the current one).")
-def run(flow, pairs, params_json, directory) -> None:
+def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
     """Run FLOW here and now, streaming its output; exit with its exit code."""
-    _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory)
+    _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory,
+          record=record, push=not no_push, remote=remote)
+
+
+_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "crashed", "skipped")
+
+
+def _history_options(f):
+    """--remote, --no-fetch and -C, shared by the commands that read the runs branch."""
+    f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+                     help="Project directory (default: the current one).")(f)
+    f = click.option("--no-fetch", is_flag=True, help="Do not fetch; show what the local repository has.")(f)
+    return click.option("--remote", default=None, metavar="NAME|URL",
+                        help="Remote to read (default: the branch's upstream remote, else origin).")(f)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("--status", default=None, type=click.Choice(_STATUSES), help="Only runs with this status.")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="How many runs to show.")
+@click.option("--since", default=None, metavar="DATE|DURATION",
+              help="Only runs started since then: 2h, 7d, 2026-11-25, 2026-11-25T08:00.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run.json records.")
+@_history_options
+def runs(flow, status, limit, since, as_json, remote, no_fetch, directory) -> None:
+    """List recorded runs, newest first (fetches the remote's runs branch first)."""
+    _call("runs", flow=flow, status=status, limit=limit, since=since, as_json=as_json, remote=remote,
+          fetch=not no_fetch, directory=directory)
+
+
+@cli.command()
+@click.argument("run", metavar="RUN_ID|FLOW")
+@click.option("--result", is_flag=True, help="Print the run's result.json instead of its log.")
+@click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
+@_history_options
+def logs(run, result, outputs, remote, no_fetch, directory) -> None:
+    """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
+    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=not no_fetch,
+          directory=directory)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON.")
+@_history_options
+def status(as_json, remote, no_fetch, directory) -> None:
+    """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight."""
+    _call("status", as_json=as_json, remote=remote, fetch=not no_fetch, directory=directory)
+
+
+@cli.command()
+@click.argument("directory", default="puppemon-demo", type=click.Path(file_okay=False))
+@click.option("--for", "duration", default="30s", show_default=True, metavar="DURATION",
+              help="How long to run the daemon (Ctrl-C stops it sooner).")
+def quickstart(directory, duration) -> None:
+    """Create a demo project with a local remote, push it and run the daemon for a while."""
+    _call("quickstart", directory=directory, duration=duration)
 
 
 @cli.command()

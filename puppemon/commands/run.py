@@ -101,14 +101,20 @@ def exit_code(result: runner.RunResult) -> int:
 
 
 def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
-         directory: str = ".") -> int:
+         directory: str = ".", record: bool = False, push: bool = True, remote: str | None = None) -> int:
     params = parse_params(pairs, params_json)
     project = Path(directory).resolve()
     loaded, found = load_flow(project, flow)
+    if record:
+        from puppemon.commands.runs import open_target
+
+        target = open_target(project, remote, push)  # before the run: a bad repo or remote fails fast
     spec = runner.RunSpec(run_id=runner.new_run_id(), flow=found, code_dir=project, params=params,
                           variables=dict(loaded.variables), workdir="shared")
     result = execute_here(spec)
     print(summary(result), file=sys.stderr)
     if result.has_result:
         print(f"result: {json.dumps(result.result)}", file=sys.stderr)
+    if record:
+        print(target.record(result), file=sys.stderr)
     return exit_code(result)

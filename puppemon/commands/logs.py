@@ -1,0 +1,68 @@
+"""`puppemon logs RUN_ID|FLOW`: the log of one run, from the `runs` branch."""
+from __future__ import annotations
+
+import sys
+
+from puppemon.errors import PuppemonError
+from puppemon.records import RunStore, format_seconds, trigger_text
+
+
+def find_run(runs: RunStore, which: str) -> dict:
+    """The latest run of the flow named `which`, else the run whose id is or starts with `which`."""
+    if which in runs.flows():
+        record = runs.latest(which)
+        if record is not None:
+            return record
+    return runs.find(which)
+
+
+def header(record: dict) -> str:
+    """`hello 20261125T083000Z-7f3a9c succeeded (schedule) started 2026-11-25 16:30:00 CST, 0.4s, flows 1a2b3c4`."""
+    from puppemon.commands.runs import local_time
+
+    line = (f"{record['flow']} {record['id']} {record.get('status', '?')} "
+            f"({trigger_text(record.get('trigger') or {})}) started {local_time(record.get('started'), True)}, "
+            f"{format_seconds(record.get('duration'))}")
+    if record.get("flows_commit"):
+        line += f", flows {record['flows_commit'][:7]}"
+    elif record.get("source_commit"):
+        line += f", source {record['source_commit'][:7]}"
+    if record.get("daemon"):
+        line += f", on {record['daemon']}"
+    return line
+
+
+def _write(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `puppemon logs x | head`
+        pass
+
+
+def main(which: str, remote: str | None = None, fetch: bool = True, result: bool = False,
+         outputs: bool = False, directory: str = ".") -> int:
+    """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
+    from puppemon.commands.runs import open_runs
+
+    _, runs, _ = open_runs(directory, remote, fetch)
+    if not runs.tip:
+        raise PuppemonError("no runs recorded yet")
+    record = find_run(runs, which)
+    print(header(record), file=sys.stderr)
+    if record.get("error") and record.get("status") != "succeeded":
+        print(f"error: {record['error']}", file=sys.stderr)
+    if result:
+        data = runs.read_file(record, "result.json")
+        if data is None:
+            raise PuppemonError(f"run {record['id']} returned no result")
+        _write(data)
+    elif outputs:
+        for out in record.get("outputs") or []:
+            print(f"{out['size']:>10}  {out['path']}")
+        if record.get("outputs_note"):
+            print(f"note: {record['outputs_note']}", file=sys.stderr)
+    else:
+        _write(runs.read_file(record, "log.txt") or b"")
+    return 0
+
