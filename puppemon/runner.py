@@ -338,6 +338,9 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
         if not finished:  # an exception (e.g. from on_output): never leave the flow running
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
+            give_up = time.monotonic() + 2.0
+            while _group_alive(pgid) and time.monotonic() < give_up:
+                time.sleep(0.01)
         sel.close()
         if pidfd is not None:
             os.close(pidfd)
