@@ -107,6 +107,7 @@ class Daemon:
         self._status_pushed: tuple[float, str] = (0.0, "")
         self._records_since_publish = 0
         self.hooks: list[Callable[[Daemon], None]] = []  # extra work each cycle (requests, HTTP)
+        self.closers: list[Callable[[], None]] = []  # called first thing on shutdown (the HTTP hook)
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> int:
@@ -175,9 +176,16 @@ class Daemon:
             self.wake.wait(0.2)
             self.wake.clear()
         code = self._shutdown()
-        return code if code else (0 if self.recorder.unpublished() == 0 else 1)
+        if code == 0 and (self.failures or self.recorder.unpublished()):
+            return 1  # the remote was not reached, or records are still waiting to go out
+        return code
 
     def _shutdown(self) -> int:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a closer must not keep runs from being recorded
+                log.exception("error while stopping")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         with self.lock:

@@ -1,0 +1,131 @@
+"""Drive a real `puppemon daemon` process and read what it wrote with the real git binary."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tests.conftest import git, make_repo, puppemon
+
+
+def manifest_project(tmp_path: Path, remote: str, manifest: str, files: dict[str, str] | None = None,
+                     name: str = "project") -> Path:
+    repo = make_repo(tmp_path / name, {"puppemon.yaml": manifest, **(files or {})})
+    git("remote", "add", "origin", remote, cwd=repo)
+    return repo
+
+
+def deploy(repo: Path, manifest: str | None = None, files: dict[str, str] | None = None) -> None:
+    if manifest is not None:
+        (repo / "puppemon.yaml").write_text(manifest)
+    for name, content in (files or {}).items():
+        (repo / name).write_text(content)
+    puppemon("push", cwd=repo)
+
+
+class DaemonProcess:
+    """A `puppemon daemon` subprocess with its stderr captured to a file."""
+
+    def __init__(self, remote: str, state: Path, *args: str, name: str = "d1", env: dict | None = None) -> None:
+        self.remote, self.state, self.name = remote, state, name
+        self.log_path = state.parent / f"{name}-{time.monotonic_ns()}.log"
+        self.args = ["--remote", remote, "--state", str(state), "--name", name, "--poll", "0.3", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> DaemonProcess:
+        self.log_fh = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "puppemon", "daemon", *self.args],
+                                     stdout=self.log_fh, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.log_fh.close()
+        return code
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log_fh.close()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.log_fh.close()
+
+
+def run_daemon_once(remote: str, state: Path, *args: str, name: str = "d1") -> subprocess.CompletedProcess:
+    return puppemon("daemon", "--remote", remote, "--state", str(state), "--name", name, "--once", *args,
+                    check=False, timeout=120)
+
+
+def remote_records(bare: Path) -> list[dict]:
+    """Every run.json on the remote's runs branch, newest commit first."""
+    proc = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "--verify", "-q", "runs"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return []
+    paths = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
+    records = [json.loads(git("--git-dir", str(bare), "show", f"runs:{p}")) for p in paths
+               if p.endswith("/run.json")]
+    return sorted(records, key=lambda r: r["id"])
+
+
+def deploy_records(bare: Path) -> list[dict]:
+    paths = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
+    return [json.loads(git("--git-dir", str(bare), "show", f"runs:{p}")) for p in paths
+            if p.startswith("deploys/")]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
+               on_fail: Callable[[], str] = lambda: "") -> object:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
+        time.sleep(0.1)
+
+
+def fsck(bare: Path) -> None:
+    git("--git-dir", str(bare), "fsck", "--strict", "--no-dangling")
+
+
+def linear(bare: Path, ref: str = "runs") -> bool:
+    return all(len(p.split()) <= 1 for p in git("--git-dir", str(bare), "log", "--format=%P", ref).splitlines())
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of processes in group `pgid` that are alive (zombies waiting for a reaper do not count)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().decode("utf-8", "replace").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state not in ("Z", "X"):
+            members.append(int(entry))
+    return members

@@ -1,0 +1,306 @@
+"""The daemon as users run it: a real process, a real remote, real clocks with short intervals."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.conftest import git
+from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, linear, live_group_members,
+                                  manifest_project, remote_records, run_daemon_once, wait_until)
+
+pytestmark = pytest.mark.slow
+
+TICK = """\
+version: 1
+flows:
+  tick:
+    command: ["sh", "-c", "echo tick $(cat version.txt)"]
+    every: 1s
+"""
+
+
+def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
+    return [r for r in records if r["flow"] == flow and all(r.get(k) == v for k, v in match.items())]
+
+
+def test_scheduled_runs_reach_the_remote_and_redeploy_changes_code(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
+    deploy(repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
+        wait_until(lambda: len(of_flow(remote_records(bare_remote), "tick", status="succeeded")) >= 2,
+                   what="two scheduled runs", on_fail=lambda: daemon.log)
+        first = of_flow(remote_records(bare_remote), "tick")[0]
+        log = git("--git-dir", str(bare_remote), "show",
+                  f"runs:runs/tick/{first['id'][:4]}/{first['id'][4:6]}/{first['id'][6:8]}/{first['id']}/log.txt")
+        assert log == "tick v1\n"
+        assert first["trigger"] == {"kind": "schedule"} and first["scheduled"] <= first["started"]
+        deploy(repo, files={"version.txt": "v2"})
+        new_tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+        wait_until(lambda: of_flow(remote_records(bare_remote), "tick", flows_commit=new_tip),
+                   what="a run of the new deploy", on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    deploys = deploy_records(bare_remote)
+    assert sorted(d["status"] for d in deploys) == ["deployed", "deployed"]
+    fsck(bare_remote)
+    assert linear(bare_remote)
+
+
+def test_bad_deploy_is_refused_recorded_and_old_one_keeps_running(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
+    deploy(repo)
+    good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
+        wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), what="a first run",
+                   on_fail=lambda: daemon.log)
+        # a bad manifest can only reach the remote by bypassing push's validation: commit it by hand
+        clone = tmp_path / "clone"
+        git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(clone))
+        (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
+        git("commit", "--quiet", "-am", "broken", cwd=clone)
+        git("push", "--quiet", "origin", "flows", cwd=clone)
+        bad = git("rev-parse", "HEAD", cwd=clone).strip()
+        wait_until(lambda: [d for d in deploy_records(bare_remote) if d["status"] == "refused"],
+                   what="the refusal record", on_fail=lambda: daemon.log)
+        count = len(of_flow(remote_records(bare_remote), "tick", flows_commit=good))
+        wait_until(lambda: len(of_flow(remote_records(bare_remote), "tick", flows_commit=good)) > count + 1,
+                   what="runs of the old deploy after the refusal", on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    refused = [d for d in deploy_records(bare_remote) if d["status"] == "refused"]
+    assert len(refused) == 1 and refused[0]["flows_commit"] == bad
+    assert refused[0]["error"] == ("puppemon.yaml:5:12: flows.tick.every: 'often' is not a duration "
+                                   "(use 30s, 10m, 2h, 1d)")
+    assert "deploy " + bad[:7] + " refused" in daemon.log
+
+
+@pytest.mark.parametrize("policy, expected", [("none", 0), ("latest", 1), ("all", 3)])
+def test_catchup_after_a_stopped_period(tmp_path, bare_remote, policy, expected):
+    manifest = f"""\
+version: 1
+flows:
+  tick:
+    command: ["true"]
+    every: 1s
+    overlap: queue
+    catchup: {policy}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    state = tmp_path / "state"
+    with DaemonProcess(str(bare_remote), state) as daemon:
+        wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), what="a first run",
+                   on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    stopped = time.monotonic()
+    while time.monotonic() - stopped < 3.4:  # the daemon must really be down across fire times
+        time.sleep(0.1)
+    restart = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    with DaemonProcess(str(bare_remote), state) as daemon:
+        # queue policy: the first scheduled run after the restart waits behind every catch-up run
+        wait_until(lambda: [r for r in of_flow(remote_records(bare_remote), "tick", trigger={"kind": "schedule"})
+                            if r["started"] > restart],
+                   what="a scheduled run after the restart", on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    caught = of_flow(remote_records(bare_remote), "tick", trigger={"kind": "catchup"})
+    # at least `expected` fire times passed while it was down (3.4 s, plus stop and start time)
+    if policy == "all":
+        assert len(caught) >= expected, daemon.log
+        times = sorted(datetime.fromisoformat(r["scheduled"].replace("Z", "+00:00")) for r in caught)
+        assert {(b - a).total_seconds() for a, b in zip(times, times[1:])} == {1.0}
+    else:
+        assert len(caught) == expected, daemon.log
+    if expected:
+        assert f"tick: catching up {len(caught)} missed run" in daemon.log
+
+
+@pytest.mark.parametrize("policy", ["skip", "queue", "parallel"])
+def test_overlap_policies(tmp_path, bare_remote, policy):
+    manifest = f"""\
+version: 1
+flows:
+  slow:
+    command: ["sh", "-c", "date +%s.%N > $PUPPEMON_OUTPUT_DIR/start; sleep 1.6; date +%s.%N > $PUPPEMON_OUTPUT_DIR/end"]
+    every: 1s
+    overlap: {policy}
+    catchup: none
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
+        wait_until(lambda: len(of_flow(remote_records(bare_remote), "slow", status="succeeded")) >= 3,
+                   timeout=40, what="three finished runs", on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    records = of_flow(remote_records(bare_remote), "slow")
+    ran = [r for r in records if r["status"] == "succeeded"]
+    skipped = [r for r in records if r["status"] == "skipped"]
+    spans = sorted((r["started"], r["finished"]) for r in ran)
+    overlapping = any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    if policy == "skip":
+        assert skipped and not overlapping
+        assert skipped[0]["error"] == "the previous run was still going (overlap: skip)"
+    elif policy == "queue":
+        assert not skipped and not overlapping
+    else:
+        assert not skipped and overlapping
+
+
+def test_kill_9_mid_run_is_recorded_crashed_and_leaves_no_orphan(tmp_path, bare_remote):
+    manifest = """\
+version: 1
+flows:
+  long:
+    command: ["sh", "-c", "sleep 300 & echo $! > $TMPDIR/../child.pid; echo started; wait"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    state = tmp_path / "state"
+    daemon = DaemonProcess(str(bare_remote), state).start()
+    journal = state / "journal"
+    entry = wait_until(lambda: [p for p in journal.glob("*.json") if '"pid": null' not in p.read_text()],
+                       what="the run's journal entry with its pid", on_fail=lambda: daemon.log)
+    info = json.loads(entry[0].read_text())
+    pgid = info["pid"]
+    wait_until(lambda: len(live_group_members(pgid)) == 2, what="the run's shell and its sleep")
+    daemon.kill9()
+    assert len(live_group_members(pgid)) == 2  # the group outlives the daemon: nothing cleaned it up yet
+    result = run_daemon_once(str(bare_remote), state)
+    assert result.returncode == 0, result.stderr
+    assert live_group_members(pgid) == []
+    crashed = of_flow(remote_records(bare_remote), "long", status="crashed")
+    assert [r["id"] for r in crashed] == [info["run_id"]]
+    assert crashed[0]["error"] == (f"the daemon stopped while this run was in flight; its leftover "
+                                   f"processes (group {pgid}) were killed")
+    assert not list(journal.glob("*.json"))
+    # a second start records nothing more
+    assert run_daemon_once(str(bare_remote), state).returncode == 0
+    assert len(of_flow(remote_records(bare_remote), "long", status="crashed")) == 1
+
+
+def test_remote_unavailable_for_a_while_every_record_arrives(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
+    deploy(repo)
+    state = tmp_path / "state"
+    with DaemonProcess(str(bare_remote), state) as daemon:
+        wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), what="a first run",
+                   on_fail=lambda: daemon.log)
+        hidden = tmp_path / "away.git"
+        shutil.move(bare_remote, hidden)
+        wait_until(lambda: "records kept locally" in daemon.log, what="the daemon noticing",
+                   on_fail=lambda: daemon.log)
+        local = lambda: int(git("--git-dir", str(state / "mirror.git"), "rev-list", "--count", "runs"))  # noqa: E731
+        queued_at = local()
+        wait_until(lambda: local() >= queued_at + 2, what="records queued while away", on_fail=lambda: daemon.log)
+        shutil.move(hidden, bare_remote)
+        assert daemon.stop() == 0
+    local_ids = git("--git-dir", str(state / "mirror.git"), "log", "--format=%(trailers:key=Puppemon-Run,valueonly)",
+                    "runs").split()
+    remote_ids = git("--git-dir", str(bare_remote), "log", "--format=%(trailers:key=Puppemon-Run,valueonly)",
+                     "runs").split()
+    assert len(local_ids) >= 3 and set(local_ids) == set(remote_ids)
+    fsck(bare_remote)
+
+
+def test_two_daemons_on_one_remote_union_linear(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
+    deploy(repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "s1", name="alpha") as a, \
+            DaemonProcess(str(bare_remote), tmp_path / "s2", name="beta") as b:
+        def both() -> bool:
+            records = remote_records(bare_remote)
+            return (len([r for r in records if r["daemon"] == "alpha"]) >= 3
+                    and len([r for r in records if r["daemon"] == "beta"]) >= 3)
+        wait_until(both, timeout=40, what="runs from both daemons", on_fail=lambda: a.log + b.log)
+        assert a.stop() == 0 and b.stop() == 0
+    for state in ("s1", "s2"):
+        ids = git("--git-dir", str(tmp_path / state / "mirror.git"), "log",
+                  "--format=%(trailers:key=Puppemon-Run,valueonly)", "runs").split()
+        remote_ids = set(git("--git-dir", str(bare_remote), "log",
+                             "--format=%(trailers:key=Puppemon-Run,valueonly)", "runs").split())
+        assert set(ids) <= remote_ids
+    assert linear(bare_remote)
+    fsck(bare_remote)
+    statuses = git("--git-dir", str(bare_remote), "for-each-ref", "--format=%(refname)", "refs/puppemon/status")
+    assert statuses.split() == ["refs/puppemon/status/alpha", "refs/puppemon/status/beta"]
+
+
+def test_sigterm_lets_runs_finish_within_grace_and_exits_0(tmp_path, bare_remote):
+    manifest = """\
+version: 1
+flows:
+  short:
+    command: ["sh", "-c", "echo begin; sleep 1; echo end"]
+    run_on_deploy: true
+  long:
+    command: ["sh", "-c", "echo begin; sleep 300"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    daemon = DaemonProcess(str(bare_remote), tmp_path / "state", "--grace", "2").start()
+    wait_until(lambda: daemon.log.count("started run") == 2, what="both runs started", on_fail=lambda: daemon.log)
+    begun = time.monotonic()
+    assert daemon.stop(timeout=30) == 0
+    assert time.monotonic() - begun < 2 + 5 + 3  # grace + the runner's kill grace + publishing
+    records = {r["flow"]: r for r in remote_records(bare_remote)}
+    assert records["short"]["status"] == "succeeded"
+    assert records["long"]["status"] == "cancelled"
+
+
+def test_once_exit_codes(tmp_path, bare_remote):
+    manifest = """\
+version: 1
+flows:
+  hello:
+    command: ["echo", "hi"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    # no flows branch yet: nothing to do, still a success
+    assert run_daemon_once(str(bare_remote), tmp_path / "state").returncode == 0
+    deploy(repo)
+    result = run_daemon_once(str(bare_remote), tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in remote_records(bare_remote)] == ["succeeded"]
+    # the same deploy again: no new run_on_deploy run, nothing to record
+    assert run_daemon_once(str(bare_remote), tmp_path / "state").returncode == 0
+    assert len(remote_records(bare_remote)) == 1
+    # an unreachable remote: records cannot be published -> exit 1
+    unreachable = run_daemon_once(str(tmp_path / "missing.git"), tmp_path / "state2")
+    assert unreachable.returncode == 1
+    assert "cannot fetch from" in unreachable.stderr
+
+
+def test_daemon_over_ssh(tmp_path, ssh_remote):
+    bare_remote = ssh_remote.bare
+    url = ssh_remote.url_for(bare_remote)
+    manifest = """\
+version: 1
+flows:
+  hello:
+    command: ["echo", "over ssh"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, url, manifest)
+    deploy(repo)
+    result = run_daemon_once(url, tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in remote_records(bare_remote)] == ["succeeded"]
+    fsck(bare_remote)
+
+
+def test_second_daemon_on_same_state_dir_is_refused(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v"})
+    deploy(repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
+        wait_until(lambda: "started" in daemon.log, what="the first daemon", on_fail=lambda: daemon.log)
+        second = run_daemon_once(str(bare_remote), tmp_path / "state")
+        assert second.returncode == 1
+        assert second.stderr == (f"Error: another puppemon daemon (pid {daemon.proc.pid}) is using "
+                                 f"{tmp_path / 'state'}; stop it or pass a different --state\n")
+        daemon.stop()
