@@ -108,7 +108,6 @@ class Daemon:
         self._records_since_publish = 0
         self.hooks: list[Callable[[Daemon], None]] = []  # extra work each cycle (requests, HTTP)
         self.closers: list[Callable[[], None]] = []  # called first thing on shutdown (the HTTP hook)
-        self.closers: list[Callable[[], None]] = []  # called first thing on shutdown (the HTTP hook)
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> int:
@@ -182,11 +181,6 @@ class Daemon:
         return code
 
     def _shutdown(self) -> int:
-        for close in self.closers:
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - a closer must not keep runs from being recorded
-                log.exception("error while stopping")
         for close in self.closers:
             try:
                 close()
