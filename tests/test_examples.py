@@ -108,6 +108,26 @@ def test_backup_writes_a_tarball(tmp_path):
     assert (flow.overlap, flow.retries, flow.timeout) == ("skip", 2, 20 * 60)
 
 
+def test_backup_keeps_the_newest_local_copies(tmp_path):
+    from puppemon import manifest, runner
+
+    project = copy_example("backup", tmp_path)
+    dest = tmp_path / "archives"
+    dest.mkdir()
+    old = dest / "backup-sample-data-20000101T000000Z.tar.gz"
+    old.write_bytes(b"old")
+    (dest / (old.name + ".sha256")).write_text("old\n")
+    loaded = manifest.load(project)
+    variables = {**loaded.variables, "BACKUP_KEEP_LOCAL": "1", "BACKUP_DIR": str(dest)}
+    spec = runner.RunSpec(run_id=runner.new_run_id(), flow=loaded.flows["backup"], code_dir=project,
+                          params={}, variables=variables, workdir="shared")
+    result = runner.execute(spec)
+    assert result.status == "succeeded", result.log.decode()
+    (archive,) = [name for name in outputs(result) if name.endswith(".tar.gz")]
+    assert sorted(p.name for p in dest.iterdir()) == [archive, archive + ".sha256"]
+    assert (dest / archive).read_bytes() == outputs(result)[archive]
+
+
 def test_etl_returns_a_result(tmp_path):
     project = copy_example("etl", tmp_path)
     proc = puppemon("run", "daily-sales", "-C", str(project))

@@ -27,8 +27,10 @@ if [ "${BACKUP_KEEP_LOCAL:-0}" -gt 0 ]; then
     dest="${BACKUP_DIR:?set BACKUP_DIR to keep local copies}"
     mkdir -p "$dest"
     cp "$out/$name" "$out/$name.sha256" "$dest/"
-    # Keep the newest BACKUP_KEEP_LOCAL archives.
-    ls -1t "$dest"/backup-*.tar.gz | tail -n +"$((BACKUP_KEEP_LOCAL + 1))" | while read -r old; do
-        rm -f "$old" "$old.sha256"
+    # Names end in a UTC timestamp, so the glob lists them oldest first.
+    archives=("$dest"/backup-"$(basename "$source_dir")"-*.tar.gz)
+    excess=$(( ${#archives[@]} - BACKUP_KEEP_LOCAL ))
+    for (( i = 0; i < excess; i++ )); do
+        rm -f "${archives[i]}" "${archives[i]}.sha256"
     done
 fi
