@@ -105,16 +105,15 @@ def main(argv: list[str]) -> int:
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         func = resolve(entry)
+        value = func(**puppemon.params())
+        if inspect.isawaitable(value):
+            value = asyncio.run(_await(value))
     except EntryNotFound as exc:
         message = f"entrypoint {entry}: {exc}"
         print(f"puppemon: {message}", file=sys.stderr)
         _write(result_file + ".error", message)
         return 2
-    try:
-        value = func(**puppemon.params())
-        if inspect.isawaitable(value):
-            value = asyncio.run(_await(value))
-    except Exception as exc:  # noqa: BLE001 - the flow's failure, reported in its log
+    except Exception as exc:  # noqa: BLE001 - the flow's failure (also at import), reported in its log
         _print_traceback(exc)
         _write(result_file + ".error", traceback.format_exception_only(type(exc), exc)[-1].strip())
         return 1

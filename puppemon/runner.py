@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from puppemon import env_name
-from puppemon.manifest import Flow
+from puppemon.manifest import Flow, format_duration
 
 CHUNK = 64 * 1024
 # How long to keep reading a pipe whose writer escaped the process group (setsid)
@@ -276,6 +276,8 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     except FileNotFoundError:
+        if "/" in argv[0] and os.path.isfile(os.path.join(cwd, argv[0])):
+            return "failed", 127, f"cannot execute {argv[0]}: its interpreter (#! line) was not found"
         return "failed", 127, f"command not found: {argv[0]}"
     except PermissionError:
         return "failed", 126, f"permission denied: cannot execute {argv[0]}"
@@ -347,7 +349,7 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
         proc.stdout.close()
     rc = proc.returncode
     if reason == "timed_out":
-        return reason, 124, f"timed out after {_seconds(timeout)}"
+        return reason, 124, f"timed out after {format_duration(timeout)}"
     if reason == "cancelled":
         return reason, 130, "cancelled"
     if rc == 0:
@@ -357,10 +359,6 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
     if rc == 127:
         return "failed", rc, "exited with code 127 (command not found)"
     return "failed", rc, f"exited with code {rc}"
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}s"
 
 
 # --- files -----------------------------------------------------------------
@@ -535,6 +533,9 @@ def _attempts(spec: RunSpec, area: Path, params: dict, log: _Log, run: _Run,
     total = flow.retries + 1
     waiter = cancel or threading.Event()
     for number in range(1, total + 1):
+        if number == 1 and cancel is not None and cancel.is_set():
+            run.status, run.exit_code, run.error = "cancelled", 130, "cancelled before it started"
+            break
         if number > 1:
             if waiter.wait(flow.retry_delay):
                 run.status, run.exit_code = "cancelled", 130

@@ -103,6 +103,21 @@ def test_command_not_found(code):
     assert through_shell.error == "exited with code 127 (command not found)"
 
 
+def test_script_with_a_missing_interpreter(code):
+    (code / "job.sh").write_text("#!/no/such/interpreter\necho hi\n")
+    (code / "job.sh").chmod(0o755)
+    result = run(code, make_flow(command=["./job.sh"]))
+    assert (result.status, result.exit_code) == ("failed", 127)
+    assert result.error == "cannot execute ./job.sh: its interpreter (#! line) was not found"
+
+
+def test_not_executable(code):
+    (code / "job.sh").write_text("echo hi\n")
+    result = run(code, make_flow(command=["./job.sh"]))
+    assert (result.status, result.exit_code, result.error) == (
+        "failed", 126, "permission denied: cannot execute ./job.sh")
+
+
 def test_killed_by_a_signal(code):
     result = run(code, make_flow(command="kill -KILL $$"))
     assert (result.status, result.exit_code, result.error) == ("failed", 137, "killed by SIGKILL")
@@ -167,6 +182,14 @@ def test_entrypoint_that_cannot_be_found_exits_2(tmp_path, entry, message):
     assert (result.status, result.exit_code) == ("failed", 2)
     assert result.error.startswith(f"entrypoint {entry}: {message}")
     assert result.log.decode() == f"puppemon: {result.error}\n"
+
+
+def test_missing_dependency_of_the_entry_module_is_the_flows_failure(tmp_path):
+    code = write_files(tmp_path / "code", {"jobs.py": "import no_such_dependency\n\ndef main():\n    pass\n"})
+    result = run(code, make_flow(entrypoint="jobs:main"))
+    assert (result.status, result.exit_code) == ("failed", 1)
+    assert result.error == "ModuleNotFoundError: No module named 'no_such_dependency'"
+    assert b'jobs.py", line 1, in <module>' in result.log
 
 
 def test_entrypoint_result_must_be_json(tmp_path):
@@ -289,6 +312,16 @@ def test_cancel_stops_the_run(code):
                  on_spawn=lambda n, pid: pids.append(pid))
     assert (result.status, result.exit_code, result.error) == ("cancelled", 130, "cancelled")
     assert group_gone(pids[0], within=0)
+
+
+def test_cancel_before_the_start_runs_nothing(code):
+    cancel = threading.Event()
+    cancel.set()
+    spawned = []
+    result = run(code, make_flow(command="echo should-not-run"), cancel=cancel,
+                 on_spawn=lambda n, pid: spawned.append(pid))
+    assert (result.status, result.exit_code, result.error) == ("cancelled", 130, "cancelled before it started")
+    assert (spawned, result.attempts, result.log) == ([], [], b"")
 
 
 def test_cancel_during_retry_delay_stops_at_once(code):
