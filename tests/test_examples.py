@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import puppemon
+from tests.conftest import git, make_repo, puppemon
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROJECTS = sorted(p.parent.name for p in EXAMPLES.glob("*/puppemon.yaml"))
@@ -147,6 +147,38 @@ def test_etl_returns_a_result(tmp_path):
         rows = conn.execute("SELECT day, orders, items, revenue FROM daily_sales ORDER BY day").fetchall()
     conn.close()
     assert rows == [("2026-11-03", 1, 10, "299.00"), ("2026-11-04", 1, 2, "59.80")]
+
+
+@pytest.mark.parametrize("name, flow, recorded", [
+    ("scraper", "prices", ["outputs/categories.csv", "outputs/products.csv", "result.json"]),
+    ("etl", "daily-sales", ["outputs/sales.sqlite", "result.json"]),
+])
+def test_deployed_example_runs_on_deploy_and_lands_on_runs(tmp_path, bare_remote, name, flow, recorded):
+    """push -> daemon --once -> `git log runs`: the flows marked run_on_deploy run and
+    their outputs and result are committed to the runs branch."""
+    project = copy_example(name, tmp_path / "src")
+    make_repo(project)
+    git("remote", "add", "origin", str(bare_remote), cwd=project)
+    puppemon("push", "-C", str(project))
+    puppemon("daemon", "--once", "--remote", str(bare_remote), "--state", str(tmp_path / "state"),
+             "--name", "test")
+
+    files = git("ls-tree", "-r", "--name-only", "runs", cwd=bare_remote).split()
+    (run_json,) = [f for f in files if f.startswith(f"runs/{flow}/") and f.endswith("/run.json")]
+    run_dir = run_json.rsplit("/", 1)[0]
+    assert sorted(f.removeprefix(run_dir + "/") for f in files if f.startswith(run_dir + "/")) == \
+        sorted(["log.txt", "run.json", *recorded])
+    record = json.loads(git("show", f"runs:{run_json}", cwd=bare_remote))
+    assert record["status"] == "succeeded"
+    assert git("log", "-1", "--format=%(trailers:key=Puppemon-Status,valueonly)", "runs", "--",
+               f"runs/{flow}", cwd=bare_remote).strip() == "succeeded"
+    result = json.loads(git("show", f"runs:{run_dir}/result.json", cwd=bare_remote))
+    if name == "scraper":
+        assert result == {"products": 5, "categories": 3}
+        products = git("show", f"runs:{run_dir}/outputs/products.csv", cwd=bare_remote)
+        assert products.splitlines()[1] == "TNT-2P,Two-person tent,camping,4290,12"
+    else:
+        assert result["orders"] == 5 and result["revenue"] == "598.00 EUR"
 
 
 @pytest.fixture
