@@ -145,12 +145,63 @@ def quickstart(directory, duration) -> None:
 @click.option("--max-parallel", default=None, type=click.IntRange(min=1), help="Runs at once (default 4).")
 @click.option("--grace", default=None, metavar="SECONDS",
               help="On SIGTERM, how long runs may finish before they are killed (default 30).")
+@click.option("--secrets", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="YAML file of secret values and the flows each is granted to (mode 600).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Serve the HTTP hook there (off by default; a non-loopback address needs a token).")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Bearer token for the HTTP hook (default: $PUPPEMON_HTTP_TOKEN).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options.")
-def daemon(remote, state, name, poll, once, max_parallel, grace, config) -> None:
+def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
-          max_parallel=max_parallel, grace=grace, config=config)
+          max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
+          config=config)
+
+
+@cli.command()
+@click.argument("flow")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A parameter; the value is read as YAML (3 is an int, true a bool). Repeatable.")
+@click.option("--params-json", default=None, metavar="JSON",
+              help="Parameters as a JSON object; -p values override it.")
+@click.option("--remote", default=None, metavar="NAME|URL",
+              help="Remote to send the request to (default: the branch's upstream remote, else origin).")
+@click.option("--wait", is_flag=True, help="Follow the run to its end, print its log, exit with its exit code.")
+@click.option("--timeout", default=None, metavar="SECONDS", help="With --wait: give up after this long (exit 2).")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Project directory (default: the current one).")
+def trigger(flow, pairs, params_json, remote, wait, timeout, directory) -> None:
+    """Ask the daemon to run FLOW: write a request to the runs branch and print its id."""
+    _call("trigger", flow=flow, pairs=pairs, params_json=params_json, remote=remote, wait=wait,
+          timeout=timeout, directory=directory)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--remote", default=None, metavar="NAME|URL",
+              help="Remote to send the request to (default: the branch's upstream remote, else origin).")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Project directory (default: the current one).")
+def cancel(run_id, remote, directory) -> None:
+    """Ask the daemon running RUN_ID to stop it (SIGTERM, grace, SIGKILL); print the request id."""
+    _call("cancel", run_id=run_id, remote=remote, directory=directory)
+
+
+@cli.group()
+def secrets() -> None:
+    """Inspect the daemon's secrets file (names only, never values)."""
+
+
+@secrets.command("check")
+@click.option("--secrets", "secrets_file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The daemon's secrets file.")
+@click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A puppemon.yaml: show which flow gets which secret, and what is not granted.")
+def secrets_check(secrets_file, manifest) -> None:
+    """Check a secrets file; with --manifest, show each flow's granted and refused secrets."""
+    _call("secrets", secrets_file=secrets_file, manifest=manifest)
 
 
 def main() -> None:

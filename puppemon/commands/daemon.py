@@ -88,3 +88,22 @@ def main(**options: Any) -> int:
 
 def configure_extras(daemon, merged: dict[str, Any]) -> None:
     """Secrets, HTTP and trigger requests plug in here."""
+    from puppemon.notify import install
+    from puppemon.requests import RequestServer
+
+    if merged.get("secrets"):
+        from puppemon.secrets import load
+
+        daemon.s.secrets = load(os.path.expanduser(str(merged["secrets"])))
+    requests = RequestServer()
+    daemon.hooks.append(requests)
+    install(daemon)
+    if merged.get("listen"):
+        from puppemon.httpd import HttpHook, read_token
+
+        hook = HttpHook(daemon, requests, str(merged["listen"]), read_token(merged.get("token_file")),
+                        os.environ.get("PUPPEMON_GITHUB_SECRET") or None)
+        hook.start()
+        daemon.closers.append(hook.stop)
+    elif merged.get("token_file"):
+        raise PuppemonError("--token-file is for the HTTP hook; pass --listen HOST:PORT too")

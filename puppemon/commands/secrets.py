@@ -1,0 +1,43 @@
+"""`puppemon secrets check`: which flow gets which secret, by name only."""
+from __future__ import annotations
+
+
+def main(secrets_file: str, manifest: str | None = None) -> int:
+    """Print the secrets (names and grants) or, with a manifest, each flow's granted and refused secrets.
+
+    Exit 1 when a flow asks for a secret it is not granted (its runs would fail).
+    """
+    from puppemon.secrets import load
+
+    store = load(secrets_file)
+    if manifest is None:
+        rows = [("secret", "granted to")] + [(name, ", ".join(store.secrets[name].flows))
+                                             for name in store.names()]
+        _table(rows)
+        return 0
+    from pathlib import Path
+
+    from puppemon.manifest import parse
+
+    loaded = parse(Path(manifest).read_bytes(), manifest)
+    rows = [("flow", "granted", "not granted")]
+    refused = 0
+    for name, flow in sorted(loaded.flows.items()):
+        asked = list(flow.secrets)
+        if flow.notify is not None and flow.notify.webhook_secret not in asked:
+            asked.append(flow.notify.webhook_secret)
+        ok = [s for s in asked if store.refusal(name, s) is None]
+        bad = [s for s in asked if s not in ok]
+        refused += len(bad)
+        rows.append((name, ", ".join(ok) or "-", ", ".join(bad) or "-"))
+    _table(rows)
+    if refused:
+        print(f"{refused} secret request{'s' if refused != 1 else ''} not granted")
+        return 1
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

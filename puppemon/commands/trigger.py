@@ -1,0 +1,90 @@
+"""`puppemon trigger FLOW`: ask the daemon for a run through a request on the runs branch."""
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from puppemon.errors import PuppemonError
+
+POLL = 1.0
+
+
+class WaitTimeout(PuppemonError):
+    exit_code = 2
+
+
+def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, remote: str | None = None,
+         wait: bool = False, timeout: str | None = None, directory: str = ".") -> int:
+    """Write the request, print its id; with `wait`, follow the run and exit with its exit code."""
+    from puppemon.commands.run import parse_params
+    from puppemon.gitstore import Store
+    from puppemon.manifest import FLOW_NAME_RE
+    from puppemon.requests import run_request, send, who
+    from puppemon.snapshot import resolve_remote
+
+    if not FLOW_NAME_RE.match(flow):
+        raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")
+    limit = _seconds(timeout) if timeout is not None else None
+    params = parse_params(pairs, params_json)
+    store = Store.discover(directory)
+    remote = resolve_remote(store, remote)
+    body = run_request(flow, params, who(), datetime.now(timezone.utc))
+    send(store, remote, body)
+    print(body["id"], flush=True)
+    if not wait:
+        return 0
+    return follow(store, remote, body["id"], limit)
+
+
+def _seconds(text: str) -> float:
+    from puppemon.manifest import parse_duration
+
+    try:
+        value = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError:
+        raise PuppemonError(f"--timeout {text!r}: not a duration (use 30, 30s, 10m, 2h)") from None
+    return value
+
+
+def follow(store, remote: str, request_id: str, limit: float | None, branch: str = "runs",
+           clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] | None = None) -> int:
+    """Fetch the remote's runs about every second until a run record names `request_id`."""
+    from puppemon.gitstore import GitError
+    from puppemon.recorder import Recorder
+    from puppemon.requests import describe, exit_code, find_record, read_claim
+
+    say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    recorder = Recorder(store, remote=remote, branch=branch)
+    deadline = None if limit is None else clock() + limit
+    claimed = None
+    say(f"waiting for a daemon to take request {request_id} ...")
+    while True:
+        try:
+            tip = recorder.fetch()
+        except GitError as exc:
+            say(f"warning: {exc.message}; retrying")
+            tip = None
+        claim = read_claim(store, tip, request_id)
+        if claim is not None:
+            if claimed is None:
+                claimed = claim
+                say(f"run {claim['run_id']} on {claim.get('daemon')}")
+            record = find_record(store, tip, claim["run_id"], claim.get("flow"))
+            if record is not None:
+                from puppemon.records import run_dir
+
+                log = store.read(tip, f"{run_dir(record['flow'], record['id'])}/log.txt") or b""
+                sys.stdout.flush()
+                sys.stdout.buffer.write(log)
+                sys.stdout.buffer.flush()
+                say(describe(record) + (f": {record['error']}" if record.get("error")
+                                        and record["status"] != "succeeded" else ""))
+                return exit_code(record)
+        if deadline is not None and clock() >= deadline:
+            state = (f"run {claimed['run_id']} has not finished" if claimed
+                     else "no daemon has taken it yet")
+            raise WaitTimeout(f"timed out after {limit:g}s waiting for request {request_id} ({state}); "
+                              f"it stays on the runs branch and will still be served")
+        time.sleep(POLL if deadline is None else max(0.0, min(POLL, deadline - clock())))

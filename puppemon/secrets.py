@@ -1,0 +1,152 @@
+"""The server's secrets file: values, which flows each is granted to, and the grant check.
+
+Format (YAML, readable by its owner only)::
+
+    discord:
+      value: https://discord.com/api/webhooks/...
+      flows: [daily-report, "backup-*"]
+    db:
+      value: {host: db.internal, password: hunter22}
+      flows: ["*"]
+
+Values never leave this module except as the dict handed to one run (and, for
+notifications, the webhook URL); errors and `puppemon secrets check` name secrets only.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from puppemon.errors import PuppemonError
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    value: Any          # str, or a dict for a structured secret
+    flows: tuple[str, ...]
+
+    def granted_to(self, flow: str) -> bool:
+        return any(fnmatch.fnmatchcase(flow, pattern) for pattern in self.flows)
+
+
+class SecretStore:
+    """Secrets loaded from a file; `for_flow` hands out what a flow asked for and is granted."""
+
+    def __init__(self, secrets: dict[str, Secret], path: str = "<secrets>") -> None:
+        self.secrets = secrets
+        self.path = path
+
+    def names(self) -> list[str]:
+        return sorted(self.secrets)
+
+    def granted(self, flow: str) -> list[str]:
+        """Names of the secrets granted to `flow`."""
+        return [name for name, s in sorted(self.secrets.items()) if s.granted_to(flow)]
+
+    def refusal(self, flow: str, name: str) -> str | None:
+        """Why `flow` may not have secret `name` (None when it may)."""
+        secret = self.secrets.get(name)
+        if secret is None:
+            return (f"flow {flow!r} asks for secret {name!r}, which is not in the secrets file {self.path}")
+        if not secret.granted_to(flow):
+            return (f"flow {flow!r} asks for secret {name!r}, which the secrets file {self.path} "
+                    f"does not grant to it (add {flow!r} to the secret's flows)")
+        return None
+
+    def for_flow(self, flow: str, asked) -> dict[str, Any]:
+        """{name: value} for every secret `flow` asked for; PuppemonError naming both when one is refused."""
+        refused = [reason for name in asked if (reason := self.refusal(flow, name))]
+        if refused:
+            raise PuppemonError("; ".join(refused))
+        return {name: self.secrets[name].value for name in asked}
+
+    def values(self) -> list[Any]:
+        return [s.value for s in self.secrets.values()]
+
+
+def check_permissions(path: str) -> None:
+    """Refuse a secrets file that its group or others may read (as ssh does for private keys)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as exc:
+        raise PuppemonError(f"cannot read secrets file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise PuppemonError(f"secrets file {path} is readable by others (mode {mode:04o}); "
+                            f"run chmod 600 {path}")
+
+
+def load(path: str | os.PathLike) -> SecretStore:
+    """Read and check a secrets file; PuppemonError (file:line:col) when it is loose or malformed."""
+    import yaml
+
+    path = str(path)
+    check_permissions(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PuppemonError(f"cannot read secrets file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise PuppemonError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return SecretStore(_parse(root, path), path)
+
+
+def _where(path: str, node) -> str:
+    return f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+
+def _parse(root, path: str) -> dict[str, Secret]:
+    import yaml
+
+    from puppemon.manifest import SECRET_NAME_RE
+
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise PuppemonError(f"{_where(path, root)}: expected a mapping of secret names to "
+                            f"{{value: ..., flows: [...]}}")
+    secrets: dict[str, Secret] = {}
+    for key_node, node in root.value:
+        name = key_node.value if isinstance(key_node, yaml.ScalarNode) else ""
+        if not SECRET_NAME_RE.match(name):
+            raise PuppemonError(f"{_where(path, key_node)}: {name!r} is not a secret name "
+                                f"(letters, digits, '.', '-', '_')")
+        if name in secrets:
+            raise PuppemonError(f"{_where(path, key_node)}: secret {name!r} is defined twice")
+        if not isinstance(node, yaml.MappingNode):
+            raise PuppemonError(f"{_where(path, node)}: {name}: expected a mapping with value and flows")
+        fields = {}
+        for k, v in node.value:
+            if k.value not in ("value", "flows"):
+                raise PuppemonError(f"{_where(path, k)}: {name}: unknown key {k.value!r} "
+                                    f"(allowed: flows, value)")
+            fields[k.value] = v
+        for required in ("value", "flows"):
+            if required not in fields:
+                raise PuppemonError(f"{_where(path, node)}: {name}: {required} is missing")
+        value_node = fields["value"]
+        # A scalar keeps its text as written (a PIN such as 0123 stays "0123").
+        value = (value_node.value if isinstance(value_node, yaml.ScalarNode)
+                 else yaml.safe_load(yaml.serialize(value_node)))
+        if not (isinstance(value, str) and value) and not (isinstance(value, dict) and value):
+            raise PuppemonError(f"{_where(path, fields['value'])}: {name}.value: expected a non-empty "
+                                f"string or mapping")
+        if isinstance(value, dict):
+            value = {str(k): v for k, v in value.items()}
+        flows_node = fields["flows"]
+        flows = yaml.safe_load(yaml.serialize(flows_node))
+        if isinstance(flows, str):
+            flows = [flows]
+        if not isinstance(flows, list) or not all(isinstance(f, str) and f for f in flows):
+            raise PuppemonError(f"{_where(path, flows_node)}: {name}.flows: expected a list of flow "
+                                f"names or globs")
+        secrets[name] = Secret(name, value, tuple(flows))
+    return secrets
