@@ -1,9 +1,11 @@
 """One run of a flow: a child process in its own session, with timeout, retries, a
 capped log, redaction and the files it leaves in its output directory.
 
-`execute` never raises for a run that goes wrong (a missing workdir, a command
-that does not exist, a crash): it returns a failed RunResult with `error` set.
-It is safe to call from several threads at once.
+`execute` does not raise for a run that goes wrong (a missing code directory, a
+command that does not exist, a crash): it returns a failed RunResult with `error`
+set. Only a caller's bug raises (a flow with neither entrypoint nor command, an
+unknown workdir mode, an exception from a callback, after which the flow is
+killed). It is safe to call from several threads at once.
 """
 from __future__ import annotations
 
@@ -381,6 +383,13 @@ def _empty_dir(path: Path) -> None:
     path.mkdir()
 
 
+def _size(n: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor:
+            return f"{n / factor:.1f}".removesuffix(".0") + " " + unit
+    return f"{n} bytes"
+
+
 def _collect_outputs(root: Path, limit: int) -> tuple[list[Output], str | None]:
     found: list[tuple[str, int, bool]] = []
     skipped: list[str] = []
@@ -419,10 +428,11 @@ def _collect_outputs(root: Path, limit: int) -> tuple[list[Output], str | None]:
         outputs.append(Output(rel, len(data), hashlib.sha256(data).hexdigest(), data, executable))
     notes = []
     if left_out:
-        notes.append(f"{left_out} file{'s' * (left_out != 1)} ({left_bytes} bytes) not recorded: "
-                     f"outputs are capped at {limit} bytes per run")
+        notes.append(f"{left_out} file{'s' * (left_out != 1)} ({_size(left_bytes)}) not recorded: "
+                     f"outputs are capped at {_size(limit)} per run")
     if skipped:
-        notes.append("skipped " + ", ".join(skipped))
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        notes.append("skipped " + ", ".join(skipped[:10]) + more)
     return outputs, "; ".join(notes) or None
 
 
