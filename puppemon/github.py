@@ -39,8 +39,8 @@ jobs:
       # A shallow checkout (fetch-depth: 1, the default) is enough: a deploy is
       # a snapshot of this tree, and `flows` is an orphan branch (no history
       # shared with this one) whose tip `puppemon push` fetches by itself.
-      # checkout leaves the job's token in the repository's git config, and
-      # `puppemon push` runs git, so it pushes with that token as it is.
+      # checkout keeps the job's token in the repository's git config (v6+: in
+      # a file that config includes); `puppemon push` runs git, which uses it.
       - uses: actions/checkout@v6
         with:
           fetch-depth: 1
