@@ -1,0 +1,149 @@
+"""`puppemon status`: the daemons' status refs, fetched from a real remote and printed exactly."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from puppemon.commands import status as status_cmd
+from puppemon.gitstore import Store
+from puppemon.records import dump_json
+from tests.conftest import git, make_repo, puppemon
+from tests.test_runs_logs import HISTORY, seed
+
+NOW = datetime(2026, 11, 25, 8, 40, tzinfo=timezone.utc)
+
+
+def write_status(bare: Path, name: str, **fields) -> dict:
+    """Put a status.json on refs/puppemon/status/<name> of `bare`, the way a daemon does."""
+    status = {"schema": 1, "name": name, "host": "server", "pid": 4242, "version": "0.1.0",
+              "started": "2026-11-25T08:00:00.000Z", "heartbeat": "2026-11-25T08:39:48.000Z",
+              "state": "running", "flows_commit": None, "flows": {}, "in_flight": [], "unpublished": 0}
+    status.update(fields)
+    store = Store(bare)
+    tree = store.update_tree(None, {"status.json": (store.blob(dump_json(status)), 0o100644)})
+    store.force_ref(f"refs/puppemon/status/{name}", store.commit(tree, [], f"status of {name}\n"))
+    return status
+
+
+@pytest.fixture
+def pushed(project, bare_remote, tmp_path) -> tuple[Path, str]:
+    puppemon("push", cwd=project)
+    seed(bare_remote, tmp_path, HISTORY)
+    return project, git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+
+
+def show(project: Path, capsys, **kwargs) -> str:
+    assert status_cmd.main(directory=str(project), now=NOW, **kwargs) == 0
+    return capsys.readouterr().out
+
+
+def test_daemons_with_flows_heartbeats_and_runs_in_flight(pushed, bare_remote, capsys):
+    project, tip = pushed
+    write_status(bare_remote, "alpha", flows_commit=tip,
+                 flows={"hello": {"next": "2026-11-25T09:00:00.000Z"}, "report": {"next": None},
+                        "fresh": {"next": "2026-11-25T08:45:30.000Z"}},
+                 in_flight=[{"run_id": "20261125T083930Z-abcdef", "flow": "report",
+                             "started": "2026-11-25T08:39:30.000Z"}])
+    write_status(bare_remote, "beta", heartbeat="2026-11-25T08:30:00.000Z", state="stopped",
+                 flows_commit="0" * 40, flows={}, unpublished=2)
+    assert show(project, capsys) == f"""\
+alpha on server (pid 4242, puppemon 0.1.0): running, heartbeat 12 s ago
+  deployed {tip[:7]}: up to date
+  flow     next                  last run
+  fresh    2026-11-25 08:45:30   -
+  hello    2026-11-25 09:00:00   skipped 20261125T083400Z-dd0003
+  report   -                     timed_out 20261125T083300Z-cc0002
+  running: report 20261125T083930Z-abcdef since 2026-11-25 08:39:30
+
+beta on server (pid 4242, puppemon 0.1.0): stopped, heartbeat 10 min ago
+  deployed 0000000: behind: deploying {tip[:7]}
+  no runs in flight
+  2 records not yet pushed
+"""
+    data = json.loads(puppemon("status", "--json", cwd=project).stdout)
+    assert data["remote"] == "origin" and data["flows_tip"] == tip
+    alpha, beta = data["daemons"]
+    assert (alpha["name"], alpha["up_to_date"], beta["up_to_date"]) == ("alpha", True, False)
+    assert alpha["flows"]["hello"]["last_run"] == {"id": "20261125T083400Z-dd0003", "status": "skipped",
+                                                   "started": "2026-11-25T08:34:00.000Z"}
+    assert alpha["flows"]["fresh"]["last_run"] is None
+    assert beta["stale"] is True and beta["heartbeat_age"] > 180
+
+
+def test_stale_heartbeat_is_red_and_ages_read_well():
+    daemon = {"name": "a", "host": "h", "pid": 1, "version": "0", "state": "running", "heartbeat_age": 181.0,
+              "stale": True, "flows_commit": None, "flows_tip": None, "flows": {}, "in_flight": []}
+    assert "heartbeat [red]3 min ago[/]" in status_cmd.render(daemon)[0]
+    daemon.update(heartbeat_age=179.0, stale=False)
+    assert status_cmd.render(daemon)[0].endswith("heartbeat 2 min ago")
+    assert [status_cmd.ago(s) for s in (0, 12.7, 119, 120, 7199, 7200, 172799, 172800)] == [
+        "0 s ago", "12 s ago", "119 s ago", "2 min ago", "119 min ago", "2 h ago", "47 h ago", "2 d ago"]
+
+
+def test_no_daemon_yet(project, capsys):
+    assert puppemon("status", cwd=project).stdout == "no daemon has reported to origin yet\n"
+    assert json.loads(puppemon("status", "--json", cwd=project).stdout) == {
+        "remote": "origin", "flows_tip": None, "daemons": []}
+
+
+def test_a_daemon_gone_from_the_remote_is_gone_here(pushed, bare_remote, capsys):
+    project, tip = pushed
+    write_status(bare_remote, "old", flows_commit=tip)
+    write_status(bare_remote, "new", flows_commit=tip)
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
+        "new", "old"]
+    git("--git-dir", str(bare_remote), "update-ref", "-d", "refs/puppemon/status/old")
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
+        "new"]
+    refs = git("for-each-ref", "--format=%(refname)", "refs/puppemon", cwd=project).split()
+    assert "refs/puppemon/status/new" in refs and "refs/puppemon/status/old" not in refs
+    assert not [r for r in refs if "fetching" in r]  # the scratch namespace is cleaned up
+
+
+def test_unreachable_remote_shows_the_last_fetched_status(pushed, bare_remote, tmp_path, capsys):
+    project, tip = pushed
+    write_status(bare_remote, "alpha", flows_commit=tip)
+    puppemon("status", cwd=project)
+    git("remote", "set-url", "origin", str(tmp_path / "gone.git"), cwd=project)
+    proc = puppemon("status", "--json", cwd=project)
+    assert "warning: could not fetch from origin: " in proc.stderr
+    assert proc.stderr.endswith("; showing the status last fetched\n")
+    assert [d["name"] for d in json.loads(proc.stdout)["daemons"]] == ["alpha"]
+
+
+MANIFEST = """\
+version: 1
+flows:
+  hello:
+    command: echo hello
+    run_on_deploy: true
+  nightly:
+    command: echo nightly
+    schedule: "0 3 * * *"
+"""
+
+
+def test_a_real_daemon_then_a_new_deploy(tmp_path, bare_remote):
+    repo = make_repo(tmp_path / "proj", {"puppemon.yaml": MANIFEST})
+    git("remote", "add", "origin", str(bare_remote), cwd=repo)
+    puppemon("push", cwd=repo)
+    puppemon("daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "state"), "--once",
+             "--name", "box")
+    first = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    data = json.loads(puppemon("status", "--json", cwd=repo).stdout)
+    (box,) = data["daemons"]
+    assert (box["name"], box["flows_commit"], box["up_to_date"], box["stale"]) == ("box", first, True, False)
+    assert box["flows"]["hello"]["last_run"]["status"] == "succeeded"
+    assert box["flows"]["nightly"]["last_run"] is None
+    assert box["in_flight"] == []
+    out = puppemon("status", cwd=repo).stdout.splitlines()
+    assert out[0].startswith("box on ") and " s ago" in out[0]
+    assert out[1] == f"  deployed {first[:7]}: up to date"
+    (repo / "puppemon.yaml").write_text(MANIFEST.replace("echo hello", "echo hello again"))
+    puppemon("push", cwd=repo)
+    second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    out = puppemon("status", cwd=repo).stdout.splitlines()
+    assert out[1] == f"  deployed {first[:7]}: behind: deploying {second[:7]}"
