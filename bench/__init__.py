@@ -1,0 +1,26 @@
+"""puppemon's benchmarks: `python -m bench [--quick] [--only NAME]`.
+
+Every figure is a median over repeated runs, next to a baseline measured in the
+same run (what git, Python or the OS do alone), reported as a ratio with the goal
+from the design and a tick or a cross.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+# --only names, in table order; each module has rows(ctx) and measure(ctx).
+FIGURES = {
+    "cli": "bench.fig_cli",
+    "push": "bench.fig_push",
+    "record": "bench.fig_record",
+    "read": "bench.fig_read",
+    "growth": "bench.fig_growth",
+    "lateness": "bench.fig_daemon",
+    "overhead": "bench.fig_daemon",
+    "trigger": "bench.fig_trigger",
+    "idle": "bench.fig_idle",
+}
+
+
+def figure_module(name: str):
+    return import_module(FIGURES[name])
