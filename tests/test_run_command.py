@@ -1,12 +1,10 @@
 """`puppemon run FLOW`: params, streaming, the summary line and exit codes, through the real CLI."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
