@@ -1,9 +1,134 @@
 """Run and cancel requests on the runs branch: `puppemon trigger`, `puppemon cancel`, claims."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
 from puppemon.gitstore import Store
 from puppemon.recorder import Recorder
-from tests.conftest import git
+from tests.conftest import git, make_repo, puppemon
+
+SLOW = """\
+version: 1
+variables:
+  REGION: tw
+flows:
+  hello:
+    entrypoint: job.py:main
+  fails:
+    command: echo going down; exit 3
+  slow:
+    command: echo started; exec sleep 60
+"""
+JOB = ("import puppemon\n\ndef main(n=1, flag=False, name='x'):\n"
+       "    print('hello', repr(n), repr(flag), repr(name), puppemon.variable('REGION'))\n"
+       "    return {'n': n}\n")
+
+
+# -- helpers shared by the request, HTTP, secrets and notification tests -------
+
+def setup_project(tmp_path: Path, remote: Path, manifest: str = SLOW, files: dict | None = None) -> Path:
+    """A project pushed to `remote` (its `origin`)."""
+    repo = make_repo(tmp_path / "project", {"puppemon.yaml": manifest, "job.py": JOB, **(files or {})})
+    git("remote", "add", "origin", str(remote), cwd=repo)
+    puppemon("push", cwd=repo)
+    return repo
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
+               detail: Callable[[], str] = lambda: "") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail()}")
+        time.sleep(0.05)
+
+
+class DaemonProc:
+    """A `puppemon daemon` process; its stderr goes to a file (`.log`)."""
+
+    def __init__(self, remote: Path, state: Path, *args: str, name: str = "d1", env: dict | None = None):
+        self.log_path = state.parent / f"{name}-{time.monotonic_ns()}.log"
+        self.fh = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "puppemon", "daemon", "--remote", str(remote), "--state", str(state),
+               "--name", name, "--poll", "0.3", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.fh, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def port(self) -> int:
+        found = wait_until(lambda: re.search(r"HTTP hook listening on http://127\.0\.0\.1:(\d+)", self.log),
+                           15, "the HTTP hook", lambda: self.log)
+        return int(found.group(1))
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.fh.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.fh.close()
+
+
+@pytest.fixture
+def daemons():
+    started: list[DaemonProc] = []
+
+    def start(*args, **kwargs) -> DaemonProc:
+        d = DaemonProc(*args, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def remote_files(bare: Path, prefix: str = "") -> list[str]:
+    if subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "-q", "--verify", "runs"],
+                      capture_output=True).returncode:
+        return []
+    return [p for p in git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").splitlines()
+            if p.startswith(prefix)]
+
+
+def remote_json(bare: Path, path: str) -> dict:
+    return json.loads(git("--git-dir", str(bare), "show", f"runs:{path}"))
+
+
+def records(bare: Path) -> list[dict]:
+    return sorted((remote_json(bare, p) for p in remote_files(bare, "runs/") if p.endswith("/run.json")),
+                  key=lambda r: r["id"])
+
+
+def records_for(bare: Path, request_id: str) -> list[dict]:
+    return [r for r in records(bare) if r.get("request") == request_id]
+
+
+def run_once(remote: Path, state: Path, *args: str, name: str = "d1", env: dict | None = None):
+    return puppemon("daemon", "--remote", str(remote), "--state", str(state), "--name", name, "--once",
+                    *args, check=False, env=env)
 
 
 def test_replay_drops_a_commit_whose_path_the_remote_already_has_with_other_content(tmp_path, bare_remote):
@@ -26,3 +151,137 @@ def test_replay_drops_a_commit_whose_path_the_remote_already_has_with_other_cont
     log = git("--git-dir", str(bare_remote), "log", "--format=%s", "runs").splitlines()
     assert log == ["same content as a", "unrelated", "same content as b", "claim by a", "seed"]
     assert b.store.ref("refs/heads/runs") == tip
+
+
+def test_trigger_writes_a_request_and_prints_its_id(tmp_path, bare_remote):
+    repo = setup_project(tmp_path, bare_remote)
+    out = puppemon("trigger", "hello", "-p", "n=3", "--params-json", '{"name": "ann", "n": 1}', cwd=repo).stdout
+    rid = out.strip()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", rid)
+    path = f"requests/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}.json"
+    assert remote_files(bare_remote, "requests/") == [path]
+    body = remote_json(bare_remote, path)
+    assert {k: body[k] for k in ("schema", "id", "kind", "flow", "params")} == {
+        "schema": 1, "id": rid, "kind": "run", "flow": "hello", "params": {"name": "ann", "n": 3}}
+    assert body["by"].endswith("@" + os.uname().nodename) and body["time"].endswith("Z")
+    assert git("--git-dir", str(bare_remote), "log", "-1", "--format=%B", "runs") == (
+        f"request: run hello (by {body['by']})\n\nPuppemon-Request: {rid}\nPuppemon-Request-Kind: run\n\n")
+    # the user's own branches and HEAD are untouched; the local runs branch has the request
+    assert git("rev-parse", "runs", cwd=repo) == git("--git-dir", str(bare_remote), "rev-parse", "runs")
+    assert git("symbolic-ref", "HEAD", cwd=repo).strip() == "refs/heads/main"
+
+
+def test_trigger_wait_times_out_with_exit_2(tmp_path, bare_remote):
+    repo = setup_project(tmp_path, bare_remote)
+    proc = puppemon("trigger", "hello", "--wait", "--timeout", "1", cwd=repo, check=False)
+    rid = proc.stdout.strip()
+    assert proc.returncode == 2
+    assert proc.stderr == (f"waiting for a daemon to take request {rid} ...\n"
+                           f"Error: timed out after 1s waiting for request {rid} (no daemon has taken it yet); "
+                           "it stays on the runs branch and will still be served\n")
+
+
+@pytest.mark.slow
+def test_trigger_wait_follows_the_run_and_exits_with_its_code(tmp_path, bare_remote, daemons):
+    repo = setup_project(tmp_path, bare_remote)
+    daemons(bare_remote, tmp_path / "state")
+    proc = puppemon("trigger", "hello", "-p", "n=3", "-p", "flag=true", "-p", "name=ann",
+                    "--wait", "--timeout", "60", cwd=repo, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rid = proc.stdout.splitlines()[0]
+    assert proc.stdout == f"{rid}\nhello 3 True 'ann' tw\n"
+    [record] = records_for(bare_remote, rid)
+    assert record["params"] == {"n": 3, "flag": True, "name": "ann"}
+    assert record["trigger"]["kind"] == "request" and record["status"] == "succeeded"
+    assert proc.stderr.splitlines()[1:] == [f"run {record['id']} on d1",
+                                            f"run {record['id']} (hello): succeeded in "
+                                            f"{record['duration']:.1f}s"]
+    msg = git("--git-dir", str(bare_remote), "log", "--format=%B", "--grep", f"Puppemon-Request: {rid}",
+              "--grep", "Puppemon-Status", "--all-match", "runs")
+    assert f"Puppemon-Run: {record['id']}\n" in msg
+
+    failing = puppemon("trigger", "fails", "--wait", cwd=repo, check=False)
+    assert failing.returncode == 3
+    assert failing.stdout.splitlines()[1:] == ["going down"]
+
+
+def test_request_for_an_unknown_flow_gets_a_failed_record(tmp_path, bare_remote):
+    repo = setup_project(tmp_path, bare_remote)
+    rid = puppemon("trigger", "nosuch", cwd=repo).stdout.strip()
+    assert run_once(bare_remote, tmp_path / "state").returncode == 0
+    [record] = records_for(bare_remote, rid)
+    sha = git("--git-dir", str(bare_remote), "rev-parse", "--short=7", "flows").strip()
+    assert record["flow"] == "nosuch" and record["status"] == "failed"
+    assert record["error"] == (f"request {rid}: no flow 'nosuch' in the deployed flows commit {sha} "
+                               "(flows: fails, hello, slow)")
+
+
+@pytest.mark.slow
+def test_each_request_is_served_once_across_restarts_and_daemons(tmp_path, bare_remote):
+    repo = setup_project(tmp_path, bare_remote)
+    first = [puppemon("trigger", "hello", "-p", f"n={n}", cwd=repo).stdout.strip() for n in range(2)]
+    assert run_once(bare_remote, tmp_path / "s1").returncode == 0
+    second = puppemon("trigger", "hello", "-p", "n=9", cwd=repo).stdout.strip()
+    # a restart of the same daemon, then a second daemon with a state of its own
+    assert run_once(bare_remote, tmp_path / "s1").returncode == 0
+    assert run_once(bare_remote, tmp_path / "s2", name="d2").returncode == 0
+    assert run_once(bare_remote, tmp_path / "s1").returncode == 0
+    for rid in first + [second]:
+        assert len(records_for(bare_remote, rid)) == 1, rid
+    assert len(records(bare_remote)) == 3
+    assert [r["params"]["n"] for r in records(bare_remote)] == [0, 1, 9]
+
+
+@pytest.mark.slow
+def test_two_daemons_at_once_run_each_request_once(tmp_path, bare_remote, daemons):
+    repo = setup_project(tmp_path, bare_remote)
+    d1 = daemons(bare_remote, tmp_path / "s1", name="d1")
+    d2 = daemons(bare_remote, tmp_path / "s2", name="d2")
+    rids = [puppemon("trigger", "hello", "-p", f"n={n}", cwd=repo).stdout.strip() for n in range(6)]
+    wait_until(lambda: all(records_for(bare_remote, r) for r in rids), 60, "6 runs",
+               lambda: d1.log + d2.log)
+    assert d1.stop() == 0 and d2.stop() == 0
+    for rid in rids:
+        [record] = records_for(bare_remote, rid)
+        claim = remote_json(bare_remote, f"requests/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}.claim.json")
+        assert (claim["daemon"], claim["run_id"]) == (record["daemon"], record["id"])
+    assert len(records(bare_remote)) == 6
+    git("--git-dir", str(bare_remote), "fsck", "--strict", "--no-dangling")
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_long_run(tmp_path, bare_remote, daemons):
+    repo = setup_project(tmp_path, bare_remote)
+    d = daemons(bare_remote, tmp_path / "state")
+    waiter = subprocess.Popen([sys.executable, "-m", "puppemon", "trigger", "slow", "--wait"], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rid = waiter.stdout.readline().strip()
+        claim_path = f"requests/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}.claim.json"
+        wait_until(lambda: claim_path in remote_files(bare_remote) and "slow: started run" in d.log, 30,
+                   "the run to start", lambda: d.log)
+        run_id = remote_json(bare_remote, claim_path)["run_id"]
+        cid = puppemon("cancel", run_id, cwd=repo).stdout.strip()
+        assert waiter.wait(30) == 130
+    finally:
+        waiter.kill()
+    [record] = records_for(bare_remote, rid)
+    assert (record["id"], record["status"], record["exit_code"]) == (run_id, "cancelled", 130)
+    assert waiter.stdout.read() == "started\n"
+    done = f"requests/{cid[:4]}/{cid[4:6]}/{cid[6:8]}/{cid}.done.json"
+    wait_until(lambda: done in remote_files(bare_remote), 30, "the cancel to be marked done")
+    assert {k: remote_json(bare_remote, done)[k] for k in ("request", "run_id", "daemon", "outcome")} == {
+        "request": cid, "run_id": run_id, "daemon": "d1", "outcome": "cancelled"}
+    # a cancel of a run that already finished is marked done with what happened
+    late = puppemon("cancel", run_id, cwd=repo).stdout.strip()
+    late_done = f"requests/{late[:4]}/{late[4:6]}/{late[6:8]}/{late}.done.json"
+    wait_until(lambda: late_done in remote_files(bare_remote), 30, "the late cancel to be marked done")
+    assert remote_json(bare_remote, late_done)["outcome"] == "already finished (cancelled)"
+    assert d.stop() == 0
+
+
+def test_cancel_needs_a_whole_run_id(project):
+    proc = puppemon("cancel", "20261125", cwd=project, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ("Error: '20261125' is not a run id (expected the whole id, e.g. "
+                           "20261125T083000Z-7f3a9c; see `puppemon status` for runs in flight)\n")
