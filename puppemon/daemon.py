@@ -255,8 +255,11 @@ class Daemon:
         directory = self.state.deploys_dir / sha
         if not directory.exists():
             tmp = self.state.deploys_dir / f".{sha}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.exists():  # left by a crash mid-checkout
+                set_writable(tmp, True)
+                shutil.rmtree(tmp)
             self.store.checkout(sha, tmp)
+            set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
             os.replace(tmp, directory)
         previous = self.current
         deployment = Deployment(sha, directory, manifest, source)
@@ -320,6 +323,7 @@ class Daemon:
                       key=lambda d: d.stat().st_mtime, reverse=True)
         for d in dirs[KEEP_DEPLOYS:]:
             if d.name not in in_use:
+                set_writable(d, True)
                 shutil.rmtree(d, ignore_errors=True)
 
     # -- scheduling ----------------------------------------------------------
@@ -545,6 +549,18 @@ class Daemon:
             self._status_pushed = (now, key)
         except GitError as exc:
             log.debug("status not pushed: %s", exc.message)
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """Add or remove every write bit below `root` (symlinks untouched)."""
+    import stat
+
+    for directory, dirs, files in os.walk(root):
+        for path in [directory, *(os.path.join(directory, n) for n in (*dirs, *files))]:
+            if os.path.islink(path):
+                continue
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            os.chmod(path, (mode | stat.S_IWUSR) if writable else (mode & ~0o222))
 
 
 def _no_op() -> None:

@@ -378,6 +378,16 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _user_writable(root: Path) -> None:
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files, None]:
+            path = os.path.join(directory, name) if name else directory
+            if not os.path.islink(path):
+                mode = os.lstat(path).st_mode
+                if not mode & stat.S_IWUSR:
+                    os.chmod(path, stat.S_IMODE(mode) | stat.S_IWUSR)
+
+
 def _empty_dir(path: Path) -> None:
     _rmtree(path)
     path.mkdir()
@@ -535,6 +545,7 @@ def _attempts(spec: RunSpec, area: Path, params: dict, log: _Log, run: _Run,
     elif mode == "fresh":
         cwd = area / "work"
         shutil.copytree(code_dir, cwd, symlinks=True)
+        _user_writable(cwd)  # the daemon's deploy checkout is read-only; this run's copy is its own
     else:
         raise ValueError(f"unknown workdir mode {mode!r}")
     argv = _argv(flow, result_file)

@@ -304,3 +304,27 @@ def test_second_daemon_on_same_state_dir_is_refused(tmp_path, bare_remote):
         assert second.stderr == (f"Error: another puppemon daemon (pid {daemon.proc.pid}) is using "
                                  f"{tmp_path / 'state'}; stop it or pass a different --state\n")
         daemon.stop()
+
+
+def test_deploy_checkout_is_read_only_and_runs_get_their_own_copy(tmp_path, bare_remote):
+    manifest = """\
+version: 1
+flows:
+  edit:
+    command: ["sh", "-c", "echo more >> data.txt && cat data.txt && touch new-file"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, {"data.txt": "start\n"})
+    deploy(repo)
+    state = tmp_path / "state"
+    assert run_daemon_once(str(bare_remote), state).returncode == 0
+    assert run_daemon_once(str(bare_remote), state).returncode == 0  # same deploy: no new run
+    (checkout,) = (state / "deploys").iterdir()
+    modes = {p.name: p.stat().st_mode & 0o222 for p in [checkout, *checkout.rglob("*")]}
+    assert modes and set(modes.values()) == {0}
+    assert (checkout / "data.txt").read_text() == "start\n" and not (checkout / "new-file").exists()
+    (record,) = remote_records(bare_remote)
+    assert record["status"] == "succeeded"
+    log = git("--git-dir", str(bare_remote), "show", f"runs:runs/edit/{record['id'][:4]}/{record['id'][4:6]}/"
+              f"{record['id'][6:8]}/{record['id']}/log.txt")
+    assert log == "start\nmore\n"
