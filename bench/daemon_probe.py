@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from puppemon.commands.daemon import configure_extras
 from puppemon.daemon import Daemon, Settings
 from puppemon.ui import setup_logging
 
@@ -67,7 +68,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     settings = Settings(remote=args.remote, state=args.state, name="bench", poll=args.poll, grace=10)
-    return ProbeDaemon(settings, args.out, args.runs).run()
+    daemon = ProbeDaemon(settings, args.out, args.runs)
+    configure_extras(daemon, {})  # trigger requests and notifications, as `puppemon daemon` has them
+    return daemon.run()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def deploy_project(root: Path, manifest: str) -> Path:
     (project / "puppemon.yaml").write_text(manifest)
     git("add", "-A", cwd=project)
     git("commit", "--quiet", "-m", "flows", cwd=project)
-    deploy(project, remote=str(remote))
+    git("remote", "add", "origin", str(remote), cwd=project)
+    deploy(project)
     return remote
 
 
