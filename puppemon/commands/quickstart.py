@@ -99,7 +99,13 @@ def main(directory: str = "puppemon-demo", duration: str = "30s") -> int:
     daemon = Daemon(Settings(remote=str(remote), state=state, name="quickstart", poll=5.0, grace=10.0))
     timer = threading.Timer(seconds, daemon.request_stop)
     timer.daemon = True
-    timer.start()
+
+    def start_timer(_daemon) -> None:
+        # Counted from the end of the first cycle (deployed, run_on_deploy flows started),
+        # so a slow start does not eat into the time the schedule gets.
+        if timer.ident is None:
+            timer.start()
+    daemon.hooks.append(start_timer)
     try:
         code = daemon.run()  # in the main thread: SIGINT/SIGTERM stop it cleanly
     finally:
