@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from puppemon import env_name
+from puppemon.capture import _Log, _redact_json, redact  # noqa: F401 - redact is public here too
 from puppemon.manifest import Flow, format_duration
 
 CHUNK = 64 * 1024
@@ -99,123 +99,6 @@ class RunResult:
     outputs_note: str | None
     error: str | None
     params: dict
-
-
-# --- redaction -------------------------------------------------------------
-
-def _str_leaves(value: Any):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _str_leaves(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _str_leaves(v)
-
-
-def _needles(secrets: dict) -> list[str]:
-    found: set[str] = set()
-    for value in secrets.values():
-        if isinstance(value, str):
-            found.add(value)
-        else:
-            found.add(_secret_text(value))
-            found.update(leaf for leaf in _str_leaves(value) if len(leaf) >= 4)
-    found.discard("")
-    # Longest first, so a secret that contains another is replaced whole.
-    return sorted(found, key=lambda s: (-len(s.encode()), s))
-
-
-def redact(data, secrets: dict):
-    """`data` (bytes or str) with every secret value, and every str leaf of >= 4 characters
-    of a mapping secret, replaced by `***`."""
-    needles = _needles(secrets)
-    if not needles:
-        return data
-    if isinstance(data, str):
-        return re.sub("|".join(map(re.escape, needles)), "***", data)
-    pattern = b"|".join(re.escape(n.encode()) for n in needles)
-    return re.sub(pattern, b"***", data if isinstance(data, bytes) else bytes(data))
-
-
-def _redact_json(value: Any, secrets: dict) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {redact(k, secrets): _redact_json(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_json(v, secrets) for v in value]
-    return value
-
-
-def _secret_text(value: str | dict) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-# --- the log ---------------------------------------------------------------
-
-class _Log:
-    """Keeps the first limit/2 bytes and a ring of the last limit/2, so memory stays
-    bounded however much the flow prints."""
-
-    def __init__(self, limit: int, on_output: Callable[[bytes], None] | None) -> None:
-        self.head_cap = max(limit, 0) // 2
-        self.tail_cap = max(limit, 0) - self.head_cap
-        self.head = bytearray()
-        self.ring = bytearray(self.tail_cap)
-        self.pos = 0
-        self.filled = 0
-        self.total = 0
-        self.ends_with_newline = True
-        self.on_output = on_output
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        if self.on_output is not None:
-            self.on_output(data)
-        self.total += len(data)
-        self.ends_with_newline = data.endswith(b"\n")
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if not data or not self.tail_cap:
-            return
-        view = memoryview(data)[-self.tail_cap:]
-        n = len(view)
-        first = min(n, self.tail_cap - self.pos)
-        self.ring[self.pos:self.pos + first] = view[:first]
-        self.ring[:n - first] = view[first:]
-        self.pos = (self.pos + n) % self.tail_cap
-        self.filled = min(self.tail_cap, self.filled + n)
-
-    def line(self, text: str) -> None:
-        """Write a line of puppemon's own, starting on a fresh line."""
-        self.write((b"" if self.ends_with_newline else b"\n") + text.encode() + b"\n")
-
-    def render(self, secrets: dict) -> bytes:
-        """The log as kept, redacted, with a note where the middle was cut."""
-        ring = memoryview(self.ring)
-        if self.filled < self.tail_cap:
-            tail = bytes(ring[:self.filled])
-        else:
-            tail = b"".join((ring[self.pos:], ring[:self.pos]))
-        ring.release()
-        self.ring = bytearray()  # render once: give the memory back before building the result
-        head, self.head = bytes(self.head), bytearray()
-        cut = self.total - len(head) - len(tail)
-        if cut == 0:
-            return redact(head + tail, secrets)
-        # A secret may straddle the cut: the head can end with its first bytes and the
-        # tail start with its last ones, which no pattern matches. Drop one secret's
-        # length (minus one) on each side of the cut, after redacting what is whole.
-        margin = max((len(n.encode()) for n in _needles(secrets)), default=1) - 1
-        head, tail = redact(head, secrets), redact(tail, secrets)
-        cut += 2 * margin
-        note = f"\n[... puppemon: {cut} bytes cut from the middle of this log ...]\n".encode()
-        return b"".join((memoryview(head)[:len(head) - margin], note, memoryview(tail)[margin:]))
 
 
 # --- processes -------------------------------------------------------------
