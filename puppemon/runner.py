@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from puppemon import env_name
-from puppemon.capture import _Log, _redact_json, redact  # noqa: F401 - redact is public here too
+from puppemon.capture import _Log, _redact_json, _secret_text, redact  # noqa: F401 - redact is public here too
 from puppemon.manifest import Flow, format_duration
 
 CHUNK = 64 * 1024
