@@ -168,10 +168,9 @@ def _handler(hook: HttpHook):
             except ValueError:
                 length = -1
             if length < 0 or length > MAX_BODY:
-                if MAX_BODY < length <= DRAIN_LIMIT:
-                    # Read and drop it, so the client sees the 413 rather than a reset connection.
-                    while length > 0:
-                        length -= len(self.rfile.read(min(length, 65536)) or b"x" * length)
+                left = length if length <= DRAIN_LIMIT else 0
+                while left > 0:  # read and drop it, so the client sees the 413, not a reset connection
+                    left -= len(self.rfile.read(min(left, 65536)) or b"x" * left)
                 self._send(413 if length > MAX_BODY else 400,
                            {"error": f"body larger than {MAX_BODY} bytes" if length > MAX_BODY
                             else "bad Content-Length"})
