@@ -421,14 +421,14 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
         authorized = self.owner._check(self.headers)
         seen = SeenRequest(self.command, path, query, authorized, chunked=chunked,
                            git_protocol=self.headers.get("Git-Protocol") or "")
-        try:
-            if not authorized:
-                seen.status = 401
-                self._unauthorized()
-                return
-            seen.status, seen.body_bytes, seen.backend_stderr = self._run_backend(path, query, chunked)
-        finally:
-            self.owner._record(seen)
+        # Recorded before answering, and filled in before the answer ends, so a test
+        # that looks right after git exits sees the whole request.
+        self.owner._record(seen)
+        if not authorized:
+            seen.status = 401
+            self._unauthorized()
+        else:
+            self._run_backend(path, query, chunked, seen)
 
     def _unauthorized(self) -> None:
         body = b"authentication required\n"
@@ -471,11 +471,10 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
                 remaining -= len(data)
                 yield data
 
-    def _run_backend(self, path: str, query: str, chunked: bool) -> tuple[int, int, str]:
+    def _run_backend(self, path: str, query: str, chunked: bool, seen: SeenRequest) -> None:
         env = self.owner.cgi_env(self, path, query, authorized=True)
         proc = subprocess.Popen(self.owner._backend, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        received = [0]
         stderr_chunks: list[bytes] = []
 
         # Feed stdin and drain stderr on their own threads while the response is
@@ -484,7 +483,7 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
             backend_reading = True
             try:
                 for data in self._request_body(chunked):
-                    received[0] += len(data)
+                    seen.body_bytes += len(data)
                     if backend_reading:
                         try:
                             stdin.write(data)
@@ -503,9 +502,16 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
         drainer = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
         feeder.start()
         drainer.start()
+
+        def finish() -> None:
+            feeder.join(timeout=60)
+            drainer.join(timeout=60)
+            proc.wait(timeout=60)
+            seen.backend_stderr = b"".join(stderr_chunks).decode(errors="replace")
+
         try:
-            status, headers = self._cgi_headers(proc.stdout)
-            self.send_response(status)
+            seen.status, headers = self._cgi_headers(proc.stdout)
+            self.send_response(seen.status)
             for name, value in headers:
                 self.send_header(name, value)
             self.send_header("Transfer-Encoding", "chunked")
@@ -515,15 +521,15 @@ class _GitHTTPHandler(BaseHTTPRequestHandler):
                 if not data:
                     break
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            finish()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         finally:
             proc.stdout.close()
-            feeder.join(timeout=60)
-            drainer.join(timeout=60)
+            if proc.returncode is None:
+                proc.kill()
+                finish()
             proc.stderr.close()
-            proc.wait(timeout=60)
-        return status, received[0], b"".join(stderr_chunks).decode(errors="replace")
 
     @staticmethod
     def _cgi_headers(stdout: IO[bytes]) -> tuple[int, list[tuple[str, str]]]:
