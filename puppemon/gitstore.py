@@ -79,10 +79,23 @@ def run_git(args: list[str], cwd: str | os.PathLike | None = None, *, env: Mappi
     return proc
 
 
+_NOISE = ("Please make sure you have the correct access rights", "and the repository exists.")
+
+
 def git_message(stderr: bytes) -> str:
-    """The informative part of git's stderr, on one line."""
+    """The informative part of git's stderr, on one line.
+
+    When the transport failed, the cause is what ssh (or the remote) printed
+    before git's generic "Could not read from remote repository", so keep it.
+    """
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    keep = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote: error", "ERROR"))] or lines
+    lines = [ln for ln in lines if not ln.startswith(_NOISE)]
+    generic = "fatal: Could not read from remote repository."
+    if generic in lines:
+        cause = [ln for ln in lines[:lines.index(generic)] if not ln.startswith(("warning:", "hint:"))]
+        keep = cause[-2:] + [generic]
+    else:
+        keep = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote: error", "ERROR"))] or lines
     text = " ".join(ln.removeprefix("fatal: ").removeprefix("error: ") for ln in keep[-3:])
     return text or "no message from git"
 

@@ -196,8 +196,6 @@ def test_ssh_failure_is_one_clear_line(ssh_remote, project, tmp_path, monkeypatc
     assert git("--git-dir", str(ssh_remote.bare), "for-each-ref") == ""
 
 
-@pytest.mark.xfail(strict=True, reason="gitstore.git_message keeps only git's `fatal:` line and drops "
-                                       "ssh's own message, which is the actual cause")
 @pytest.mark.parametrize("what, cause", [("key", "Permission denied (publickey)"),
                                          ("host-key", "Host key verification failed")])
 def test_ssh_failure_names_the_cause(ssh_remote, project, tmp_path, monkeypatch, what, cause):
