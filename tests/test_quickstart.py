@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,11 +123,6 @@ def test_systemd_unit_verifies(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
-    import os
-    import signal
-    import sys
-    import time
-
     proc = subprocess.Popen([sys.executable, "-m", "puppemon", "quickstart", "demo", "--for", "5m"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     remote = tmp_path / "demo" / "remote.git"
