@@ -181,6 +181,7 @@ class Daemon:
         return code
 
     def _shutdown(self) -> int:
+        self.stopping = True  # also after --once, so the last status says "stopped"
         for close in self.closers:
             try:
                 close()
