@@ -28,6 +28,7 @@ ENTRYPOINT_RE = re.compile(
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?\Z", re.ASCII)
 _SECONDS_RE = re.compile(r"\d+(?:\.\d+)?\Z", re.ASCII)
 DURATION_HINT = "use 30s, 10m, 2h, 1d"
+_MAX_DURATION = 3650 * 86400
 _MAX_VALUE_NODES = 100_000   # params expanded through YAML aliases ("billion laughs") stop here
 
 
@@ -81,6 +82,8 @@ def parse_duration(text) -> float:
     if isinstance(text, bool) or text is None:
         raise DurationError(f"{_show(text)} is not a duration ({DURATION_HINT})")
     if isinstance(text, (int, float)):
+        if isinstance(text, int) and abs(text) > 10**15:
+            raise DurationError(f"{_show(text)} is not a duration ({DURATION_HINT})")
         if not math.isfinite(text) or text < 0:
             raise DurationError(f"{_show(text)} is not a duration ({DURATION_HINT})")
         return float(text)
@@ -129,7 +132,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = repr(value)
-    return text if len(text) <= 60 else text[:56] + "...'"
+    return text if len(text) <= 60 else text[:56] + ("...'" if isinstance(value, str) else "...")
 
 
 def _kind(node: yaml.Node) -> str:
@@ -149,7 +152,8 @@ def _scalar(node: yaml.Node, path: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise _Invalid(node, path, f"expected a single value, got {_kind(node)}")
     if node.tag not in _KINDS or node.tag == "tag:yaml.org,2002:binary":
-        raise _Invalid(node, path, f"YAML tag {node.tag} is not supported here (remove the tag)")
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise _Invalid(node, path, f"YAML tag {tag} is not supported here (remove the tag)")
     try:
         value = yaml.constructor.SafeConstructor().construct_object(node)
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
@@ -213,6 +217,8 @@ Checker = Callable[[yaml.Node, str], Any]
 
 
 def _string(node: yaml.Node, path: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise _Invalid(node, path, f"expected a string, got {_kind(node)}")
     value = _scalar(node, path)
     if not isinstance(value, str):
         raise _Invalid(node, path, f"expected a string, got {_kind(node)} {_show(value)}")
@@ -238,8 +244,10 @@ def _duration(minimum: float = 0.0, positive: bool = False, nullable: bool = Fal
         except DurationError as exc:
             raise _Invalid(node, path, str(exc)) from None
         if seconds < minimum or (positive and seconds <= 0):
-            least = f"at least {format_duration(minimum)}" if minimum else "more than 0s"
+            least = f"at least {minimum:g}s" if minimum else "more than 0s"
             raise _Invalid(node, path, f"{_show(value)} is too short (use {least})")
+        if seconds > _MAX_DURATION:
+            raise _Invalid(node, path, f"{_show(value)} is too long (use at most 3650d)")
         return seconds
     return check
 
@@ -331,7 +339,7 @@ def _json_value(node: yaml.Node, path: str, budget: list[int], stack: tuple = ()
 
 def _params(node: yaml.Node, path: str) -> dict:
     budget = [_MAX_VALUE_NODES]
-    return {key: _json_value(value, _join(path, key), budget) for _, key, value in _items(node, path)}
+    return {key: _json_value(value, _join(path, key), budget, (id(node),)) for _, key, value in _items(node, path)}
 
 
 def _entrypoint(node: yaml.Node, path: str) -> str:
@@ -344,8 +352,9 @@ def _entrypoint(node: yaml.Node, path: str) -> str:
 
 def _command(node: yaml.Node, path: str) -> tuple[str, ...] | str:
     if isinstance(node, yaml.SequenceNode):
-        items = _list_of(_command_item, nonempty=True)(node, path)
-        return items
+        return _list_of(_command_item, nonempty=True)(node, path)
+    if not isinstance(node, yaml.ScalarNode):
+        raise _Invalid(node, path, f"expected a string or a list of strings, got {_kind(node)}")
     value = _string(node, path)
     if not value.strip():
         raise _Invalid(node, path, "the command is empty (give a program to run)")
@@ -487,30 +496,36 @@ def parse(text: str | bytes, filename: str = MANIFEST_NAME) -> Manifest:
     """Validate the text of a puppemon.yaml; raises ManifestError only."""
     if isinstance(text, bytes):
         text = _decode(text, filename)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         return _manifest(root)
     except _Invalid as exc:
-        where = f"{filename}:{exc.mark.line + 1}:{exc.mark.column + 1}" if exc.mark else filename
+        line, col = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
+        where = f"{filename}:{line}:{col}"
         path = f" {exc.path}:" if exc.path else ""
         raise ManifestError(f"{where}:{path} {exc.what}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context.startswith("expected"):
+            problem = f"{exc.context}, {exc.problem}"
         raise ManifestError(f"{where}: invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise ManifestError(f"{filename}:{line}:{col}: invalid YAML: character {exc.character!r} "
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ManifestError(f"{filename}:{line}:{col}: invalid YAML: character {char} "
                             "is not allowed (remove it)") from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{filename}: invalid YAML: {exc}") from None
+        raise ManifestError(f"{filename}:1:1: invalid YAML: {exc}") from None
     except RecursionError:
-        raise ManifestError(f"{filename}: invalid YAML: nested too deeply") from None
+        raise ManifestError(f"{filename}:1:1: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load(directory) -> Manifest:
