@@ -57,8 +57,7 @@ class Notifier:
         self.threads: list[threading.Thread] = []
 
     def __call__(self, record: dict, log_bytes: bytes) -> None:
-        deployment = self.daemon.current
-        flow = deployment.manifest.flows.get(record["flow"]) if deployment else None
+        flow = self._flow(record)
         if flow is None or flow.notify is None or record["status"] not in flow.notify.on:
             return
         name = flow.notify.webhook_secret
@@ -85,6 +84,19 @@ class Notifier:
                                   name=f"notify-{record['id']}")
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()  # not a daemon thread: the process waits for it (at most `timeout`) on exit
+
+    def _flow(self, record: dict):
+        """The flow as deployed for this run (a run recorded as crashed at start-up has no current deploy)."""
+        deployment = self.daemon.current
+        if deployment is not None and deployment.sha == record.get("flows_commit"):
+            return deployment.manifest.flows.get(record["flow"])
+        try:
+            from puppemon.manifest import MANIFEST_NAME, parse
+
+            data = self.daemon.store.read(record["flows_commit"], MANIFEST_NAME)
+            return parse(data, MANIFEST_NAME).flows.get(record["flow"]) if data is not None else None
+        except (PuppemonError, KeyError, ValueError):
+            return deployment.manifest.flows.get(record["flow"]) if deployment else None
 
     def _send(self, flow: str, run_id: str, url: str, body: dict) -> None:
         try:

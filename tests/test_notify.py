@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from puppemon.notify import message
-from tests.test_trigger import records, run_once, setup_project, wait_until
+from tests.test_trigger import daemons, records, run_once, setup_project, wait_until  # noqa: F401
 
 API_KEY = "key-0a1b2c3d4e"
 
@@ -130,3 +130,21 @@ def test_message_is_short_and_redacted():
     assert "secret-value" not in body["content"]
     assert message(record, b"", {})["content"] == (
         "puppemon: f timed_out in 1m 01s (run 20261125T083000Z-7f3a9c, daemon d1)\ntimed out after 1m")
+
+
+@pytest.mark.slow
+def test_a_run_found_crashed_at_start_up_is_notified(tmp_path, bare_remote, receiver, daemons):
+    from tests.conftest import puppemon
+
+    manifest = MANIFEST + "  hangs:\n    command: echo started; exec sleep 60\n"
+    repo = setup_project(tmp_path, bare_remote, manifest)
+    secrets = str(secrets_file(tmp_path, receiver.url))
+    d = daemons(bare_remote, tmp_path / "state", "--secrets", secrets)
+    puppemon("trigger", "hangs", cwd=repo)
+    wait_until(lambda: "hangs: started run" in d.log, 30, "the run to start", lambda: d.log)
+    d.kill()
+    assert run_once(bare_remote, tmp_path / "state", "--secrets", secrets).returncode == 0
+    [record] = records(bare_remote)
+    assert record["status"] == "crashed"
+    wait_until(lambda: receiver.posts, 15, "the notification")
+    assert receiver.posts[0][1]["content"].startswith("puppemon: hangs crashed in ")
