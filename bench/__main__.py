@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_environment(root)
     ctx = Context(quick=args.quick, root=root)
     started = time.time()
+    load_before = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     rows: list[Row] = []
     failed = []
     try:
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.time() - started
     print(table(rows))
     if output is not None:
-        output.write_text(markdown(rows, machine(), command, elapsed, ctx))
+        info = {**machine(), "load average at the start": " ".join(load_before)}
+        output.write_text(markdown(rows, info, command, elapsed, ctx))
         print(f"\nwrote {output}", file=sys.stderr)
     if failed:
         print(f"figures that failed: {', '.join(failed)}", file=sys.stderr)

@@ -25,6 +25,13 @@ class ProbeDaemon(Daemon):
         self.runs = runs
         self.seen: list[dict] = []
         self.unpublished_ids: list[str] = []
+        self.fired: dict[str, float] = {}   # "flow scheduled-iso" -> when the scheduler handed it over
+
+    def _fire(self, flow_name, scheduled) -> None:
+        from puppemon.records import utc_iso
+
+        self.fired[f"{flow_name} {utc_iso(scheduled)}"] = time.time()
+        super()._fire(flow_name, scheduled)
 
     def after_run(self, record: dict, log_bytes: bytes) -> None:
         recorded = time.time()
@@ -32,7 +39,8 @@ class ProbeDaemon(Daemon):
         with self.lock:
             self.seen.append({"id": record["id"], "flow": record["flow"], "status": record["status"],
                               "scheduled": record["scheduled"], "started": record["started"],
-                              "finished": record["finished"], "recorded": recorded})
+                              "finished": record["finished"], "recorded": recorded,
+                              "fired": self.fired.get(f"{record['flow']} {record['scheduled']}")})
             self.unpublished_ids.append(record["id"])
             if len(self.seen) >= self.runs:
                 self.request_stop()

@@ -74,17 +74,23 @@ def run_daemon(ctx: Context) -> dict:
     from puppemon.records import RunStore
 
     runs = RunStore(Store(remote))
-    late = []
+    late, stages = [], {"wake": [], "handoff": [], "spawn": []}
     for record in runs.list(flow="tick"):
         if record["status"] != "succeeded":
             raise RuntimeError(f"run {record['id']} {record['status']}: {record.get('error')}")
         printed = float(runs.read_file(record, "log.txt").decode().split()[0])
-        late.append(printed - parse_iso(record["scheduled"]).timestamp())
+        scheduled, started = (parse_iso(record[k]).timestamp() for k in ("scheduled", "started"))
+        late.append(printed - scheduled)
+        fired = probes.get(record["id"], {}).get("fired")
+        if fired is not None:  # where the lateness goes: scheduler, daemon, runner
+            stages["wake"].append(fired - scheduled)
+            stages["handoff"].append(started - fired)
+            stages["spawn"].append(printed - started)
     if len(late) < n:
         raise RuntimeError(f"only {len(late)} of {n} runs recorded on the remote")
     recorded = [p["recorded"] - parse_iso(p["scheduled"]).timestamp() for p in probes.values()]
     pushed = [p["published"] - parse_iso(p["scheduled"]).timestamp() for p in probes.values() if "published" in p]
-    ctx.cache["daemon"] = {"late": late, "recorded": recorded, "pushed": pushed}
+    ctx.cache["daemon"] = {"late": late, "recorded": recorded, "pushed": pushed, "stages": stages}
     return ctx.cache["daemon"]
 
 
@@ -111,6 +117,11 @@ def measure_named(ctx: Context, name: str) -> list[Row]:
         early = [x for x in late if x < 0]
         note = f"{len(late)} fires; earliest {min(late) * 1000:+.1f} ms" + (
             f"; {len(early)} EARLY" if early else "; never early")
+        stages = data["stages"]
+        if stages["wake"]:
+            note += ("; median split: scheduler wake-up {:+.1f} ms, fire → runner start {:+.1f} ms, "
+                     "runner start → command running {:+.1f} ms").format(
+                *(median(stages[k]) * 1000 for k in ("wake", "handoff", "spawn")))
         out = []
         for pct, label in ((50, "p50"), (99, "p99"), (100, "max")):
             value, b = percentile(late, pct), percentile(base, pct)

@@ -37,17 +37,18 @@ def prepared(ctx: Context, n: int) -> tuple[Path, Path, float]:
         shutil.copytree(remote, local)
         git("--git-dir", str(local), "update-ref", TRACKING, tip)
         ctx.cache[key] = (remote, local, built)
+        ctx.cache[("tip", n)] = tip
     return ctx.cache[key]
 
 
-def measure_all(ctx: Context, repeat: int) -> dict[int, tuple[float, float, float]]:
+def measure_all(ctx: Context, repeat: int) -> dict[int, tuple[float, float, float, float]]:
     """Median commit and push time per history size; sizes take turns so drift hits all alike."""
-    recorders, counters, commits, pushes = {}, {}, {}, {}
+    recorders, counters, commits, pushes, git_pushes = {}, {}, {}, {}, {}
     for n in sizes(ctx):
         remote, local, _ = prepared(ctx, n)
         recorders[n] = Recorder(Store(local), remote=str(remote))
         counters[n] = n + ctx.cache.get(("extra", n), 0)
-        commits[n], pushes[n] = [], []
+        commits[n], pushes[n], git_pushes[n] = [], [], []
     for k in range(-2, repeat):  # two rounds of warm-up
         for n, recorder in recorders.items():
             files, message = history.files_and_message(counters[n])
@@ -61,12 +62,22 @@ def measure_all(ctx: Context, repeat: int) -> dict[int, tuple[float, float, floa
             if not recorder.publish():
                 raise RuntimeError(f"publishing to {recorder.remote} failed")
             t_push = time.perf_counter() - t0
+            # the same push by git alone, for what git itself costs at this size
+            files, message = history.files_and_message(counters[n])
+            tip = recorder.add(files, message)
+            counters[n] += 1
+            t0 = time.perf_counter()
+            git("--git-dir", str(recorder.store.git_dir), "push", "--quiet", recorder.remote,
+                f"{tip}:refs/heads/runs")
+            t_git = time.perf_counter() - t0
             if k >= 0:
                 commits[n].append(t_commit)
                 pushes[n].append(t_push)
+                git_pushes[n].append(t_git)
     for n in recorders:
         ctx.cache[("extra", n)] = counters[n] - n
-    return {n: (median(commits[n]), median(pushes[n]), prepared(ctx, n)[2]) for n in recorders}
+    return {n: (median(commits[n]), median(pushes[n]), prepared(ctx, n)[2], median(git_pushes[n]))
+            for n in recorders}
 
 
 def measure(ctx: Context) -> list[Row]:
@@ -78,7 +89,8 @@ def measure(ctx: Context) -> list[Row]:
         base = results[smallest][index]
         for n in sizes(ctx):
             value = results[n][index]
-            note = f"history built in {results[n][2]:.1f} s" if index == 0 else ""
+            note = (f"history built in {results[n][2]:.1f} s" if index == 0
+                    else f"`git push` of the same kind of commit alone: {results[n][3] * 1000:.0f} ms")
             if n == smallest:
                 out.append(Row(3, f"record a run: {what} at {n:,} runs", value, "s", base,
                                f"same at {smallest} runs", "", None, note=note))

@@ -48,6 +48,13 @@ def _output(argv: list[str]) -> str:
         return "?"
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine() -> dict[str, str]:
     cpu = "?"
     try:
@@ -69,6 +76,7 @@ def machine() -> dict[str, str]:
         "python": sys.version.split()[0] + f" ({sys.executable})",
         "git": _output(["git", "--version"]),
         "pygit2": pygit2_version,
+        "load average at the end": _loadavg(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
