@@ -1,0 +1,102 @@
+"""`puppemon init [DIR]`: scaffold puppemon.yaml and an example flow, never overwriting a file."""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from puppemon.errors import PuppemonError
+from puppemon.manifest import MANIFEST_NAME
+
+MANIFEST = """\
+# puppemon.yaml: which flows puppemon runs, and when.
+#
+# version      always 1
+# defaults     settings every flow inherits unless it sets its own:
+#              timezone, timeout, retries, retry_delay, overlap, catchup, env, notify, workdir
+# variables    plain-text values every flow gets as environment variables
+# flows        one entry per flow; the name (lowercase, digits, - and _) becomes a path
+#   entrypoint    path/to/file.py:function (called with params as keyword arguments),
+#                 or instead: command, a list (run as is) or a string (run by /bin/sh)
+#   schedule      cron, 5 fields: minute hour day-of-month month day-of-week (or a list)
+#   every         an interval instead of, or as well as, cron: 30s, 10m, 2h, 1d
+#   timezone      IANA name for the schedule; UTC unless set
+#   params        default parameters; `puppemon trigger FLOW -p key=value` overrides them
+#   timeout, retries, retry_delay        e.g. 30m, 2, 30s
+#   overlap       skip | queue | parallel: when the previous run is still going
+#   catchup       none | latest | all: runs missed while the daemon was down
+#   secrets       names; the values live only on the server
+#   env           extra environment variables
+#   run_on_deploy true to also run whenever a new version is pushed
+#
+# Check it with `puppemon validate`, deploy it with `puppemon push`.
+version: 1
+defaults:
+  timezone: UTC
+  timeout: 10m
+flows:
+  hello:
+    entrypoint: flows/hello.py:main
+    schedule: "0 8 * * *"
+    params:
+      name: world
+"""
+
+HELLO = '''\
+"""An example flow: puppemon calls main() with the flow's params as keyword arguments."""
+
+
+def main(name="world"):
+    greeting = f"Hello, {name}!"
+    print(greeting)
+    # A JSON-serialisable return value is recorded as the run's result.
+    return {"greeting": greeting}
+'''
+
+FILES = {MANIFEST_NAME: MANIFEST, "flows/hello.py": HELLO}
+
+
+def _shown(directory: str, name: str) -> str:
+    return name if os.path.normpath(directory) == "." else os.path.join(directory, name)
+
+
+def scaffold(directory: str) -> list[str]:
+    """Write the starter files into `directory`; refuse, writing nothing, if any exists."""
+    root = Path(directory)
+    for name in FILES:
+        if (root / name).exists() or (root / name).is_symlink():
+            raise PuppemonError(f"{_shown(directory, name)} already exists; puppemon init never "
+                                "overwrites files (remove it or run init in another directory)")
+    written = []
+    try:
+        for name, content in FILES.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x", encoding="utf-8") as fh:     # "x": never clobber, even in a race
+                fh.write(content)
+            written.append(name)
+    except FileExistsError as exc:
+        raise PuppemonError(f"{_shown(directory, Path(exc.filename).relative_to(root).as_posix())} "
+                            "already exists; puppemon init never overwrites files") from None
+    except OSError as exc:
+        raise PuppemonError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    return written
+
+
+def main(directory: str = ".", github: bool = False) -> int:
+    """Scaffold puppemon.yaml and an example flow (never overwrites)."""
+    written = scaffold(directory)
+    for name in written:
+        print(f"wrote {_shown(directory, name)}")
+    if github:
+        # `write_github_workflow(directory) -> list of written paths` belongs to the CI integration.
+        writer = globals().get("write_github_workflow")
+        if writer is None:
+            print("--github: writing a GitHub Actions workflow is not available yet in this version")
+        else:
+            for path in writer(directory) or ():
+                print(f"wrote {path}")
+    where = "" if os.path.normpath(directory) == "." else " " + shlex.quote(directory)
+    push = "" if not where else " -C" + where
+    print(f"next: run `puppemon validate{where}`, then `puppemon push{push}` to deploy")
+    return 0

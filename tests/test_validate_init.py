@@ -1,0 +1,177 @@
+"""`puppemon validate` and `puppemon init`: exact output through click and through a real process."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+from click.testing import CliRunner
+
+from puppemon.cli import cli
+from puppemon.commands import init as init_command, validate as validate_command
+from puppemon.manifest import load
+from puppemon.schedule import next_fire
+from tests.conftest import puppemon
+
+MANIFEST = """\
+version: 1
+defaults:
+  timezone: Asia/Taipei
+flows:
+  daily-report:
+    entrypoint: reports/daily.py:main
+    schedule: "0 8 * * 1-5"
+  backup:
+    command: ["./backup.sh", "--fast"]
+    every: 6h
+  nightly:
+    command: make
+    schedule: ["0 2 * * *", "30 14 * * sun"]
+    timezone: America/New_York
+    run_on_deploy: true
+  rebuild-index:
+    command: make index
+    run_on_deploy: true
+  adhoc:
+    command: make x
+"""
+
+
+def _expected(daily: str, nightly: str) -> str:
+    return (
+        "puppemon.yaml is valid: 5 flows\n"
+        "flow            trigger                                                       next run\n"
+        + "─" * 98 + "\n"
+        "daily-report    cron 0 8 * * 1-5 (Asia/Taipei)                                " + daily + "\n"
+        "backup          every 6h                                                      6h after deploy\n"
+        "nightly         cron 0 2 * * *, 30 14 * * sun (America/New_York), on deploy   " + nightly + "\n"
+        "rebuild-index   on deploy                                                     next deploy\n"
+        "adhoc           manual                                                        on trigger\n"
+    )
+
+
+def _candidates(directory, before: datetime, after: datetime) -> set[str]:
+    """The exact text for `now` at the start and at the end of the call (a minute may turn)."""
+    flows = load(directory).flows
+    return {_expected(next_fire(flows["daily-report"], now).strftime("%Y-%m-%d %H:%M %Z"),
+                      next_fire(flows["nightly"], now).strftime("%Y-%m-%d %H:%M %Z"))
+            for now in (before, after)}
+
+
+def test_validate_render_with_a_fixed_clock(tmp_path, capsys):
+    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    now = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)      # Thursday 07:30 in Taipei
+    assert validate_command.main(str(tmp_path), now=now) == 0
+    assert capsys.readouterr().out == _expected("2026-11-26 08:00 CST", "2026-11-26 02:00 EST")
+
+
+def test_validate_through_click(tmp_path):
+    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    before = datetime.now(timezone.utc)
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    after = datetime.now(timezone.utc)
+    assert result.exit_code == 0, result.output
+    assert result.output in _candidates(tmp_path, before, after)
+
+
+def test_validate_in_a_real_process(tmp_path):
+    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    before = datetime.now(timezone.utc)
+    proc = puppemon("validate", cwd=tmp_path, env={"COLUMNS": "20"})   # a narrow terminal changes nothing
+    after = datetime.now(timezone.utc)
+    assert proc.stderr == ""
+    assert proc.stdout in _candidates(tmp_path, before, after)
+
+
+def test_validate_one_flow_and_no_flows(tmp_path, capsys):
+    (tmp_path / "puppemon.yaml").write_text("version: 1\nflows:\n  a:\n    command: x\n    every: 90s\n")
+    assert validate_command.main(str(tmp_path)) == 0
+    assert capsys.readouterr().out == (
+        "puppemon.yaml is valid: 1 flow\n"
+        "flow   trigger       next run\n"
+        + "─" * 39 + "\n"
+        "a      every 1m30s   1m30s after deploy\n")
+    (tmp_path / "puppemon.yaml").write_text("version: 1\nflows: {}\n")
+    assert validate_command.main(str(tmp_path)) == 0
+    assert capsys.readouterr().out == "puppemon.yaml is valid: 0 flows\n"
+
+
+def test_validate_invalid_manifest(tmp_path):
+    (tmp_path / "puppemon.yaml").write_text("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n")
+    proc = puppemon("validate", str(tmp_path), check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == ("Error: puppemon.yaml:5:12: flows.backup.every: 'often' is not a duration "
+                           "(use 30s, 10m, 2h, 1d)\n")
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+
+
+def test_validate_without_a_manifest(tmp_path):
+    proc = puppemon("validate", check=False, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "Error: no puppemon.yaml in .; run `puppemon init` to create one\n"
+
+
+def test_init_then_validate(tmp_path):
+    proc = puppemon("init", cwd=tmp_path)
+    assert proc.stdout == (
+        "wrote puppemon.yaml\n"
+        "wrote flows/hello.py\n"
+        "next: run `puppemon validate`, then `puppemon push` to deploy\n")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "flows", "flows/hello.py", "puppemon.yaml"]
+    flows = load(tmp_path).flows
+    assert list(flows) == ["hello"]
+    assert (flows["hello"].entrypoint, flows["hello"].schedules, flows["hello"].params) == (
+        "flows/hello.py:main", ("0 8 * * *",), {"name": "world"})
+    assert puppemon("validate", cwd=tmp_path).stdout.startswith("puppemon.yaml is valid: 1 flow\n")
+    # the example flow does what its comment says
+    out = subprocess.run([sys.executable, "-c", "import runpy; print(runpy.run_path('flows/hello.py')['main']('you'))"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out == "Hello, you!\n{'greeting': 'Hello, you!'}\n"
+
+
+def test_init_into_a_new_directory(tmp_path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "my project")])
+    assert result.exit_code == 0
+    target = tmp_path / "my project"
+    assert result.output == (
+        f"wrote {target}/puppemon.yaml\n"
+        f"wrote {target}/flows/hello.py\n"
+        f"next: run `puppemon validate '{target}'`, then `puppemon push -C '{target}'` to deploy\n")
+    assert load(target).flows["hello"].timezone == "UTC"
+
+
+def test_init_never_overwrites(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "hello.py").write_text("mine\n")
+    proc = puppemon("init", check=False, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == ("Error: flows/hello.py already exists; puppemon init never overwrites files "
+                           "(remove it or run init in another directory)\n")
+    assert not (tmp_path / "puppemon.yaml").exists()                 # nothing written
+    assert (tmp_path / "flows" / "hello.py").read_text() == "mine\n"
+    (tmp_path / "flows" / "hello.py").unlink()
+    (tmp_path / "puppemon.yaml").write_text("mine\n")
+    proc = puppemon("init", str(tmp_path), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"Error: {tmp_path}/puppemon.yaml already exists; puppemon init never overwrites files "
+                           "(remove it or run init in another directory)\n")
+    assert not (tmp_path / "flows" / "hello.py").exists()
+    assert (tmp_path / "puppemon.yaml").read_text() == "mine\n"
+
+
+def test_init_github_hook(tmp_path, capsys):
+    had = hasattr(init_command, "write_github_workflow")
+    assert init_command.main(str(tmp_path), github=True) == 0
+    out = capsys.readouterr().out
+    if not had:
+        assert "--github: writing a GitHub Actions workflow is not available yet in this version\n" in out
+
+
+def test_help_texts():
+    runner = CliRunner()
+    assert "Check puppemon.yaml and show each flow's trigger and next fire time." in runner.invoke(
+        cli, ["validate", "--help"]).output
+    assert "Scaffold puppemon.yaml and an example flow (never overwrites)." in runner.invoke(
+        cli, ["init", "--help"]).output
