@@ -100,3 +100,10 @@ def main(directory: str = ".", github: bool = False) -> int:
     push = "" if not where else " -C" + where
     print(f"next: run `puppemon validate{where}`, then `puppemon push{push}` to deploy")
     return 0
+
+
+def write_github_workflow(directory: str) -> list[str]:
+    """Write the GitHub Actions workflow that runs `puppemon push` on every merge."""
+    from puppemon.github import write_workflow
+
+    return [str(write_workflow(directory))]
