@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.time() - started
     print(table(rows))
     if output is not None:
-        info = {**machine(), "load average at the start": " ".join(load_before)}
+        info = {**machine(), "load average (1, 5, 15 min) at the start": " ".join(load_before)}
         output.write_text(markdown(rows, info, command, elapsed, ctx))
         print(f"\nwrote {output}", file=sys.stderr)
     if failed:

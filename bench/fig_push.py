@@ -75,8 +75,9 @@ def measure(ctx: Context) -> list[Row]:
     script = root / "plumbing.sh"
     script.write_text(PLUMBING)
     os.chmod(script, 0o755)
+    git("remote", "add", "origin", str(remote), cwd=project)  # as a user has it: `puppemon push`
     cli = puppemon_argv()
-    run([*cli, "push", "--remote", str(remote)], cwd=project)
+    run([*cli, "push"], cwd=project)
     # the baseline builds on a tip as well: start it where the first deploy is
     git("--git-dir", str(remote), "update-ref", "refs/heads/baseline", "refs/heads/flows")
     edited = project / "src" / "pkg00" / "mod000" / "file00000.py"
@@ -88,26 +89,26 @@ def measure(ctx: Context) -> list[Row]:
 
     def push() -> None:
         edit()
-        out = run([*cli, "push", "--remote", str(remote)], cwd=project).stdout.decode()
+        out = run([*cli, "push"], cwd=project).stdout.decode()
         assert out.startswith("pushed"), out
 
     def plumbing() -> None:
         edit()
-        run([str(script), str(remote), "refs/heads/baseline"], cwd=project)
+        run([str(script), "origin", "refs/heads/baseline"], cwd=project)
 
     repeat = 5 if ctx.quick else 9
     times = interleaved({"push": push, "plumbing": plumbing}, repeat=repeat)
     # no change: both see the tree they pushed last and stop before committing
     edit()
-    run([*cli, "push", "--remote", str(remote)], cwd=project)
-    run([str(script), str(remote), "refs/heads/baseline"], cwd=project)
+    run([*cli, "push"], cwd=project)
+    run([str(script), "origin", "refs/heads/baseline"], cwd=project)
 
     def push_same() -> None:
-        out = run([*cli, "push", "--remote", str(remote)], cwd=project).stdout.decode()
+        out = run([*cli, "push"], cwd=project).stdout.decode()
         assert "up to date" in out, out
 
     def plumbing_same() -> None:
-        out = run([str(script), str(remote), "refs/heads/baseline"], cwd=project).stdout.decode()
+        out = run([str(script), "origin", "refs/heads/baseline"], cwd=project).stdout.decode()
         assert "up to date" in out, out
 
     same = interleaved({"push": push_same, "plumbing": plumbing_same}, repeat=repeat)

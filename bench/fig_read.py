@@ -46,7 +46,7 @@ def measure(ctx: Context) -> list[Row]:
     assert git("rev-parse", "runs", cwd=project).strip() == tip
     target = history.record(n // 2)
     path = run_dir(target["flow"], target["id"])
-    repeat = 7 if ctx.quick else 15
+    repeat = 5 if ctx.quick else 15
 
     def runs() -> None:
         out = run([*cli, "runs", "--limit", "50"], cwd=project).stdout.decode()

@@ -76,7 +76,7 @@ def machine() -> dict[str, str]:
         "python": sys.version.split()[0] + f" ({sys.executable})",
         "git": _output(["git", "--version"]),
         "pygit2": pygit2_version,
-        "load average at the end": _loadavg(),
+        "load average (1, 5, 15 min) at the end": _loadavg(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
