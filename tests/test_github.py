@@ -73,14 +73,24 @@ def test_write_workflow_never_overwrites(tmp_path):
 
 
 def test_init_github_writes_the_workflow(tmp_path):
-    init_command = pytest.importorskip("puppemon.commands.init")
-    if not hasattr(init_command, "write_github_workflow"):
-        pytest.skip("puppemon init does not call puppemon.github yet")
     project = make_repo(tmp_path / "project", commit=False)
-    puppemon("init", "--github", str(project))
+    proc = puppemon("init", "--github", ".", cwd=project)
+    assert proc.stdout == ("wrote puppemon.yaml\n"
+                           "wrote flows/hello.py\n"
+                           "wrote .github/workflows/puppemon-push.yml\n"
+                           "next: run `puppemon validate`, then `puppemon push` to deploy\n")
     assert (project / WORKFLOW_PATH).read_bytes() == TEMPLATE.read_bytes()
-    again = puppemon("init", "--github", str(project), check=False)
-    assert again.returncode == 1
+
+
+def test_init_github_never_overwrites_a_workflow(tmp_path):
+    project = make_repo(tmp_path / "project", commit=False)
+    (project / WORKFLOW_PATH).parent.mkdir(parents=True)
+    (project / WORKFLOW_PATH).write_text("mine\n")
+    proc = puppemon("init", "--github", str(project), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"Error: {project / WORKFLOW_PATH} already exists; not overwriting it "
+                           f"(remove it first to get a fresh one)\n")
+    assert (project / WORKFLOW_PATH).read_text() == "mine\n"
 
 
 # ------------------------------------------------------------ action and CI
@@ -130,6 +140,17 @@ def test_pre_commit_hook():
     files = re.compile(hooks[0]["files"])
     assert files.search("puppemon.yaml")
     assert not files.search("sub/puppemon.yaml") and not files.search("puppemon.yaml.orig")
+
+
+def test_pre_commit_hook_entry_checks_the_manifest(project):
+    """pre-commit runs `entry` at the repository root with no file names (pass_filenames: false)."""
+    hook = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]
+    program, *args = hook["entry"].split()
+    assert program == "puppemon"
+    assert puppemon(*args, cwd=project).returncode == 0
+    (project / "puppemon.yaml").write_text(MINIMAL_MANIFEST.replace("every: 1h", "every: often"))
+    bad = puppemon(*args, cwd=project, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: puppemon.yaml:5:"), bad.stderr
 
 
 # ---------------------------------------------------------------- actionlint
