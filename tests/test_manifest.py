@@ -1,9 +1,11 @@
 """puppemon.yaml: the schema, exact error messages, durations, and fuzzing with random YAML."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from puppemon.errors import PuppemonError
 from puppemon.manifest import (DurationError, Flow, ManifestError, Notify, format_duration, load, parse,
@@ -243,7 +245,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("text, message", BAD)
+@pytest.mark.parametrize("text, message", BAD, ids=[message.split(": ", 1)[1][:60] for _, message in BAD])
 def test_error_messages(text, message):
     with pytest.raises(ManifestError) as info:
         parse(text)
@@ -329,23 +331,23 @@ def _check(text) -> None:
     try:
         parse(text)
     except ManifestError as exc:
-        assert str(exc).startswith("puppemon.yaml")
+        assert re.match(r"puppemon\.yaml:\d+:\d+: \S", str(exc)), str(exc)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=st.one_of(MANIFEST_LIKE, TREES), flow_style=st.sampled_from([None, True, False]))
 def test_random_yaml_documents(tree, flow_style):
     _check(_dump(tree, flow_style))
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200),
                       st.text(alphabet="version: 1\nflows:{}[]-&*!<>|'\"#\t ,?", max_size=120)))
 def test_random_text(text):
     _check(text)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(base=MANIFEST_LIKE, cut=st.integers(0, 400), junk=st.text(max_size=8))
 def test_damaged_documents(base, cut, junk):
     text = _dump(base, None)

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from puppemon.manifest import Flow, parse
 from puppemon.schedule import (CronError, cron_trigger, describe, fire_times, flow_trigger, next_fire,
@@ -172,7 +172,7 @@ CRON = st.tuples(
 ).map(" ".join)
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expr=CRON, zone=st.sampled_from(sorted(STARTS)), index=st.integers(0, 5),
        shift=st.integers(0, 6 * 24 * 60))
 def test_random_cron_matches_croniter(expr, zone, index, shift):
