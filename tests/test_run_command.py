@@ -53,10 +53,10 @@ def proj(tmp_path) -> Path:
 
 def test_p_values_are_yaml_scalars():
     pairs = ["n=3", "on=true", "ratio=1.5", "nothing=null", "name=hello world", "day=2024-01-01",
-             "list=[1, 2]", "empty=", "eq=a=b", "quoted='3'"]
+             "list=[1, 2]", "empty=", "eq=a=b", "quoted='3'", "channel=#alerts", "msg=a #b"]
     assert parse_params(pairs, None) == {
         "n": 3, "on": True, "ratio": 1.5, "nothing": None, "name": "hello world", "day": "2024-01-01",
-        "list": "[1, 2]", "empty": "", "eq": "a=b", "quoted": "3"}
+        "list": "[1, 2]", "empty": "", "eq": "a=b", "quoted": "3", "channel": "#alerts", "msg": "a #b"}
 
 
 def test_params_json_first_then_p_over_it():

@@ -25,6 +25,11 @@ def _scalar(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if value is None and text.strip() not in ("null", "Null", "NULL", "~"):
+        return text  # `#alerts` is not a YAML comment here
+    if isinstance(value, str):
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        return value if quoted else text  # verbatim: YAML would drop a trailing `# ...`
     # Dates, lists and mappings are not scalars here: --params-json is for structure.
     return value if isinstance(value, _SCALARS) else text
 
