@@ -88,9 +88,10 @@ def test_init_github_never_overwrites_a_workflow(tmp_path):
     (project / WORKFLOW_PATH).write_text("mine\n")
     proc = puppemon("init", "--github", str(project), check=False)
     assert proc.returncode == 1
-    assert proc.stderr == (f"Error: {project / WORKFLOW_PATH} already exists; not overwriting it "
-                           f"(remove it first to get a fresh one)\n")
+    assert proc.stderr == (f"Error: {project / WORKFLOW_PATH} already exists; puppemon init never "
+                           f"overwrites files (remove it or run init in another directory)\n")
     assert (project / WORKFLOW_PATH).read_text() == "mine\n"
+    assert not (project / "puppemon.yaml").exists()  # refused before writing anything
 
 
 # ------------------------------------------------------------ action and CI

@@ -161,12 +161,11 @@ def test_init_never_overwrites(tmp_path):
     assert (tmp_path / "puppemon.yaml").read_text() == "mine\n"
 
 
-def test_init_github_hook(tmp_path, capsys):
-    had = hasattr(init_command, "write_github_workflow")
+def test_init_github_writes_the_workflow_too(tmp_path, capsys):
     assert init_command.main(str(tmp_path), github=True) == 0
     out = capsys.readouterr().out
-    if not had:
-        assert "--github: writing a GitHub Actions workflow is not available yet in this version\n" in out
+    assert f"wrote {tmp_path}/.github/workflows/puppemon-push.yml\n" in out
+    assert (tmp_path / ".github" / "workflows" / "puppemon-push.yml").is_file()
 
 
 def test_help_texts():

@@ -85,25 +85,20 @@ def scaffold(directory: str) -> list[str]:
 
 def main(directory: str = ".", github: bool = False) -> int:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
+    from puppemon.github import WORKFLOW_PATH, write_workflow
+
+    workflow = Path(directory) / WORKFLOW_PATH
+    if github and (workflow.exists() or workflow.is_symlink()):
+        # checked first, so a refusal writes nothing at all
+        raise PuppemonError(f"{_shown(directory, WORKFLOW_PATH.as_posix())} already exists; puppemon init "
+                            "never overwrites files (remove it or run init in another directory)")
     written = scaffold(directory)
     for name in written:
         print(f"wrote {_shown(directory, name)}")
     if github:
-        # `write_github_workflow(directory) -> list of written paths` belongs to the CI integration.
-        writer = globals().get("write_github_workflow")
-        if writer is None:
-            print("--github: writing a GitHub Actions workflow is not available yet in this version")
-        else:
-            for path in writer(directory) or ():
-                print(f"wrote {path}")
+        write_workflow(directory)
+        print(f"wrote {_shown(directory, WORKFLOW_PATH.as_posix())}")
     where = "" if os.path.normpath(directory) == "." else " " + shlex.quote(directory)
     push = "" if not where else " -C" + where
     print(f"next: run `puppemon validate{where}`, then `puppemon push{push}` to deploy")
     return 0
-
-
-def write_github_workflow(directory: str) -> list[str]:
-    """Write the GitHub Actions workflow that runs `puppemon push` on every merge."""
-    from puppemon.github import write_workflow
-
-    return [str(write_workflow(directory))]
