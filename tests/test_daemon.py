@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from datetime import datetime, timezone
 
@@ -326,3 +327,20 @@ flows:
     log = git("--git-dir", str(bare_remote), "show", f"runs:runs/edit/{record['id'][:4]}/{record['id'][4:6]}/"
               f"{record['id'][6:8]}/{record['id']}/log.txt")
     assert log == "start\nmore\n"
+
+
+def test_sighup_fetches_now(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
+    deploy(repo)
+    # the last --poll wins: an hour, so only the signal can make it fetch in time
+    daemon = DaemonProcess(str(bare_remote), tmp_path / "state", "--poll", "3600").start()
+    try:
+        wait_until(lambda: "resumed deploy" in daemon.log or "deployed" in daemon.log, what="the first deploy",
+                   on_fail=lambda: daemon.log)
+        deploy(repo, files={"version.txt": "v2"})
+        new_tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: f"deployed {new_tip[:7]}" in daemon.log, timeout=15, what="a deploy after SIGHUP",
+                   on_fail=lambda: daemon.log)
+    finally:
+        assert daemon.stop() == 0
