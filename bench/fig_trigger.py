@@ -14,7 +14,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench.common import Context, Row, git, median, puppemon_argv, run
+from bench.common import Context, Row, median, puppemon_argv, run
 from bench.fig_daemon import COMMAND, deploy_project
 from bench.fig_idle import wait_for
 
@@ -140,6 +140,6 @@ def measure(ctx: Context) -> list[Row]:
     return [
         Row(8, label_http, value, "s", base, "bare HTTP server running the command", f"≤ {HTTP_GOAL:g} s",
             value <= HTTP_GOAL, note="until the record is on the remote"),
-        Row(8, label_wait, wait, "s", interval, "daemon poll interval", f"≤ poll + 1 s",
+        Row(8, label_wait, wait, "s", interval, "daemon poll interval", "≤ poll + 1 s",
             wait <= interval + 1.0, note=f"--poll {interval:g}; max {max(waits):.2f} s"),
     ]
