@@ -74,7 +74,7 @@ def run_daemon(ctx: Context) -> dict:
     from puppemon.records import RunStore
 
     runs = RunStore(Store(remote))
-    late, stages = [], {"wake": [], "handoff": [], "spawn": []}
+    late, stages = [], {"wake": [], "handoff": [], "spawn": [], "late": []}
     for record in runs.list(flow="tick"):
         if record["status"] != "succeeded":
             raise RuntimeError(f"run {record['id']} {record['status']}: {record.get('error')}")
@@ -86,6 +86,7 @@ def run_daemon(ctx: Context) -> dict:
             stages["wake"].append(fired - scheduled)
             stages["handoff"].append(started - fired)
             stages["spawn"].append(printed - started)
+            stages["late"].append(printed - scheduled)
     if len(late) < n:
         raise RuntimeError(f"only {len(late)} of {n} runs recorded on the remote")
     recorded = [p["recorded"] - parse_iso(p["scheduled"]).timestamp() for p in probes.values()]
@@ -122,6 +123,10 @@ def measure_named(ctx: Context, name: str) -> list[Row]:
             note += ("; median split: scheduler wake-up {:+.1f} ms, fire → runner start {:+.1f} ms, "
                      "runner start → command running {:+.1f} ms").format(
                 *(median(stages[k]) * 1000 for k in ("wake", "handoff", "spawn")))
+            worst = max(range(len(stages["late"])), key=stages["late"].__getitem__)
+            note += "; the latest fire (#{} of {}): {:+.1f}, {:+.1f}, {:+.1f} ms".format(
+                len(stages["late"]) - worst, len(stages["late"]),  # records come newest first
+                *(stages[k][worst] * 1000 for k in ("wake", "handoff", "spawn")))
         out = []
         for pct, label in ((50, "p50"), (99, "p99"), (100, "max")):
             value, b = percentile(late, pct), percentile(base, pct)
