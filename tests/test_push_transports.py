@@ -9,19 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, puppemon
-
-
-def oracle_tree(repo: Path) -> str:
-    """The tree git itself makes of the working directory: `add -A` on a copy of the index, `write-tree`."""
-    index = repo / ".git" / "index"
-    tmp_index = repo / ".git" / "transport-oracle-index"
-    try:
-        tmp_index.write_bytes(index.read_bytes())
-        env = {"GIT_INDEX_FILE": str(tmp_index)}
-        git("add", "-A", cwd=repo, env=env)
-        return git("write-tree", cwd=repo, env=env).strip()
-    finally:
-        tmp_index.unlink(missing_ok=True)
+from tests.test_push import oracle_tree
 
 
 def flows_log(bare: Path) -> list[str]:

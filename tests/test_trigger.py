@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from puppemon.gitstore import Store
 from puppemon.recorder import Recorder
+from tests.daemon_helpers import wait_until
 from tests.conftest import git, make_repo, puppemon
 
 SLOW = """\
@@ -42,18 +42,6 @@ def setup_project(tmp_path: Path, remote: Path, manifest: str = SLOW, files: dic
     git("remote", "add", "origin", str(remote), cwd=repo)
     puppemon("push", cwd=repo)
     return repo
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
-               detail: Callable[[], str] = lambda: "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail()}")
-        time.sleep(0.05)
 
 
 class DaemonProc:
