@@ -109,6 +109,7 @@ class Daemon(DeployMixin):
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> int:
+        import puppemon.runner  # noqa: F401 - now, not on the scheduler thread at the first fire
         self.state.open()
         try:
             self.store = Store.open_or_init_bare(self.state.mirror_dir)

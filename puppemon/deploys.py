@@ -123,8 +123,8 @@ class DeployMixin:
     def _fire(self, flow_name: str, scheduled: datetime) -> None:
         """A fire time came: note it and enqueue a run (called in the scheduler's thread; never blocks)."""
         self.fires[flow_name] = scheduled
-        self.state.save_fires(self.fires)
         self.submit(_daemon().Pending(flow_name, {"kind": "schedule"}, scheduled=scheduled))
+        self.state.save_fires(self.fires)  # after the run is on its way: the fsync is not on its path
 
     def catch_up(self, once: bool = False) -> None:
         """Runs for fire times missed while no daemon was running, by each flow's catch-up policy."""

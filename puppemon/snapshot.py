@@ -144,8 +144,9 @@ def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str 
 
 def _publish(store: Store, directory: Path, remote: str, branch: str, local: str, tree: str,
              flows: int, message: str | None, dry_run: bool, log: Callable[[str], None]) -> Deploy:
+    fetch_url, push_url = store.remote_url(remote), None
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        parent = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", local)
+        parent = store.fetch_optional(fetch_url, f"refs/heads/{branch}", local)
         parent_tree = store.get_commit(parent).tree if parent else None
         changed, added, removed = store.changed_paths(parent_tree, tree)
         result = Deploy(remote, branch, None, parent, tree, flows, changed, added, removed,
@@ -155,7 +156,8 @@ def _publish(store: Store, directory: Path, remote: str, branch: str, local: str
         msg = deploy_message(store, directory, tree, message)
         result.commit = store.commit(tree, [parent] if parent else [], msg, store.default_signature())
         try:
-            store.push(store.remote_url(remote, push=True), [f"{result.commit}:refs/heads/{branch}"])
+            push_url = push_url or store.remote_url(remote, push=True)
+            store.push(push_url, [f"{result.commit}:refs/heads/{branch}"])
         except PushRejected:
             if attempt == PUSH_ATTEMPTS:
                 raise PuppemonError(f"{branch} on {remote} kept moving while pushing "
