@@ -193,9 +193,32 @@ def test_trigger_wait_follows_the_run_and_exits_with_its_code(tmp_path, bare_rem
     assert failing.stdout.splitlines()[1:] == ["going down"]
 
 
-def test_request_for_an_unknown_flow_gets_a_failed_record(tmp_path, bare_remote):
+def test_trigger_refuses_a_flow_that_is_not_deployed(tmp_path, bare_remote):
     repo = setup_project(tmp_path, bare_remote)
-    rid = puppemon("trigger", "nosuch", cwd=repo).stdout.strip()
+    before = git("--git-dir", str(bare_remote), "for-each-ref")
+    proc = puppemon("trigger", "nosuch", cwd=repo, check=False)
+    sha = git("--git-dir", str(bare_remote), "rev-parse", "--short=7", "flows").strip()
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (f"Error: no flow 'nosuch' in the deployed flows (flows {sha} on origin: "
+                           "hello, fails, slow); push it first\n")
+    assert git("--git-dir", str(bare_remote), "for-each-ref") == before
+    empty = tmp_path / "empty.git"
+    git("init", "--bare", "--quiet", str(empty))
+    proc = puppemon("trigger", "hello", "--remote", str(empty), cwd=repo, check=False)
+    assert proc.stderr == f"Error: nothing is deployed on {empty} yet: run `puppemon push` first\n"
+
+
+def test_request_for_an_unknown_flow_gets_a_failed_record(tmp_path, bare_remote):
+    """A request the CLI would refuse (written through the library, as a race with a redeploy could)."""
+    from datetime import datetime, timezone
+
+    from puppemon.gitstore import Store
+    from puppemon.requests import run_request, send, who
+
+    repo = setup_project(tmp_path, bare_remote)
+    body = run_request("nosuch", {}, who(), datetime.now(timezone.utc))
+    send(Store.discover(repo), "origin", body)
+    rid = body["id"]
     assert run_once(bare_remote, tmp_path / "state").returncode == 0
     [record] = records_for(bare_remote, rid)
     sha = git("--git-dir", str(bare_remote), "rev-parse", "--short=7", "flows").strip()

@@ -30,12 +30,35 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     params = parse_params(pairs, params_json)
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
+    check_deployed(store, remote, flow)
     body = run_request(flow, params, who(), datetime.now(timezone.utc))
     send(store, remote, body)
     print(body["id"], flush=True)
     if not wait:
         return 0
     return follow(store, remote, body["id"], limit)
+
+
+def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None:
+    """Refuse a request that no daemon could serve: nothing deployed, or no such flow in the deploy."""
+    from puppemon.manifest import MANIFEST_NAME, ManifestError, parse
+    from puppemon.snapshot import scratch_ref
+
+    ref = scratch_ref(branch)
+    try:
+        tip = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", ref)
+        data = store.read(tip, MANIFEST_NAME) if tip else None
+    finally:
+        store.delete_ref(ref)
+    if tip is None:
+        raise PuppemonError(f"nothing is deployed on {remote} yet: run `puppemon push` first")
+    try:
+        flows = parse(data or b"", MANIFEST_NAME).flows
+    except ManifestError:
+        return  # a deploy the daemon refuses: let it record why
+    if flow not in flows:
+        raise PuppemonError(f"no flow {flow!r} in the deployed flows ({branch} {tip[:7]} on {remote}: "
+                            f"{', '.join(flows) or 'none'}); push it first")
 
 
 def _seconds(text: str) -> float:
