@@ -75,7 +75,7 @@ class DeployMixin:
         now = self.clock()
         body = {"schema": 1, "flows_commit": sha, "source_commit": source, "daemon": self.s.name,
                 "host": socket.gethostname(), "time": utc_iso(now), **outcome}
-        path = dated_path("deploys", now, f"{sha}.json")
+        path = dated_path("deploys", now, f"{sha}-{self.s.name}.json")  # one per daemon: never collide
         subject = (f"deploy {sha[:7]}: {outcome['status']}"
                    + (f" ({len(outcome.get('flows', {}))} flows)" if outcome["status"] == "deployed" else ""))
         self.recorder.add({path: dump_json(body)}, f"{subject}\n\nPuppemon-Deploy: {sha}\n"

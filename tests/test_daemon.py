@@ -224,6 +224,10 @@ def test_two_daemons_on_one_remote_union_linear(tmp_path, bare_remote):
         assert set(ids) <= remote_ids
     assert linear(bare_remote)
     fsck(bare_remote)
+    deploys = sorted(p.rsplit("/", 1)[1] for p in git("--git-dir", str(bare_remote), "ls-tree", "-r",
+                                                       "--name-only", "runs", "deploys/").split())
+    tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    assert deploys == [f"{tip}-alpha.json", f"{tip}-beta.json"]  # each daemon's deploy record is kept
     statuses = git("--git-dir", str(bare_remote), "for-each-ref", "--format=%(refname)", "refs/puppemon/status")
     assert statuses.split() == ["refs/puppemon/status/alpha", "refs/puppemon/status/beta"]
 
