@@ -75,6 +75,7 @@ class Active:
     cancel: threading.Event
     thread: threading.Thread | None = None
     started: datetime | None = None
+    pid: int | None = None       # leader of the run's process group, once spawned
 
 
 def utcnow() -> datetime:
@@ -133,9 +134,15 @@ class Daemon(DeployMixin):
 
     def _on_stop_signal(self, signum, _frame) -> None:
         if self.stopping:
+            # a second signal: no more grace, kill every run's process group now
             self.forced = True
             for active in list(self.active.values()):
                 active.cancel.set()
+                if active.pid:
+                    try:
+                        os.killpg(active.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         self.stopping = True
         self.wake.set()
 
@@ -310,7 +317,7 @@ class Daemon(DeployMixin):
                        flows_commit=deployment.sha, variables=deployment.manifest.variables,
                        secrets=secrets, grace=self.s.kill_grace)
         result = execute(spec, cancel=active.cancel,
-                         on_spawn=lambda _n, pid: self.state.journal_pid(p.run_id, pid))
+                         on_spawn=lambda _n, pid: self._spawned(active, pid))
         record = run_record(result, trigger=p.trigger, flows_commit=deployment.sha,
                             source_commit=deployment.source_commit, scheduled=p.scheduled,
                             daemon=self.s.name, request=p.request)
@@ -318,6 +325,10 @@ class Daemon(DeployMixin):
                           run_message(record))
         self.after_run(record, result.log)
         self._finish(p, active, record)
+
+    def _spawned(self, active: Active, pid: int) -> None:
+        active.pid = pid
+        self.state.journal_pid(active.run_id, pid)
 
     def _finish_refused(self, p: Pending, active: Active, error: str) -> None:
         deployment = active.deployment

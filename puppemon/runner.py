@@ -233,6 +233,8 @@ def _run_attempt(argv, cwd, env, timeout, grace, cancel, log, on_spawn, number):
             os.close(pidfd)
         proc.stdout.close()
     rc = proc.returncode
+    if reason is None and rc != 0 and cancel is not None and cancel.is_set():
+        reason = "cancelled"  # killed from outside while a cancel was pending (a forced daemon stop)
     if reason == "timed_out":
         return reason, 124, f"timed out after {format_duration(timeout)}"
     if reason == "cancelled":

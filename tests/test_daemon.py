@@ -348,3 +348,39 @@ def test_sighup_fetches_now(tmp_path, bare_remote):
                    on_fail=lambda: daemon.log)
     finally:
         assert daemon.stop() == 0
+
+
+def test_second_sigterm_kills_runs_at_once_and_records_them(tmp_path, bare_remote):
+    manifest = """\
+version: 1
+flows:
+  stubborn:
+    command: ["sh", "-c", "trap '' TERM; echo begin; while :; do sleep 0.1; done"]
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    daemon = DaemonProcess(str(bare_remote), tmp_path / "state", "--grace", "60").start()
+    wait_until(lambda: "started run" in daemon.log, what="the run started", on_fail=lambda: daemon.log)
+    begun = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "waiting up to 60s" in daemon.log, what="the graceful stop", on_fail=lambda: daemon.log)
+    assert daemon.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - begun < 10  # neither the 60 s grace nor the runner's own kill grace
+    (record,) = of_flow(remote_records(bare_remote), "stubborn")
+    assert record["status"] == "cancelled"
+
+
+def test_max_parallel_bounds_runs_across_flows(tmp_path, bare_remote):
+    flows = "".join(f"""\
+  f{i}:
+    command: ["sh", "-c", "sleep 0.5"]
+    run_on_deploy: true
+""" for i in range(3))
+    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n" + flows)
+    deploy(repo)
+    result = run_daemon_once(str(bare_remote), tmp_path / "state", "--max-parallel", "1")
+    assert result.returncode == 0, result.stderr
+    spans = sorted((r["started"], r["finished"]) for r in remote_records(bare_remote))
+    assert len(spans) == 3
+    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans
