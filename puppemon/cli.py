@@ -204,6 +204,23 @@ def secrets_check(secrets_file, manifest) -> None:
     _call("secrets", secrets_file=secrets_file, manifest=manifest)
 
 
+@cli.command()
+@click.option("--before", required=True, metavar="DATE|DURATION",
+              help="Prune records dated before this day: 2026-09-01, or an age such as 90d.")
+@click.option("--dry-run", is_flag=True, help="Say what would be pruned; change nothing.")
+@click.option("--no-push", is_flag=True, help="Commit the prune locally only.")
+@_history_options
+def prune(before, dry_run, no_push, remote, no_fetch, directory) -> None:
+    """Take old runs, requests and deploy records out of the runs branch's tip.
+
+    One ordinary commit deletes whole days older than --before; history keeps
+    every record (`git log runs`, `git show`), nothing is rewritten or forced.
+    It keeps pushes to the runs branch fast as history grows.
+    """
+    _call("prune", before=before, remote=remote, dry_run=dry_run, push=not no_push, fetch=not no_fetch,
+          directory=directory)
+
+
 def main() -> None:
     cli(prog_name="puppemon")
 

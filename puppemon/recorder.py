@@ -20,7 +20,7 @@ from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, Store, 
 
 log = logging.getLogger("puppemon")
 
-Files = Mapping[str, "bytes | tuple[bytes, int]"]
+Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
 
 
 class Recorder:
@@ -44,9 +44,12 @@ class Recorder:
 
     # -- local ---------------------------------------------------------------
     def add(self, files: Files, message: str) -> str:
-        """Commit `files` (path -> bytes or (bytes, mode)) on top of the local runs ref; return the commit."""
-        blobs = {}
+        """Commit `files` (path -> bytes or (bytes, mode), or None to delete) on the local runs ref."""
+        blobs: dict[str, tuple[str, int] | None] = {}
         for path, value in files.items():
+            if value is None:
+                blobs[path] = None
+                continue
             data, mode = value if isinstance(value, tuple) else (value, FILE)
             blobs[path] = (self.store.blob(data), mode)
         with self._lock:
@@ -157,7 +160,8 @@ class Recorder:
         """True when a path `changes` writes already exists in `tree` with other content."""
         for path, value in changes.items():
             entry = self.store.lookup(tree, path)
-            if entry is not None and (value is None or (entry.oid, entry.mode) != tuple(value)):
+            # a deletion (retention) never collides: gone is gone, whoever got there first
+            if entry is not None and value is not None and (entry.oid, entry.mode) != tuple(value):
                 return True
         return False
 

@@ -1,0 +1,32 @@
+"""`puppemon prune`: take old records out of the runs branch's tip (history keeps them)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from puppemon.errors import PuppemonError
+
+
+def main(before: str, remote: str | None = None, dry_run: bool = False, push: bool = True,
+         fetch: bool = True, directory: str = ".") -> int:
+    from puppemon.commands.runs import open_runs, parse_since
+    from puppemon.recorder import Recorder
+    from puppemon.retention import message, plan
+
+    cutoff = parse_since(before)
+    if cutoff > datetime.now(timezone.utc):
+        raise PuppemonError(f"--before {before!r} is in the future; nothing recorded yet could be that old")
+    store, runs, remote = open_runs(directory, remote, fetch=fetch)
+    pruned = plan(store, runs.tip, cutoff)
+    if not pruned.paths:
+        print(f"nothing to prune: no records from before {pruned.before.isoformat()}")
+        return 0
+    if dry_run:
+        print(f"dry run: would prune {pruned.summary()}")
+        return 0
+    recorder = Recorder(store, remote=remote)
+    recorder.add({path: None for path in pruned.paths}, message(pruned))
+    where = ""
+    if remote is not None and push:
+        where = f" (pushed to {remote})" if recorder.publish() else " (not pushed: the remote is unreachable)"
+    print(f"pruned {pruned.summary()}{where}; `git log runs` still has them")
+    return 0
