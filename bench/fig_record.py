@@ -19,7 +19,45 @@ def sizes(ctx: Context) -> list[int]:
 
 
 def rows(ctx: Context) -> list[str]:
-    return [f"record a run: {what} at {n:,} runs" for what in ("commit", "push") for n in sizes(ctx)]
+    return ([f"record a run: {what} at {n:,} runs" for what in ("commit", "push") for n in sizes(ctx)]
+            + [f"record a run: push at {sizes(ctx)[-1]:,} runs after prune"])
+
+
+KEEP_DAYS = 7
+
+
+def measure_pruned(ctx: Context, repeat: int) -> tuple[float, float, int]:
+    """Median publish time at the largest history once `puppemon prune` kept only the last days.
+
+    Returns (median push, the prune's own commit + push time, runs left in the tip)."""
+    from puppemon.retention import message, plan
+
+    n = sizes(ctx)[-1]
+    remote, local, _ = prepared(ctx, n)
+    store = Store(local)
+    recorder = Recorder(store, remote=str(remote))
+    counter = n + ctx.cache.get(("extra", n), 0)
+    cutoff = history.START + (counter - KEEP_DAYS * 288) * history.STEP
+    t0 = time.perf_counter()
+    pruned = plan(store, store.ref(recorder.ref), cutoff)
+    recorder.add({path: None for path in pruned.paths}, message(pruned))
+    if not recorder.publish():
+        raise RuntimeError("publishing the prune failed")
+    prune_time = time.perf_counter() - t0
+    left = counter - pruned.runs
+    pushes = []
+    for k in range(-2, repeat):
+        for _ in range(2):
+            files, msg = history.files_and_message(counter)
+            recorder.add(files, msg)
+            counter += 1
+        t0 = time.perf_counter()
+        if not recorder.publish():
+            raise RuntimeError("publishing failed")
+        if k >= 0:
+            pushes.append(time.perf_counter() - t0)
+    ctx.cache[("extra", n)] = counter - n
+    return median(pushes), prune_time, left
 
 
 def prepared(ctx: Context, n: int) -> tuple[Path, Path, float]:
@@ -98,4 +136,11 @@ def measure(ctx: Context) -> list[Row]:
                 out.append(Row(3, f"record a run: {what} at {n:,} runs", value, "s", base,
                                f"same at {smallest} runs", f"≤ {GOAL:g}× (flat)", value / base <= GOAL,
                                note=note))
+    pushed, prune_time, left = measure_pruned(ctx, repeat)
+    n = sizes(ctx)[-1]
+    base = results[smallest][1]
+    out.append(Row(3, f"record a run: push at {n:,} runs after prune", pushed, "s", base,
+                   f"same at {smallest} runs", f"≤ {GOAL:g}× (flat)", pushed / base <= GOAL,
+                   note=f"`puppemon prune` kept the last {KEEP_DAYS} days ({left:,} runs) in the tip, "
+                        f"in one commit + push of {prune_time:.1f} s"))
     return out
