@@ -125,20 +125,25 @@ def _parse(root, path: str) -> dict[str, Secret]:
             raise PuppemonError(f"{_where(path, node)}: {name}: expected a mapping with value and flows")
         fields = {}
         for k, v in node.value:
-            if k.value not in ("value", "flows"):
+            if k.value not in ("value", "env", "flows"):
                 raise PuppemonError(f"{_where(path, k)}: {name}: unknown key {k.value!r} "
-                                    f"(allowed: flows, value)")
+                                    f"(allowed: env, flows, value)")
             fields[k.value] = v
-        for required in ("value", "flows"):
-            if required not in fields:
-                raise PuppemonError(f"{_where(path, node)}: {name}: {required} is missing")
-        value_node = fields["value"]
-        # A scalar keeps its text as written (a PIN such as 0123 stays "0123").
-        value = (value_node.value if isinstance(value_node, yaml.ScalarNode)
-                 else yaml.safe_load(yaml.serialize(value_node)))
+        if ("value" in fields) == ("env" in fields):
+            raise PuppemonError(f"{_where(path, node)}: {name}: give exactly one of value (the secret "
+                                f"itself) or env (the daemon's environment variable that holds it)")
+        if "flows" not in fields:
+            raise PuppemonError(f"{_where(path, node)}: {name}: flows is missing")
+        if "env" in fields:
+            value = _from_environment(name, fields["env"], path)
+        else:
+            value_node = fields["value"]
+            # A scalar keeps its text as written (a PIN such as 0123 stays "0123").
+            value = (value_node.value if isinstance(value_node, yaml.ScalarNode)
+                     else yaml.safe_load(yaml.serialize(value_node)))
         if not (isinstance(value, str) and value) and not (isinstance(value, dict) and value):
-            raise PuppemonError(f"{_where(path, fields['value'])}: {name}.value: expected a non-empty "
-                                f"string or mapping")
+            raise PuppemonError(f"{_where(path, fields.get('value', fields.get('env')))}: {name}.value: "
+                                f"expected a non-empty string or mapping")
         if isinstance(value, dict):
             value = {str(k): v for k, v in value.items()}
         flows_node = fields["flows"]
@@ -150,3 +155,22 @@ def _parse(root, path: str) -> dict[str, Secret]:
                                 f"names or globs")
         secrets[name] = Secret(name, value, tuple(flows))
     return secrets
+
+
+def _from_environment(name: str, node, path: str) -> str:
+    """A secret held in the daemon's environment, named by `env:` in the secrets file.
+
+    Only PUPPEMON_* names are accepted: runs never inherit those (runner.py strips
+    them), so the secret reaches only the flows it is granted to.
+    """
+    import os
+
+    var = getattr(node, "value", None)
+    if not isinstance(var, str) or not var.startswith("PUPPEMON_SECRET_") or not var.replace("_", "").isalnum():
+        raise PuppemonError(f"{_where(path, node)}: {name}.env: {var!r} must be an environment variable "
+                            f"named PUPPEMON_SECRET_* (runs never inherit those; any other name would "
+                            f"reach every flow)")
+    value = os.environ.get(var)
+    if not value:
+        raise PuppemonError(f"{_where(path, node)}: {name}.env: {var} is not set in the daemon's environment")
+    return value

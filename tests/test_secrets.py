@@ -10,7 +10,7 @@ import pytest
 
 from puppemon.errors import PuppemonError
 from puppemon.secrets import Secret, SecretStore
-from tests.conftest import puppemon
+from tests.conftest import git, make_repo, puppemon
 from tests.test_trigger import records, run_once, setup_project
 
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -86,7 +86,13 @@ def test_daemon_refuses_a_secrets_file_others_can_read(tmp_path, mode):
 @pytest.mark.parametrize("text, message", [
     ("a:\n  value: x\n  flows: [f\n", "{f}:4:1: not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ("a:\n  value: x\n", "{f}:2:3: a: flows is missing"),
-    ("a:\n  value: x\n  flow: [f]\n", "{f}:3:3: a: unknown key 'flow' (allowed: flows, value)"),
+    ("a:\n  value: x\n  flow: [f]\n", "{f}:3:3: a: unknown key 'flow' (allowed: env, flows, value)"),
+    ("a:\n  flows: [f]\n", "{f}:2:3: a: give exactly one of value (the secret itself) or env (the daemon's "
+                           "environment variable that holds it)"),
+    ("a:\n  env: DISCORD\n  flows: [f]\n", "{f}:2:8: a.env: 'DISCORD' must be an environment variable named "
+     "PUPPEMON_SECRET_* (runs never inherit those; any other name would reach every flow)"),
+    ("a:\n  env: PUPPEMON_SECRET_UNSET\n  flows: [f]\n",
+     "{f}:2:8: a.env: PUPPEMON_SECRET_UNSET is not set in the daemon's environment"),
     ("a:\n  value: ''\n  flows: [f]\n", "{f}:2:10: a.value: expected a non-empty string or mapping"),
     ("a:\n  value: x\n  flows: {f: 1}\n", "{f}:3:10: a.flows: expected a list of flow names or globs"),
     ("- a\n", "{f}:1:1: expected a mapping of secret names to {{value: ..., flows: [...]}}"),
@@ -97,6 +103,31 @@ def test_malformed_secrets_file_is_refused_with_file_line_col(tmp_path, text, me
     proc = puppemon("secrets", "check", "--secrets", str(secrets), check=False)
     assert proc.returncode == 1
     assert proc.stderr == "Error: " + message.format(f=secrets) + "\n"
+
+
+def test_a_secret_from_the_daemons_environment_reaches_only_its_flow(tmp_path, bare_remote, monkeypatch):
+    manifest = """\
+version: 1
+flows:
+  asks:
+    command: ["sh", "-c", "echo got=$TOKEN; env | grep -c PUPPEMON_SECRET_ || true"]
+    secrets: [token]
+    run_on_deploy: true
+  other:
+    command: ["sh", "-c", "env | grep -c s3cr3t-from-env || true"]
+    run_on_deploy: true
+"""
+    repo = make_repo(tmp_path / "p", {"puppemon.yaml": manifest})
+    git("remote", "add", "origin", str(bare_remote), cwd=repo)
+    puppemon("push", cwd=repo)
+    secrets = write_secrets(tmp_path / "secrets.yaml", "token:\n  env: PUPPEMON_SECRET_TOKEN\n  flows: [asks]\n")
+    proc = puppemon("daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "state"), "--once",
+                    "--secrets", str(secrets), env={"PUPPEMON_SECRET_TOKEN": "s3cr3t-from-env"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    logs = {p.split("/")[1]: git("--git-dir", str(bare_remote), "show", f"runs:{p}")
+            for p in git("--git-dir", str(bare_remote), "ls-tree", "-r", "--name-only", "runs").split()
+            if p.endswith("log.txt")}
+    assert logs == {"asks": "got=***\n0\n", "other": "0\n"}
 
 
 def test_grant_matrix():
