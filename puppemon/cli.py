@@ -151,12 +151,16 @@ def quickstart(directory, duration) -> None:
               help="Serve the HTTP hook there (off by default; a non-loopback address needs a token).")
 @click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
               help="Bearer token for the HTTP hook (default: $PUPPEMON_HTTP_TOKEN).")
+@click.option("--keep", default=None, metavar="DURATION",
+              help="Retention: once an hour, prune records older than this (e.g. 90d) from the runs tip.")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options.")
-def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, config) -> None:
+def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
+           config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
+          keep=keep,
           config=config)
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +31,7 @@ from puppemon.recorder import Recorder
 log = logging.getLogger("puppemon")
 
 HEARTBEAT = 60.0
+RETENTION_EVERY = 3600.0
 STATUS_MIN_INTERVAL = 5.0
 
 
@@ -47,6 +48,7 @@ class Settings:
     once: bool = False
     secrets: Any = None          # a SecretStore (secrets.py), or None
     kill_grace: float = 5.0      # SIGTERM -> SIGKILL for a cancelled or timed-out run
+    keep: float | None = None    # retention: prune records older than this many seconds from the runs tip
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Daemon(DeployMixin):
         self.failures = 0
         self._status_pushed: tuple[float, str] = (0.0, "")
         self._records_since_publish = 0
+        self._retained_at = float("-inf")
         self.hooks: list[Callable[[Daemon], None]] = []  # extra work each cycle (requests, HTTP)
         self.closers: list[Callable[[], None]] = []  # called first thing on shutdown (the HTTP hook)
 
@@ -237,8 +240,24 @@ class Daemon(DeployMixin):
                 hook(self)
             except PuppemonError as exc:
                 log.warning("%s", exc.message)
+        if self.s.keep and self.failures == 0:
+            self.retain()
         self.publish()
         self.push_status()
+
+    def retain(self) -> None:
+        """Retention (--keep): once an hour, prune older days from the runs tip; history keeps them."""
+        from puppemon.retention import message, plan
+
+        now = time.monotonic()
+        if now - self._retained_at < RETENTION_EVERY:
+            return
+        self._retained_at = now
+        pruned = plan(self.store, self.store.ref(self.recorder.ref),
+                      self.clock() - timedelta(seconds=self.s.keep))
+        if pruned.paths:
+            self.recorder.add({path: None for path in pruned.paths}, message(pruned))
+            log.info("pruned %s from the runs tip (--keep; still in history)", pruned.summary())
 
     def submit(self, pending: Pending) -> str | None:
         """Queue a run of the current deploy, by its flow's overlap policy; return its run id."""

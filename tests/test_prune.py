@@ -81,3 +81,27 @@ def test_prune_refuses_a_future_date(tmp_path, bare_remote):
     proc = puppemon("prune", "--before", "2999-01-01", cwd=repo, check=False)
     assert (proc.returncode, proc.stderr) == (
         1, "Error: --before '2999-01-01' is in the future; nothing recorded yet could be that old\n")
+
+
+def test_daemon_keep_prunes_old_days_from_the_tip(tmp_path, bare_remote):
+    repo = make_repo(tmp_path / "p", {"puppemon.yaml": "version: 1\nflows:\n  job:\n    command: [\"true\"]\n"
+                                                        "    run_on_deploy: true\n"})
+    git("remote", "add", "origin", str(bare_remote), cwd=repo)
+    puppemon("push", cwd=repo)
+    old = seed(Store(bare_remote), str(bare_remote), [100, 95])
+    proc = puppemon("daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "state"), "--once",
+                    "--keep", "30d", check=False)
+    assert proc.returncode == 0, proc.stderr
+    cutoff = (NOW - timedelta(days=30)).date().isoformat()
+    assert f"pruned 2 runs from before {cutoff} from the runs tip (--keep; still in history)" in proc.stderr
+    files = tip_files(bare_remote)
+    assert not any(r["id"] in f for r in old for f in files)
+    assert len([f for f in files if f.endswith("run.json")]) == 1  # today's run_on_deploy run stays
+    git("--git-dir", str(bare_remote), "fsck", "--strict", "--no-dangling")
+
+
+def test_keep_below_a_day_is_refused(tmp_path, bare_remote):
+    proc = puppemon("daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "s"), "--once",
+                    "--keep", "5h", check=False)
+    assert (proc.returncode, proc.stderr) == (
+        1, "Error: --keep 5h: keep at least 1d (records are pruned by whole days)\n")

@@ -8,7 +8,7 @@ from typing import Any
 
 from puppemon.errors import PuppemonError
 
-CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen",
+CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs"}
 
 
@@ -64,10 +64,13 @@ def build_settings(options: dict[str, Any]):
         poll=seconds(merged.get("poll", 60), "poll"),
         max_parallel=int(merged.get("max_parallel", 4)),
         grace=seconds(merged.get("grace", 30), "grace"),
+        keep=seconds(merged["keep"], "keep") if merged.get("keep") else None,
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
     )
+    if settings.keep is not None and settings.keep < 86400:
+        raise PuppemonError(f"--keep {merged['keep']}: keep at least 1d (records are pruned by whole days)")
     if settings.max_parallel < 1:
         raise PuppemonError("--max-parallel must be at least 1")
     if not settings.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
