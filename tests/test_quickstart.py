@@ -93,11 +93,11 @@ def test_systemd_example_config_loads():
     path = SYSTEMD / "daemon.yaml"
     config = load_config(str(path))
     assert set(config) == {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen",
-                           "token_file"}
+                           "token_file", "keep"}
     settings, merged = build_settings({"config": str(path)})
     assert (settings.remote, str(settings.state), settings.name) == (
         "git@git.example.com:me/automations.git", "/var/lib/puppemon/daemon", "server1")
-    assert (settings.poll, settings.max_parallel, settings.grace) == (60.0, 4, 30.0)
+    assert (settings.poll, settings.max_parallel, settings.grace, settings.keep) == (60.0, 4, 30.0, 90 * 86400.0)
     assert merged["listen"] == "127.0.0.1:8765"
 
 
