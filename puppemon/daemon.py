@@ -67,6 +67,7 @@ class Pending:
     params: dict = field(default_factory=dict)
     request: str | None = None
     run_id: str | None = None
+    deployment: Deployment | None = None  # set on submit: a run uses the deploy it was scheduled on
 
 
 @dataclass
@@ -272,6 +273,7 @@ class Daemon(DeployMixin):
                 log.warning("no flow %r in deploy %s; run not started", pending.flow, deployment.sha[:7])
                 return None
             pending.run_id = pending.run_id or new_run_id(self.clock())
+            pending.deployment = deployment
             busy = any(a.flow == flow.name for a in self.active.values()) or any(
                 p.flow == flow.name for p in self.pending)
             if busy and flow.overlap == "skip" and pending.trigger.get("kind") in ("schedule", "catchup"):
@@ -299,15 +301,15 @@ class Daemon(DeployMixin):
                 running = {a.flow for a in self.active.values()}
                 pick = None
                 for index, p in enumerate(self.pending):
-                    flow = self.current.manifest.flows.get(p.flow)
-                    if flow is None or flow.overlap == "parallel" or p.flow not in running:
+                    flow = p.deployment.manifest.flows[p.flow]
+                    if flow.overlap == "parallel" or p.flow not in running:
                         pick = index
                         break
                 if pick is None:
                     return
                 p = self.pending[pick]
                 del self.pending[pick]
-                active = Active(p.run_id, p.flow, self.current, threading.Event())
+                active = Active(p.run_id, p.flow, p.deployment, threading.Event())
                 self.active[p.run_id] = active
                 active.thread = threading.Thread(target=self._run, args=(p, active),
                                                  name=f"run-{p.run_id}", daemon=True)

@@ -111,7 +111,9 @@ class DeployMixin:
         return summary
 
     def _prune_deploys(self) -> None:
-        in_use = {a.deployment.sha for a in self.active.values()} | {self.current.sha}
+        with self.lock:
+            in_use = ({a.deployment.sha for a in self.active.values()} | {self.current.sha}
+                      | {p.deployment.sha for p in self.pending if p.deployment is not None})
         dirs = sorted((d for d in self.state.deploys_dir.iterdir() if not d.name.startswith(".")),
                       key=lambda d: d.stat().st_mtime, reverse=True)
         for d in dirs[KEEP_DEPLOYS:]:

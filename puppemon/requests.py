@@ -273,7 +273,7 @@ class RequestServer:
         self.settled.add(rid)
 
     def _record_unstarted(self, daemon, p, rid: str) -> None:
-        deployment = daemon.current
+        deployment = p.deployment or daemon.current
         error = f"cancelled before it started (cancel request {rid})"
         record = synthetic_record(p.run_id, p.flow, "cancelled", trigger=p.trigger, error=error,
                                   started=daemon.clock(), scheduled=p.scheduled, params=p.params,

@@ -384,3 +384,36 @@ def test_max_parallel_bounds_runs_across_flows(tmp_path, bare_remote):
     spans = sorted((r["started"], r["finished"]) for r in remote_records(bare_remote))
     assert len(spans) == 3
     assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_a_queued_run_keeps_the_deploy_it_was_scheduled_on(tmp_path, bare_remote):
+    """A run waiting for a slot when a redeploy removes its flow still runs, with its own code."""
+    manifest = """\
+version: 1
+flows:
+  blocker:
+    command: ["sh", "-c", "while [ ! -e $RELEASE ]; do sleep 0.05; done"]
+    env: {RELEASE: %s}
+    run_on_deploy: true
+  waiting:
+    command: ["cat", "version.txt"]
+    run_on_deploy: true
+""" % (tmp_path / "release")
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, {"version.txt": "old code\n"})
+    deploy(repo)
+    first = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    with DaemonProcess(str(bare_remote), tmp_path / "state", "--max-parallel", "1") as daemon:
+        wait_until(lambda: "blocker: started run" in daemon.log, what="the blocker", on_fail=lambda: daemon.log)
+        deploy(repo, manifest='version: 1\nflows:\n  other:\n    command: ["true"]\n',
+               files={"version.txt": "new code\n"})
+        second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+        wait_until(lambda: f"deployed {second[:7]}" in daemon.log, what="the redeploy", on_fail=lambda: daemon.log)
+        (tmp_path / "release").touch()
+        wait_until(lambda: of_flow(remote_records(bare_remote), "waiting"), what="the queued run",
+                   on_fail=lambda: daemon.log)
+        assert daemon.stop() == 0
+    (record,) = of_flow(remote_records(bare_remote), "waiting")
+    assert record["status"] == "succeeded" and record["flows_commit"] == first
+    rid = record["id"]
+    log = git("--git-dir", str(bare_remote), "show", f"runs:runs/waiting/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}/log.txt")
+    assert log == "old code\n"
