@@ -165,7 +165,11 @@ class Daemon(DeployMixin):
                  self.s.remote, self.state.path)
         first = True
         while not self.stopping:
-            self.cycle(catch_up=first)
+            try:
+                self.cycle(catch_up=first)
+            except Exception:  # noqa: BLE001 - a service left running for months logs and goes on
+                self.failures += 1
+                log.exception("unexpected error in the daemon's cycle; retrying")
             first = False
             self.wake.wait(self._next_wait())
             self.wake.clear()
@@ -317,6 +321,16 @@ class Daemon(DeployMixin):
 
     # -- one run -------------------------------------------------------------
     def _run(self, p: Pending, active: Active) -> None:
+        try:
+            self._run_and_record(p, active)
+        except Exception:  # noqa: BLE001 - the journal entry stays: the next start records it crashed
+            log.exception("%s: run %s could not be completed or recorded", p.flow, p.run_id)
+            with self.lock:
+                self.active.pop(p.run_id, None)
+            self.wake.set()
+            self._dispatch()
+
+    def _run_and_record(self, p: Pending, active: Active) -> None:
         from puppemon.runner import RunSpec, execute
 
         deployment = active.deployment
