@@ -158,3 +158,16 @@ def fmt(value: float | None, unit: str) -> str:
     if unit == "x":
         return f"{value:.0f}"
     return f"{value:g} {unit}"
+
+
+def stop_daemon(daemon: subprocess.Popen, log) -> None:
+    """SIGTERM a daemon process, kill it if it has not exited in 30 s, and close its log."""
+    import signal
+
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+    log.close()

@@ -5,13 +5,12 @@ over a window with no fetch in it (--poll longer than the window): resident memo
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import Context, Row, git, puppemon_argv
+from bench.common import stop_daemon, Context, Row, git, puppemon_argv
 from bench.fig_daemon import deploy_project
 
 RSS_GOAL = 50 * 2**20
@@ -77,13 +76,7 @@ def measure(ctx: Context) -> list[Row]:
         c1, b1, t1 = cpu(daemon.pid), cpu(sleeper.pid), time.monotonic()
         mem, base_mem = rss(daemon.pid), rss(sleeper.pid)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        stop_daemon(daemon, log)
         if sleeper is not None:
             sleeper.kill()
             sleeper.wait()

@@ -6,7 +6,6 @@ run, its record, the follower's next poll), against the daemon's poll interval."
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import threading
@@ -14,7 +13,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench.common import Context, Row, median, puppemon_argv, run
+from bench.common import stop_daemon, Context, Row, median, puppemon_argv, run
 from bench.fig_daemon import COMMAND, deploy_project
 from bench.fig_idle import wait_for
 
@@ -127,13 +126,7 @@ def measure(ctx: Context) -> list[Row]:
             run([*puppemon_argv(), "trigger", "tick", "--wait", "--timeout", "60"], cwd=project)
             waits.append(time.perf_counter() - t0)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        stop_daemon(daemon, log)
     base = median(bare_http(repeat))
     value, wait = median(http), median(waits)
     label_http, label_wait = rows(ctx)

@@ -24,6 +24,15 @@ def _call(module: str, **kwargs) -> None:
     sys.exit(code or 0)
 
 
+def _params_options(f):
+    """-p KEY=VALUE and --params-json, shared by run and trigger."""
+    f = click.option("--params-json", default=None, metavar="JSON",
+                     help="Parameters as a JSON object; -p values override it.")(f)
+    return click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
+                        help="A parameter; the value is read as YAML (3 is an int, true a bool). "
+                             "Repeatable.")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="puppemon")
 def cli() -> None:
@@ -63,10 +72,7 @@ def push(remote, branch, message, dry_run, watch, directory) -> None:
 
 @cli.command()
 @click.argument("flow")
-@click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="A parameter; the value is read as YAML (3 is an int, true a bool). Repeatable.")
-@click.option("--params-json", default=None, metavar="JSON",
-              help="Parameters as a JSON object; -p values override it.")
+@_params_options
 @click.option("--record", is_flag=True, help="Record the run on the runs branch and push it to the remote.")
 @click.option("--no-push", is_flag=True, help="With --record: commit the record locally only.")
 @click.option("--remote", default=None, metavar="NAME|URL",
@@ -166,10 +172,7 @@ def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen
 
 @cli.command()
 @click.argument("flow")
-@click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="A parameter; the value is read as YAML (3 is an int, true a bool). Repeatable.")
-@click.option("--params-json", default=None, metavar="JSON",
-              help="Parameters as a JSON object; -p values override it.")
+@_params_options
 @click.option("--remote", default=None, metavar="NAME|URL",
               help="Remote to send the request to (default: the branch's upstream remote, else origin).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end, print its log, exit with its exit code.")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from puppemon import __version__
 from puppemon.errors import PuppemonError
 from puppemon.gitstore import GitError, Store
-from puppemon.deploys import DeployMixin, EnqueueExecutor
+from puppemon.deploys import Deployment, DeployMixin, EnqueueExecutor, Pending  # noqa: F401 - Pending is public here
 from puppemon.journal import StateDir
 from puppemon.records import (dump_json, run_dir, run_files, run_message, run_record,
                               synthetic_record, utc_iso)
@@ -49,25 +49,6 @@ class Settings:
     secrets: Any = None          # a SecretStore (secrets.py), or None
     kill_grace: float = 5.0      # SIGTERM -> SIGKILL for a cancelled or timed-out run
     keep: float | None = None    # retention: prune records older than this many seconds from the runs tip
-
-
-@dataclass
-class Deployment:
-    sha: str
-    directory: Path
-    manifest: Any
-    source_commit: str
-
-
-@dataclass
-class Pending:
-    flow: str
-    trigger: dict
-    scheduled: datetime | None = None
-    params: dict = field(default_factory=dict)
-    request: str | None = None
-    run_id: str | None = None
-    deployment: Deployment | None = None  # set on submit: a run uses the deploy it was scheduled on
 
 
 @dataclass
@@ -107,7 +88,6 @@ class Daemon(DeployMixin):
         self.fires: dict[str, datetime] = {}
         self.failures = 0
         self._status_pushed: tuple[float, str] = (0.0, "")
-        self._records_since_publish = 0
         self._retained_at = float("-inf")
         self.hooks: list[Callable[[Daemon], None]] = []  # extra work each cycle (requests, HTTP)
         self.closers: list[Callable[[], None]] = []  # called first thing on shutdown (the HTTP hook)
@@ -295,7 +275,6 @@ class Daemon(DeployMixin):
                                   scheduled=pending.scheduled, flows_commit=deployment.sha,
                                   source_commit=deployment.source_commit, daemon=self.s.name)
         self.recorder.add(run_files(record), run_message(record))
-        self._records_since_publish += 1
         self.wake.set()
 
     def _dispatch(self) -> None:
@@ -380,7 +359,6 @@ class Daemon(DeployMixin):
         log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
         with self.lock:
             self.active.pop(p.run_id, None)
-            self._records_since_publish += 1
         self.wake.set()
         self._dispatch()
 
@@ -428,8 +406,7 @@ class Daemon(DeployMixin):
         count = self.recorder.unpublished()
         if self.recorder.publish():
             log.info("published %d record%s to %s", count, "s" if count != 1 else "", self.s.remote)
-            self._records_since_publish = 0
-
+    
     def status(self) -> dict:
         """The live state written to refs/puppemon/status/<name>."""
         flows = {}

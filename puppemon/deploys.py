@@ -5,9 +5,10 @@ import logging
 import os
 import shutil
 import socket
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from puppemon.records import dated_path, dump_json, trailers, utc_iso
 
@@ -17,10 +18,24 @@ CATCHUP_ALL_CAP = 20
 KEEP_DEPLOYS = 3
 
 
-def _daemon():
-    from puppemon import daemon  # the dataclasses live there; imported late to avoid a cycle
+@dataclass
+class Deployment:
+    sha: str
+    directory: Path
+    manifest: Any
+    source_commit: str
 
-    return daemon
+
+@dataclass
+class Pending:
+    flow: str
+    trigger: dict
+    scheduled: datetime | None = None
+    params: dict = field(default_factory=dict)
+    request: str | None = None
+    run_id: str | None = None
+    deployment: Deployment | None = None  # set on submit: a run uses the deploy it was scheduled on
+
 
 
 class DeployMixin:
@@ -55,7 +70,7 @@ class DeployMixin:
             set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
             os.replace(tmp, directory)
         previous = self.current
-        deployment = _daemon().Deployment(sha, directory, manifest, source)
+        deployment = Deployment(sha, directory, manifest, source)
         with self.lock:
             self.current = deployment  # runs in flight keep the Deployment they started with
         scheduled = self._reconcile(manifest)
@@ -69,7 +84,7 @@ class DeployMixin:
         self._record_deploy(sha, source, {"status": "deployed", "flows": scheduled})
         for flow in manifest.flows.values():
             if flow.run_on_deploy:
-                self.submit(_daemon().Pending(flow.name, {"kind": "deploy", "by": sha[:7]}))
+                self.submit(Pending(flow.name, {"kind": "deploy", "by": sha[:7]}))
 
     def _record_deploy(self, sha: str, source: str, outcome: dict) -> None:
         now = self.clock()
@@ -80,7 +95,6 @@ class DeployMixin:
                    + (f" ({len(outcome.get('flows', {}))} flows)" if outcome["status"] == "deployed" else ""))
         self.recorder.add({path: dump_json(body)}, f"{subject}\n\nPuppemon-Deploy: {sha}\n"
                                                     f"Puppemon-Deploy-Status: {outcome['status']}\n")
-        self._records_since_publish += 1
 
     def _reconcile(self, manifest) -> dict[str, dict]:
         """Add, change and remove scheduler jobs so they match `manifest`."""
@@ -125,7 +139,7 @@ class DeployMixin:
     def _fire(self, flow_name: str, scheduled: datetime) -> None:
         """A fire time came: note it and enqueue a run (called in the scheduler's thread; never blocks)."""
         self.fires[flow_name] = scheduled
-        self.submit(_daemon().Pending(flow_name, {"kind": "schedule"}, scheduled=scheduled))
+        self.submit(Pending(flow_name, {"kind": "schedule"}, scheduled=scheduled))
         self.state.save_fires(self.fires)  # after the run is on its way: the fsync is not on its path
 
     def catch_up(self, once: bool = False) -> None:
@@ -155,7 +169,7 @@ class DeployMixin:
             log.info("%s: catching up %d missed run%s (catchup: %s)", name, len(chosen),
                      "s" if len(chosen) != 1 else "", policy)
             for moment in chosen:
-                self.submit(_daemon().Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment))
+                self.submit(Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment))
             self.fires[name] = now
         self.state.save_fires(self.fires)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from puppemon.errors import PuppemonError
-from puppemon.gitstore import GitError, PushRejected, Store
+from puppemon.gitstore import PushRejected, Store
 
 PUSH_ATTEMPTS = 5
 
@@ -175,4 +175,4 @@ def snapshot_tree(directory: str | os.PathLike) -> str:
     return Store.discover(directory).snapshot(directory)
 
 
-__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote", "GitError"]
+__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote"]
