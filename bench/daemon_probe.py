@@ -1,41 +1,43 @@
-"""A `puppemon daemon` that notes when each run is recorded and published, then stops by itself.
+"""A `puppemon daemon` that notes when each run is submitted, recorded and published, then stops by itself.
 
 python -m bench.daemon_probe OUT.jsonl RUNS --remote URL --state DIR [--poll S]
 
-The daemon is puppemon's own; only two of its hooks are wrapped to take the
-time: after_run (right after the record is committed) and publish.
+The daemon is puppemon's own, assembled as `puppemon daemon` assembles it; the
+probe hears each recorded run as the daemon's listener, and takes the time of
+two of its public steps: submit (a trigger source hands a run over) and publish.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
-from puppemon.commands.daemon import configure_extras
-from puppemon.daemon import Daemon, Settings
+from puppemon.daemon.loop import Daemon
+from puppemon.daemon.settings import Settings
+from puppemon.formats import utc_iso
 from puppemon.ui import setup_logging
 
 
 class ProbeDaemon(Daemon):
     def __init__(self, settings: Settings, out: Path, runs: int) -> None:
-        super().__init__(settings)
+        super().__init__(settings, listener=self)
         self.out = out
         self.runs = runs
+        self.lock = threading.Lock()
         self.seen: list[dict] = []
         self.unpublished_ids: list[str] = []
         self.fired: dict[str, float] = {}   # "flow scheduled-iso" -> when the scheduler handed it over
 
-    def _fire(self, flow_name, scheduled) -> None:
-        from puppemon.records import utc_iso
+    def submit(self, pending):
+        if pending.scheduled is not None:
+            self.fired[f"{pending.flow} {utc_iso(pending.scheduled)}"] = time.time()
+        return super().submit(pending)
 
-        self.fired[f"{flow_name} {utc_iso(scheduled)}"] = time.time()
-        super()._fire(flow_name, scheduled)
-
-    def after_run(self, record: dict, log_bytes: bytes) -> None:
+    def recorded(self, record: dict) -> None:
         recorded = time.time()
-        super().after_run(record, log_bytes)
         with self.lock:
             self.seen.append({"id": record["id"], "flow": record["flow"], "status": record["status"],
                               "scheduled": record["scheduled"], "started": record["started"],
@@ -76,9 +78,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     settings = Settings(remote=args.remote, state=args.state, name="bench", poll=args.poll, grace=10)
-    daemon = ProbeDaemon(settings, args.out, args.runs)
-    configure_extras(daemon, {})  # trigger requests and notifications, as `puppemon daemon` has them
-    return daemon.run()
+    return ProbeDaemon(settings, args.out, args.runs).run()
 
 
 if __name__ == "__main__":

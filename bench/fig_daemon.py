@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bench.common import Context, Row, git, median, percentile, run
-from puppemon.records import parse_iso
+from puppemon.formats import parse_iso
 
 LATENESS_GOAL = 0.020
 OVERHEAD_GOAL = 0.150
@@ -43,7 +43,7 @@ def rows(ctx: Context) -> list[str]:
 
 def deploy_project(root: Path, manifest: str) -> Path:
     """A bare remote whose flows branch holds `manifest` (pushed with puppemon's own deploy)."""
-    from puppemon.snapshot import deploy
+    from puppemon.project.snapshot import deploy
 
     remote = root / "remote.git"
     git("init", "--bare", "--quiet", str(remote))
@@ -71,7 +71,7 @@ def run_daemon(ctx: Context) -> dict:
         raise RuntimeError(f"daemon exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}")
     probes = {e["id"]: e for e in map(json.loads, out.read_text().splitlines())}
     from puppemon.gitstore import Store
-    from puppemon.records import RunStore
+    from puppemon.history.records import RunStore
 
     runs = RunStore(Store(remote))
     late, stages = [], {"wake": [], "handoff": [], "spawn": [], "late": []}

@@ -9,7 +9,7 @@ import shutil
 from bench import history
 from bench.common import Context, Row, git, interleaved, median, puppemon_argv, run
 from bench.fig_record import prepared
-from puppemon.records import run_dir
+from puppemon.formats import run_dir
 
 GOAL = 0.3
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from bench import history
 from bench.common import Context, Row, git, median
 from puppemon.gitstore import Store
-from puppemon.recorder import Recorder
+from puppemon.history.recorder import Recorder
 
 GOAL = 1.2
 TRACKING = "refs/puppemon/remote/runs"
@@ -30,7 +30,7 @@ def measure_pruned(ctx: Context, repeat: int) -> tuple[float, float, int]:
     """Median publish time at the largest history once `puppemon prune` kept only the last days.
 
     Returns (median push, the prune's own commit + push time, runs left in the tip)."""
-    from puppemon.retention import message, plan
+    from puppemon.history.retention import message, plan
 
     n = sizes(ctx)[-1]
     remote, local, _ = prepared(ctx, n)

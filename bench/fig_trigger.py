@@ -80,7 +80,7 @@ def bare_http(repeat: int) -> list[float]:
 
 def measure(ctx: Context) -> list[Row]:
     from puppemon.gitstore import Store
-    from puppemon.records import run_dir
+    from puppemon.formats import run_dir
 
     root = ctx.dir("trigger")
     remote = deploy_project(root, MANIFEST)

@@ -11,7 +11,7 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from puppemon.records import run_files, run_message, synthetic_record
+from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
 
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=5)      # one run every 5 minutes, over 10 flows
@@ -24,9 +24,9 @@ def record(i: int) -> dict:
     """The i-th trivial run: a succeeded record of flow-<i % 10>."""
     started = START + i * STEP
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{i % 0xFFFFFF:06x}"
-    return synthetic_record(run_id, f"flow-{i % FLOWS}", "succeeded", trigger={"kind": "schedule"},
-                            error=None, started=started, finished=started + timedelta(seconds=1),
-                            scheduled=started, flows_commit="0" * 40, daemon="bench")
+    ctx = RunContext(run_id, f"flow-{i % FLOWS}", {"kind": "schedule"}, scheduled=started,
+                     flows_commit="0" * 40, daemon="bench")
+    return synthetic_record(ctx, "succeeded", None, started, started + timedelta(seconds=1))
 
 
 def files_and_message(i: int) -> tuple[dict, str]:

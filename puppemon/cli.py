@@ -7,6 +7,8 @@ from importlib import import_module
 import click
 
 from puppemon import __version__
+from puppemon import daemon as daemon_defaults
+from puppemon.formats import STATUSES
 
 
 def _call(module: str, **kwargs) -> None:
@@ -85,9 +87,6 @@ def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
           record=record, push=not no_push, remote=remote)
 
 
-_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "crashed", "skipped")
-
-
 def _history_options(f):
     """--remote, --no-fetch and -C, shared by the commands that read the runs branch."""
     f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
@@ -99,7 +98,7 @@ def _history_options(f):
 
 @cli.command()
 @click.argument("flow", required=False)
-@click.option("--status", default=None, type=click.Choice(_STATUSES), help="Only runs with this status.")
+@click.option("--status", default=None, type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many runs to show.")
 @click.option("--since", default=None, metavar="DATE|DURATION",
@@ -145,12 +144,14 @@ def quickstart(directory, duration) -> None:
 @click.option("--state", default=None, type=click.Path(file_okay=False),
               help="State directory (default: ~/.local/share/puppemon/daemon).")
 @click.option("--name", default=None, help="This daemon's name in records and status (default: host name).")
-@click.option("--poll", default=None, metavar="SECONDS", help="Fetch interval (default 60; 30s, 5m also work).")
+@click.option("--poll", default=None, metavar="SECONDS",
+              help=f"Fetch interval (default {daemon_defaults.POLL:g}; 30s, 5m also work).")
 @click.option("--once", is_flag=True, default=None,
               help="One cycle: fetch, deploy, run what is due, wait, publish, exit.")
-@click.option("--max-parallel", default=None, type=click.IntRange(min=1), help="Runs at once (default 4).")
+@click.option("--max-parallel", default=None, type=click.IntRange(min=1),
+              help=f"Runs at once (default {daemon_defaults.MAX_PARALLEL}).")
 @click.option("--grace", default=None, metavar="SECONDS",
-              help="On SIGTERM, how long runs may finish before they are killed (default 30).")
+              help=f"On SIGTERM, how long runs may finish before they are killed (default {daemon_defaults.GRACE:g}).")
 @click.option("--secrets", default=None, type=click.Path(dir_okay=False), metavar="FILE",
               help="YAML file of secret values and the flows each is granted to (mode 600).")
 @click.option("--listen", default=None, metavar="HOST:PORT",
@@ -166,8 +167,7 @@ def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep,
-          config=config)
+          keep=keep, config=config)
 
 
 @cli.command()

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
-import traceback
 from pathlib import Path
 
 
@@ -23,6 +20,8 @@ class PuppemonError(Exception):
 
 
 def _crash_log_path() -> Path:
+    import tempfile
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = Path(base) / "puppemon" / "crash.log"
     try:
@@ -40,6 +39,9 @@ def report(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return 130
+    import time  # here, not at the top: only the crash path needs them, and every command imports this
+    import traceback
+
     path = _crash_log_path()
     try:
         with open(path, "a", encoding="utf-8") as fh:

@@ -1,4 +1,5 @@
-"""The server's secrets file: values, which flows each is granted to, and the grant check.
+"""The server's secrets: the file of values, which flows each is granted to, the grant check,
+and redaction (every value given to a run is replaced by `***` in what is recorded).
 
 Format (YAML, readable by its owner only)::
 
@@ -15,13 +16,16 @@ notifications, the webhook URL); errors and `puppemon secrets check` name secret
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import SECRET_NAME_RE
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,16 @@ class SecretStore:
             raise PuppemonError("; ".join(refused))
         return {name: self.secrets[name].value for name in asked}
 
-    def values(self) -> list[Any]:
-        return [s.value for s in self.secrets.values()]
+
+def for_flow(store: SecretStore | None, flow: str, asked) -> dict[str, Any]:
+    """The secret values `flow` asked for and the server grants; PuppemonError naming both otherwise."""
+    if not asked:
+        return {}
+    if store is None:
+        raise PuppemonError(f"flow {flow!r} asks for secret{'s' if len(asked) > 1 else ''} "
+                            f"{', '.join(asked)} but this daemon has no secrets file "
+                            f"(start it with --secrets FILE)")
+    return store.for_flow(flow, asked)
 
 
 def check_permissions(path: str) -> None:
@@ -105,8 +117,6 @@ def _where(path: str, node) -> str:
 
 def _parse(root, path: str) -> dict[str, Secret]:
     import yaml
-
-    from puppemon.manifest import SECRET_NAME_RE
 
     if root is None:
         return {}
@@ -160,11 +170,9 @@ def _parse(root, path: str) -> dict[str, Secret]:
 def _from_environment(name: str, node, path: str) -> str:
     """A secret held in the daemon's environment, named by `env:` in the secrets file.
 
-    Only PUPPEMON_* names are accepted: runs never inherit those (runner.py strips
+    Only PUPPEMON_* names are accepted: runs never inherit those (run/runner.py strips
     them), so the secret reaches only the flows it is granted to.
     """
-    import os
-
     var = getattr(node, "value", None)
     if not isinstance(var, str) or not var.startswith("PUPPEMON_SECRET_") or not var.replace("_", "").isalnum():
         raise PuppemonError(f"{_where(path, node)}: {name}.env: {var!r} must be an environment variable "
@@ -173,4 +181,58 @@ def _from_environment(name: str, node, path: str) -> str:
     value = os.environ.get(var)
     if not value:
         raise PuppemonError(f"{_where(path, node)}: {name}.env: {var} is not set in the daemon's environment")
+    return value
+
+
+# --- redaction -------------------------------------------------------------
+
+def _str_leaves(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _str_leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _str_leaves(v)
+
+
+def secret_text(value: str | dict) -> str:
+    """A secret as a run's environment carries it: the string, or a mapping as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def needles(secrets: dict) -> list[str]:
+    """The texts redaction replaces, longest first (so a secret that contains another goes whole)."""
+    found: set[str] = set()
+    for value in secrets.values():
+        if isinstance(value, str):
+            found.add(value)
+        else:
+            found.add(secret_text(value))
+            found.update(leaf for leaf in _str_leaves(value) if len(leaf) >= 4)
+    found.discard("")
+    return sorted(found, key=lambda s: (-len(s.encode()), s))
+
+
+def redact(data, secrets: dict):
+    """`data` (bytes or str) with every secret value, and every str leaf of >= 4 characters
+    of a mapping secret, replaced by `***`."""
+    found = needles(secrets)
+    if not found:
+        return data
+    if isinstance(data, str):
+        return re.sub("|".join(map(re.escape, found)), "***", data)
+    pattern = b"|".join(re.escape(n.encode()) for n in found)
+    return re.sub(pattern, b"***", data if isinstance(data, bytes) else bytes(data))
+
+
+def redact_json(value: Any, secrets: dict) -> Any:
+    """A JSON value with every string (keys too) redacted."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact_json(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v, secrets) for v in value]
     return value

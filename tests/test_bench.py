@@ -11,7 +11,7 @@ import pytest
 from bench import FIGURES, figure_module, history
 from bench.common import Context
 from puppemon.gitstore import Store
-from puppemon.recorder import Recorder
+from puppemon.history.recorder import Recorder
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from puppemon import __version__
 from puppemon.cli import cli
 
-HEAVY = ("pygit2", "apscheduler", "rich", "yaml", "watchdog", "puppemon.gitstore", "puppemon.daemon")
+HEAVY = ("pygit2", "apscheduler", "rich", "yaml", "watchdog", "puppemon.gitstore", "puppemon.daemon.loop",
+         "puppemon.project.manifest")
 
 
 def all_commands(group=cli, prefix=()):

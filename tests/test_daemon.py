@@ -161,10 +161,11 @@ flows:
     state = tmp_path / "state"
     daemon = DaemonProcess(str(bare_remote), state).start()
     journal = state / "journal"
-    entry = wait_until(lambda: [p for p in journal.glob("*.json") if '"pid": null' not in p.read_text()],
-                       what="the run's journal entry with its pid", on_fail=lambda: daemon.log)
+    entry = wait_until(lambda: [p for p in journal.glob("*.json") if '"handle": null' not in p.read_text()],
+                       what="the run's journal entry with its process group", on_fail=lambda: daemon.log)
     info = json.loads(entry[0].read_text())
-    pgid = info["pid"]
+    assert info["backend"] == "local"
+    pgid = info["handle"]["pid"]
     wait_until(lambda: len(live_group_members(pgid)) == 2, what="the run's shell and its sleep")
     daemon.kill9()
     assert len(live_group_members(pgid)) == 2  # the group outlives the daemon: nothing cleaned it up yet

@@ -29,12 +29,15 @@ def copy_example(name: str, tmp_path: Path) -> Path:
 
 def run_in_process(project: Path, flow_name: str, params: dict | None = None):
     """Run a flow through the runner itself, to look at what it records (outputs, result)."""
-    from puppemon import manifest, runner
+    from puppemon.formats import new_id
+    from puppemon.project import manifest
+    from puppemon.run.runner import execute
+    from puppemon.run.spec import RunSpec
 
     loaded = manifest.load(project)
-    spec = runner.RunSpec(run_id=runner.new_run_id(), flow=loaded.flows[flow_name], code_dir=project,
-                          params=params or {}, variables=dict(loaded.variables), workdir="shared")
-    return runner.execute(spec)
+    spec = RunSpec(run_id=new_id(), flow=loaded.flows[flow_name], code_dir=project,
+                   params=params or {}, variables=dict(loaded.variables), workdir="shared")
+    return execute(spec)
 
 
 def outputs(result) -> dict[str, bytes]:
@@ -51,7 +54,7 @@ def test_the_examples_are_there():
 
 @pytest.mark.parametrize("name", PROJECTS)
 def test_example_validates(name):
-    from puppemon import manifest
+    from puppemon.project import manifest
 
     loaded = manifest.load(EXAMPLES / name)
     assert loaded.flows
@@ -103,13 +106,16 @@ def test_backup_writes_a_tarball(tmp_path):
         assert tar.extractfile(members["sample-data/settings.ini"]).read() == \
             (project / "sample-data" / "settings.ini").read_bytes()
     # The knobs the example is there to show.
-    from puppemon import manifest
+    from puppemon.project import manifest
     flow = manifest.load(project).flows["backup"]
     assert (flow.overlap, flow.retries, flow.timeout) == ("skip", 2, 20 * 60)
 
 
 def test_backup_keeps_the_newest_local_copies(tmp_path):
-    from puppemon import manifest, runner
+    from puppemon.formats import new_id
+    from puppemon.project import manifest
+    from puppemon.run.runner import execute
+    from puppemon.run.spec import RunSpec
 
     project = copy_example("backup", tmp_path)
     dest = tmp_path / "archives"
@@ -119,9 +125,9 @@ def test_backup_keeps_the_newest_local_copies(tmp_path):
     (dest / (old.name + ".sha256")).write_text("old\n")
     loaded = manifest.load(project)
     variables = {**loaded.variables, "BACKUP_KEEP_LOCAL": "1", "BACKUP_DIR": str(dest)}
-    spec = runner.RunSpec(run_id=runner.new_run_id(), flow=loaded.flows["backup"], code_dir=project,
-                          params={}, variables=variables, workdir="shared")
-    result = runner.execute(spec)
+    spec = RunSpec(run_id=new_id(), flow=loaded.flows["backup"], code_dir=project,
+                   params={}, variables=variables, workdir="shared")
+    result = execute(spec)
     assert result.status == "succeeded", result.log.decode()
     (archive,) = [name for name in outputs(result) if name.endswith(".tar.gz")]
     assert sorted(p.name for p in dest.iterdir()) == [archive, archive + ".sha256"]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from puppemon.errors import PuppemonError
-from puppemon.github import WORKFLOW, WORKFLOW_PATH, write_workflow
+from puppemon.project.github import WORKFLOW, WORKFLOW_PATH, write_workflow
 from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from puppemon.notify import message
+from puppemon.daemon.notify import message
 from tests.test_trigger import daemons, records, run_once, setup_project, wait_until  # noqa: F401
 
 API_KEY = "key-0a1b2c3d4e"

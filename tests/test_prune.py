@@ -5,8 +5,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from puppemon.gitstore import Store
-from puppemon.records import run_files, run_message, synthetic_record
-from puppemon.recorder import Recorder
+from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+from puppemon.history.recorder import Recorder
 from tests.conftest import git, make_repo, puppemon
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -17,8 +17,8 @@ def seed(store: Store, remote: str, days_ago: list[int], flow: str = "job", suff
     records = []
     for n, ago in enumerate(days_ago):
         started = NOW - timedelta(days=ago, seconds=n)
-        rec = synthetic_record(f"{started:%Y%m%dT%H%M%SZ}-{suffix}{n:05x}", flow, "succeeded",
-                               trigger={"kind": "schedule"}, error=None, started=started)
+        ctx = RunContext(f"{started:%Y%m%dT%H%M%SZ}-{suffix}{n:05x}", flow, {"kind": "schedule"})
+        rec = synthetic_record(ctx, "succeeded", None, started)
         recorder.add(run_files(rec, b"log\n"), run_message(rec))
         records.append(rec)
     assert recorder.publish()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from puppemon.commands.daemon import build_settings, load_config
+from puppemon.daemon.settings import build_settings, load_config
 from tests.conftest import git, puppemon
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "examples" / "systemd"
@@ -74,17 +74,17 @@ def test_quickstart_refuses_a_non_empty_directory(tmp_path):
 
 def test_quickstart_refuses_a_bad_duration(tmp_path):
     proc = puppemon("quickstart", "x", "--for", "soon", cwd=tmp_path, check=False)
-    assert proc.stderr == "Error: --for 'soon': not a duration (use 30s, 2m, 1h)\n"
+    assert proc.stderr == "Error: --for 'soon': not a duration (use 30, 30s, 10m, 2h)\n"
     assert not (tmp_path / "x").exists()
 
 
 def test_the_demo_manifest_is_valid(tmp_path):
     from puppemon.commands.quickstart import MANIFEST
-    from puppemon.manifest import parse
+    from puppemon.project.manifest import parse
 
     flows = parse(MANIFEST).flows
     assert flows["hello"].entrypoint == "hello.py:main"
-    assert flows["disk-usage"].run_on_deploy
+    assert flows["disk-usage"].trigger("deploy") is not None
 
 
 # --- examples/systemd -------------------------------------------------------------
@@ -94,11 +94,11 @@ def test_systemd_example_config_loads():
     config = load_config(str(path))
     assert set(config) == {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen",
                            "token_file", "keep"}
-    settings, merged = build_settings({"config": str(path)})
+    settings = build_settings({"config": str(path)})
     assert (settings.remote, str(settings.state), settings.name) == (
         "git@git.example.com:me/automations.git", "/var/lib/puppemon/daemon", "server1")
     assert (settings.poll, settings.max_parallel, settings.grace, settings.keep) == (60.0, 4, 30.0, 90 * 86400.0)
-    assert merged["listen"] == "127.0.0.1:8765"
+    assert (settings.listen, settings.secrets_file) == ("127.0.0.1:8765", "/etc/puppemon/secrets.yaml")
 
 
 def test_systemd_unit_stops_gracefully_within_its_timeout():
@@ -107,7 +107,7 @@ def test_systemd_unit_stops_gracefully_within_its_timeout():
     assert settings["ExecStart"] == "/usr/bin/env puppemon daemon --config /etc/puppemon/daemon.yaml"
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert (settings["KillSignal"], settings["KillMode"], settings["Restart"]) == ("SIGTERM", "mixed", "on-failure")
-    grace = build_settings({"config": str(SYSTEMD / "daemon.yaml")})[0].grace
+    grace = build_settings({"config": str(SYSTEMD / "daemon.yaml")}).grace
     assert float(settings["TimeoutStopSec"].removesuffix("s")) > grace
     assert settings["NoNewPrivileges"] == "yes" and settings["StateDirectory"] == "puppemon"
 

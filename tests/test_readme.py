@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from puppemon.manifest import parse
+from puppemon.project.manifest import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from puppemon.gitstore import Store
-from puppemon.records import RunStore, run_dir, run_files, run_message, synthetic_record
-from puppemon.recorder import Recorder
+from puppemon.formats import run_dir
+from puppemon.history.records import RunContext, RunStore, run_files, run_message, synthetic_record
+from puppemon.history.recorder import Recorder
 from tests.conftest import git
 
 T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
@@ -19,8 +20,8 @@ T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
 def make_record(flow: str, n: int, status: str = "succeeded", suffix: str = "a") -> dict:
     started = T0 + timedelta(minutes=n)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{suffix}{n:05x}"
-    return synthetic_record(run_id, flow, status, trigger={"kind": "schedule"}, error=None,
-                            started=started, finished=started + timedelta(seconds=2))
+    return synthetic_record(RunContext(run_id, flow, {"kind": "schedule"}), status, None, started,
+                            started + timedelta(seconds=2))
 
 
 def record(recorder: Recorder, rec: dict, log: bytes = b"log\n") -> str:

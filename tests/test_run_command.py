@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from puppemon.commands.run import parse_params
+from puppemon.commands.common import parse_params
 from tests.conftest import puppemon
 
 MANIFEST = """\

@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from puppemon import manifest
-from puppemon.runner import RunSpec, execute, new_run_id, redact
+from puppemon.project import manifest
+from puppemon.formats import new_id as new_run_id
+from puppemon.run.runner import execute
+from puppemon.run.spec import RunSpec
+from puppemon.secrets import redact
 
 PY = sys.executable
 
@@ -41,7 +44,10 @@ def code(tmp_path) -> Path:
 
 
 def run(code: Path, flow: manifest.Flow, params: dict | None = None, **spec_fields):
-    callbacks = {k: spec_fields.pop(k) for k in ("on_output", "cancel", "on_spawn") if k in spec_fields}
+    callbacks = {k: spec_fields.pop(k) for k in ("on_output", "cancel") if k in spec_fields}
+    if "on_spawn" in spec_fields:  # (attempt, pid of the local backend's process group leader)
+        on_spawn = spec_fields.pop("on_spawn")
+        callbacks["on_start"] = lambda n, execution: on_spawn(n, execution.pid)
     spec = RunSpec(run_id=new_run_id(), flow=flow, code_dir=code, params=params or {}, **spec_fields)
     return execute(spec, **callbacks)
 
@@ -166,7 +172,7 @@ def test_entrypoint_that_raises_fails_with_its_traceback(tmp_path):
     assert (result.status, result.exit_code, result.error) == ("failed", 1, "ValueError: boom")
     log = result.log.decode()
     assert log.startswith("working\nTraceback (most recent call last):\n")
-    assert 'job.py", line 3, in main' in log and "_bootstrap" not in log
+    assert 'job.py", line 3, in main' in log and "puppemon/run/bootstrap.py" not in log
     assert log.endswith("ValueError: boom\n")
     assert result.has_result is False
 
@@ -424,8 +430,10 @@ def test_printing_200_mb_keeps_runner_memory_flat(code, tmp_path):
 import hashlib
 import json
 from pathlib import Path
-from puppemon import manifest
-from puppemon.runner import RunSpec, execute, new_run_id
+from puppemon.project import manifest
+from puppemon.formats import new_id as new_run_id
+from puppemon.run.runner import execute
+from puppemon.run.spec import RunSpec
 
 def hwm():
     for line in open("/proc/self/status"):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from puppemon.gitstore import Store
-from puppemon.records import run_files, run_message, synthetic_record
-from puppemon.recorder import Recorder
+from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+from puppemon.history.recorder import Recorder
 from tests.conftest import git, make_repo, puppemon
 
 T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
@@ -18,10 +18,9 @@ T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
 def make_record(flow: str, minute: int, status: str = "succeeded", trigger: dict | None = None,
                 seconds: float = 0.4, suffix: str = "7f3a9c", **extra) -> dict:
     started = T0 + timedelta(minutes=minute)
-    rec = synthetic_record(f"{started:%Y%m%dT%H%M%SZ}-{suffix}", flow, status,
-                           trigger=trigger or {"kind": "schedule"}, error=extra.pop("error", None),
-                           started=started, finished=started + timedelta(seconds=seconds),
-                           flows_commit="1a2b3c4d" * 5, daemon="server1")
+    ctx = RunContext(f"{started:%Y%m%dT%H%M%SZ}-{suffix}", flow, trigger or {"kind": "schedule"},
+                     flows_commit="1a2b3c4d" * 5, daemon="server1")
+    rec = synthetic_record(ctx, status, extra.pop("error", None), started, started + timedelta(seconds=seconds))
     rec.update(extra)
     return rec
 

@@ -8,9 +8,10 @@ import pytest
 from croniter import croniter
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from puppemon.manifest import Flow, parse
-from puppemon.schedule import (CronError, cron_trigger, describe, fire_times, flow_trigger, next_fire,
-                               parse_cron)
+from puppemon.project.manifest import Flow, parse
+from puppemon.project.clock import cron_trigger
+from puppemon.project.cron import CronError, parse_cron
+from puppemon.project.triggers import describe, fire_times, flow_trigger, next_fire
 
 UTC = timezone.utc
 
@@ -27,7 +28,7 @@ EXPRESSIONS = [
     "0 0 */2 * 1", "0 0 1 * */2", "1 2 3 4 5", "59 23 31 12 *", "@hourly", "@daily", "@midnight",
     "@weekly", "@monthly", "@yearly", "@annually",
 ]
-# written out here rather than taken from puppemon.schedule, so the oracle stays independent
+# written out here rather than taken from puppemon.project.cron, so the oracle stays independent
 SHORTCUTS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
              "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
              "@annually": "0 0 1 1 *"}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from puppemon.commands import status as status_cmd
+from puppemon.formats import format_age
 from puppemon.gitstore import Store
-from puppemon.records import dump_json
+from puppemon.history.records import dump_json
 from tests.conftest import git, make_repo, puppemon
 from tests.test_runs_logs import HISTORY, seed
 
@@ -79,7 +80,7 @@ def test_stale_heartbeat_is_red_and_ages_read_well():
     assert "heartbeat [red]3 min ago[/]" in status_cmd.render(daemon)[0]
     daemon.update(heartbeat_age=179.0, stale=False)
     assert status_cmd.render(daemon)[0].endswith("heartbeat 2 min ago")
-    assert [status_cmd.ago(s) for s in (0, 12.7, 119, 120, 7199, 7200, 172799, 172800)] == [
+    assert [format_age(s) for s in (0, 12.7, 119, 120, 7199, 7200, 172799, 172800)] == [
         "0 s ago", "12 s ago", "119 s ago", "2 min ago", "119 min ago", "2 h ago", "47 h ago", "2 d ago"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from puppemon.gitstore import Store
-from puppemon.recorder import Recorder
+from puppemon.history.recorder import Recorder
 from tests.daemon_helpers import wait_until
 from tests.conftest import git, make_repo, puppemon
 
@@ -213,7 +213,8 @@ def test_request_for_an_unknown_flow_gets_a_failed_record(tmp_path, bare_remote)
     from datetime import datetime, timezone
 
     from puppemon.gitstore import Store
-    from puppemon.requests import run_request, send, who
+    from puppemon.history.requests import run_request, send
+    from puppemon.project.snapshot import user_at_host as who
 
     repo = setup_project(tmp_path, bare_remote)
     body = run_request("nosuch", {}, who(), datetime.now(timezone.utc))

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from puppemon.cli import cli
 from puppemon.commands import init as init_command, validate as validate_command
-from puppemon.manifest import load
-from puppemon.schedule import next_fire
+from puppemon.project.manifest import load
+from puppemon.project.triggers import next_fire
 from tests.conftest import puppemon
 
 MANIFEST = """\
@@ -122,7 +122,7 @@ def test_init_then_validate(tmp_path):
         "flows", "flows/hello.py", "puppemon.yaml"]
     flows = load(tmp_path).flows
     assert list(flows) == ["hello"]
-    assert (flows["hello"].entrypoint, flows["hello"].schedules, flows["hello"].params) == (
+    assert (flows["hello"].entrypoint, flows["hello"].trigger("cron").exprs, flows["hello"].params) == (
         "flows/hello.py:main", ("0 8 * * *",), {"name": "world"})
     assert puppemon("validate", cwd=tmp_path).stdout.startswith("puppemon.yaml is valid: 1 flow\n")
     # the example flow does what its comment says

@@ -14,17 +14,17 @@ def main(run_id: str, remote: str | None = None, directory: str = ".") -> int:
     run already finished, the request is marked done with that outcome; a run no
     daemon knows yet keeps the request waiting (for up to 7 days).
     """
+    from puppemon.formats import RUN_ID
     from puppemon.gitstore import Store
-    from puppemon.records import RUN_ID
-    from puppemon.requests import cancel_request, send, who
-    from puppemon.snapshot import resolve_remote
+    from puppemon.history.requests import cancel_request, send
+    from puppemon.project.snapshot import resolve_remote, user_at_host
 
     if not RUN_ID.match(run_id):
         raise PuppemonError(f"{run_id!r} is not a run id (expected the whole id, e.g. 20261125T083000Z-7f3a9c; "
                             f"see `puppemon status` for runs in flight)")
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
-    body = cancel_request(run_id, who(), datetime.now(timezone.utc))
+    body = cancel_request(run_id, user_at_host(), datetime.now(timezone.utc))
     send(store, remote, body)
     print(body["id"])
     return 0

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from puppemon.errors import PuppemonError
-from puppemon.manifest import MANIFEST_NAME
+from puppemon.project.manifest import MANIFEST_NAME
 
 MANIFEST = """\
 # puppemon.yaml: which flows puppemon runs, and when.
@@ -85,7 +85,7 @@ def scaffold(directory: str) -> list[str]:
 
 def main(directory: str = ".", github: bool = False) -> int:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    from puppemon.github import WORKFLOW_PATH, write_workflow
+    from puppemon.project.github import WORKFLOW_PATH, write_workflow
 
     workflow = Path(directory) / WORKFLOW_PATH
     if github and (workflow.exists() or workflow.is_symlink()):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import sys
 
+from puppemon.commands.common import write_bytes
 from puppemon.errors import PuppemonError
-from puppemon.records import RunStore, format_seconds, trigger_text
+from puppemon.formats import format_duration, local_time
+from puppemon.history.records import RunStore, trigger_text
 
 
 def find_run(runs: RunStore, which: str) -> dict:
@@ -18,11 +20,9 @@ def find_run(runs: RunStore, which: str) -> dict:
 
 def header(record: dict) -> str:
     """`hello 20261125T083000Z-7f3a9c succeeded (schedule) started 2026-11-25 16:30:00 CST, 0.4s, flows 1a2b3c4`."""
-    from puppemon.commands.runs import local_time
-
     line = (f"{record['flow']} {record['id']} {record.get('status', '?')} "
             f"({trigger_text(record.get('trigger') or {})}) started {local_time(record.get('started'), True)}, "
-            f"{format_seconds(record.get('duration'))}")
+            f"{format_duration(record.get('duration'))}")
     if record.get("flows_commit"):
         line += f", flows {record['flows_commit'][:7]}"
     elif record.get("source_commit"):
@@ -32,18 +32,10 @@ def header(record: dict) -> str:
     return line
 
 
-def _write(data: bytes) -> None:
-    try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # `puppemon logs x | head`
-        pass
-
-
 def main(which: str, remote: str | None = None, fetch: bool = True, result: bool = False,
          outputs: bool = False, directory: str = ".") -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
-    from puppemon.commands.runs import open_runs
+    from puppemon.history.clone import open_runs
 
     _, runs, _ = open_runs(directory, remote, fetch)
     if not runs.tip:
@@ -56,13 +48,13 @@ def main(which: str, remote: str | None = None, fetch: bool = True, result: bool
         data = runs.read_file(record, "result.json")
         if data is None:
             raise PuppemonError(f"run {record['id']} returned no result")
-        _write(data)
+        write_bytes(data)
     elif outputs:
         for out in record.get("outputs") or []:
             print(f"{out['size']:>10}  {out['path']}")
         if record.get("outputs_note"):
             print(f"note: {record['outputs_note']}", file=sys.stderr)
     else:
-        _write(runs.read_file(record, "log.txt") or b"")
+        write_bytes(runs.read_file(record, "log.txt") or b"")
     return 0
 

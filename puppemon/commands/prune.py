@@ -8,11 +8,12 @@ from puppemon.errors import PuppemonError
 
 def main(before: str, remote: str | None = None, dry_run: bool = False, push: bool = True,
          fetch: bool = True, directory: str = ".") -> int:
-    from puppemon.commands.runs import open_runs, parse_since
-    from puppemon.recorder import Recorder
-    from puppemon.retention import message, plan
+    from puppemon.formats import parse_moment
+    from puppemon.history.clone import open_runs
+    from puppemon.history.recorder import Recorder
+    from puppemon.history.retention import message, plan
 
-    cutoff = parse_since(before)
+    cutoff = parse_moment(before, "--before")
     if cutoff > datetime.now(timezone.utc):
         raise PuppemonError(f"--before {before!r} is in the future; nothing recorded yet could be that old")
     store, runs, remote = open_runs(directory, remote, fetch=fetch)

@@ -15,7 +15,7 @@ def _say(msg: str) -> None:
 
 def main(directory: str = ".", remote: str | None = None, branch: str = "flows",
          message: str | None = None, dry_run: bool = False, watch: bool = False) -> int:
-    from puppemon.snapshot import deploy
+    from puppemon.project.snapshot import deploy
 
     if watch:
         return watch_and_push(Path(directory), remote, branch, message)
@@ -28,32 +28,54 @@ QUIET = 1.0          # seconds without file events before pushing
 MAX_BACKOFF = 60.0
 
 
+class _Changes:
+    """File events below a directory (our own writes into .git left out), with the time of the last one."""
+
+    def __init__(self, directory: Path) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self.changed = threading.Event()
+        self.last = 0.0
+        changes = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+                # our own snapshots write into .git; reacting to them would loop forever
+                if all(not p or "/.git/" in f"{p}/" for p in paths) or event.event_type in ("opened",
+                                                                                            "closed_no_write"):
+                    return
+                changes.last = time.monotonic()
+                changes.changed.set()
+
+        self.observer = Observer()
+        self.observer.schedule(Handler(), str(directory), recursive=True)
+        self.observer.start()
+
+    def wait_for_quiet(self, stop: threading.Event) -> bool:
+        """True once files changed and then QUIET seconds passed without another change."""
+        if not self.changed.wait(0.2):
+            return False
+        self.changed.clear()
+        while time.monotonic() - self.last < QUIET and not stop.is_set():
+            stop.wait(0.1)
+        return True
+
+    def close(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=5)
+
+
 def watch_and_push(directory: Path, remote: str | None, branch: str, message: str | None,
                    stop: threading.Event | None = None) -> int:
     """Push now, then again after each burst of changes; Ctrl-C (or `stop`) ends it with 0."""
-    from watchdog.events import FileSystemEventHandler
-    from watchdog.observers import Observer
-
-    from puppemon.manifest import ManifestError
-    from puppemon.snapshot import deploy, snapshot_tree
+    from puppemon.project.manifest import ManifestError
+    from puppemon.project.snapshot import deploy, snapshot_tree
 
     directory = directory.resolve()
     stop = stop or threading.Event()
-    changed = threading.Event()
-    last_event = [0.0]
-
-    class Handler(FileSystemEventHandler):
-        def on_any_event(self, event) -> None:
-            paths = [event.src_path, getattr(event, "dest_path", "") or ""]
-            # our own snapshots write into .git; reacting to them would loop forever
-            if all(not p or "/.git/" in f"{p}/" for p in paths) or event.event_type in ("opened", "closed_no_write"):
-                return
-            last_event[0] = time.monotonic()
-            changed.set()
-
-    observer = Observer()
-    observer.schedule(Handler(), str(directory), recursive=True)
-    observer.start()
+    changes = _Changes(directory)
     _say(f"watching {directory} (Ctrl-C to stop)")
     pushed_tree: str | None = None
     backoff = 0.0
@@ -61,12 +83,8 @@ def watch_and_push(directory: Path, remote: str | None, branch: str, message: st
     try:
         while not stop.is_set():
             if not pending:
-                if not changed.wait(0.2):
-                    continue
-                changed.clear()
-                while time.monotonic() - last_event[0] < QUIET and not stop.is_set():
-                    stop.wait(0.1)
-                pending = True
+                pending = changes.wait_for_quiet(stop)
+                continue
             try:
                 if pushed_tree is not None and snapshot_tree(directory) == pushed_tree:
                     pending = False
@@ -86,7 +104,6 @@ def watch_and_push(directory: Path, remote: str | None, branch: str, message: st
     except KeyboardInterrupt:
         pass
     finally:
-        observer.stop()
-        observer.join(timeout=5)
+        changes.close()
     _say("stopped watching")
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shlex
-import threading
 from pathlib import Path
 
 from puppemon.errors import PuppemonError
@@ -45,14 +44,14 @@ __pycache__/
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
-    from puppemon.gitstore import run_git
+    from puppemon.gitstore.command import run_git
 
     return run_git(list(args), cwd=cwd).stdout.decode()
 
 
 def create(directory: Path) -> Path:
     """Write the demo project and its bare remote; return the remote's path."""
-    from puppemon.gitstore import GitError, run_git
+    from puppemon.gitstore.command import GitError, run_git
 
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PuppemonError(f"{directory} already exists and is not empty; pick another directory "
@@ -78,16 +77,14 @@ def create(directory: Path) -> Path:
 
 def main(directory: str = "puppemon-demo", duration: str = "30s") -> int:
     """Create the demo, push it, run the daemon for `duration`, then show the run history."""
-    from puppemon.daemon import Daemon, Settings
-    from puppemon.gitstore import run_git
-    from puppemon.manifest import parse_duration
-    from puppemon.snapshot import deploy
+    from puppemon.daemon.loop import Daemon
+    from puppemon.daemon.settings import Settings
+    from puppemon.formats import option_seconds
+    from puppemon.gitstore.command import run_git
+    from puppemon.project.snapshot import deploy
     from puppemon.ui import setup_logging
 
-    try:
-        seconds = parse_duration(duration)
-    except ValueError:
-        raise PuppemonError(f"--for {duration!r}: not a duration (use 30s, 2m, 1h)") from None
+    seconds = option_seconds(duration, "--for")
     root = Path(directory).expanduser().resolve()
     remote = create(root)
     print(f"created {root} (a git repository whose origin is {remote})")
@@ -96,20 +93,11 @@ def main(directory: str = "puppemon-demo", duration: str = "30s") -> int:
 
     setup_logging()
     state = root / ".puppemon-state"
-    daemon = Daemon(Settings(remote=str(remote), state=state, name="quickstart", poll=5.0, grace=10.0))
-    timer = threading.Timer(seconds, daemon.request_stop)
-    timer.daemon = True
-
-    def start_timer(_daemon) -> None:
-        # Counted from the end of the first cycle (deployed, run_on_deploy flows started),
-        # so a slow start does not eat into the time the schedule gets.
-        if timer.ident is None:
-            timer.start()
-    daemon.hooks.append(start_timer)
-    try:
-        code = daemon.run()  # in the main thread: SIGINT/SIGTERM stop it cleanly
-    finally:
-        timer.cancel()
+    # `stop_after` counts from the end of the first cycle (deployed, run_on_deploy flows
+    # started), so a slow start does not eat into the time the schedule gets.
+    settings = Settings(remote=str(remote), state=state, name="quickstart", poll=5.0, grace=10.0,
+                        stop_after=seconds)
+    code = Daemon(settings).run()  # in the main thread: SIGINT/SIGTERM stop it cleanly
 
     history = run_git(["--git-dir", str(remote), "log", "--oneline", "runs"], check=False)
     print(f"\ngit log --oneline runs ({remote}):")

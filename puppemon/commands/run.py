@@ -6,52 +6,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-import click
-import yaml
-
-from puppemon import manifest, runner
+from puppemon.commands.common import parse_params, write_bytes
 from puppemon.errors import PuppemonError
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _scalar(text: str) -> Any:
-    """`3` -> 3, `true` -> True, `null` -> None, `1.5` -> 1.5; anything else stays text."""
-    if text == "":
-        return ""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if value is None and text.strip() not in ("null", "Null", "NULL", "~"):
-        return text  # `#alerts` is not a YAML comment here
-    if isinstance(value, str):
-        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
-        return value if quoted else text  # verbatim: YAML would drop a trailing `# ...`
-    # Dates, lists and mappings are not scalars here: --params-json is for structure.
-    return value if isinstance(value, _SCALARS) else text
-
-
-def parse_params(pairs: Iterable[str], params_json: str | None) -> dict:
-    """Params from `--params-json` (a JSON object), then `-p key=value` pairs over it."""
-    params: dict = {}
-    if params_json:
-        try:
-            loaded = json.loads(params_json)
-        except ValueError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="'--params-json'") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object, like '{\"days\": 2}'",
-                                     param_hint="'--params-json'")
-        params.update(loaded)
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="'-p'")
-        params[key.strip()] = _scalar(text)
-    return params
+from puppemon.formats import format_duration, new_id
+from puppemon.project import manifest
+from puppemon.run.runner import execute
+from puppemon.run.spec import RunResult, RunSpec
 
 
 def load_flow(directory: str | Path, name: str) -> tuple[manifest.Manifest, manifest.Flow]:
@@ -63,15 +25,7 @@ def load_flow(directory: str | Path, name: str) -> tuple[manifest.Manifest, mani
     return loaded, flow
 
 
-def _stream(data: bytes) -> None:
-    try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # `puppemon run x | head`: keep running, stop echoing
-        pass
-
-
-def execute_here(spec: runner.RunSpec) -> runner.RunResult:
+def execute_here(spec: RunSpec) -> RunResult:
     """Run `spec` streaming to stdout; Ctrl-C or SIGTERM cancels the run (the flow
     is in its own session, so the terminal's Ctrl-C does not reach it)."""
     cancel = threading.Event()
@@ -83,15 +37,15 @@ def execute_here(spec: runner.RunSpec) -> runner.RunResult:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return runner.execute(spec, on_output=_stream, cancel=cancel)
+        return execute(spec, on_output=write_bytes, cancel=cancel)  # `| head`: keeps running, stops echoing
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def summary(result: runner.RunResult) -> str:
+def summary(result: RunResult) -> str:
     """`hello: succeeded in 0.1s`, with the reason when it did not succeed."""
-    line = f"{result.flow}: {result.status} in {manifest.format_duration(result.duration)}"
+    line = f"{result.flow}: {result.status} in {format_duration(result.duration)}"
     if len(result.attempts) > 1:
         line += f" ({len(result.attempts)} attempts)"
     if result.status != "succeeded" and result.error:
@@ -99,7 +53,7 @@ def summary(result: runner.RunResult) -> str:
     return line
 
 
-def exit_code(result: runner.RunResult) -> int:
+def exit_code(result: RunResult) -> int:
     if result.exit_code is not None:
         return result.exit_code
     return 0 if result.status == "succeeded" else 1
@@ -111,11 +65,11 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
     project = Path(directory).resolve()
     loaded, found = load_flow(project, flow)
     if record:
-        from puppemon.commands.runs import open_target
+        from puppemon.history.clone import open_target
 
         target = open_target(project, remote, push)  # before the run: a bad repo or remote fails fast
-    spec = runner.RunSpec(run_id=runner.new_run_id(), flow=found, code_dir=project, params=params,
-                          variables=dict(loaded.variables), workdir="shared")
+    spec = RunSpec(run_id=new_id(), flow=found, code_dir=project, params=params,
+                   variables=dict(loaded.variables), workdir="shared")
     result = execute_here(spec)
     print(summary(result), file=sys.stderr)
     if result.has_result:

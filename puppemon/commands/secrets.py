@@ -17,7 +17,7 @@ def main(secrets_file: str, manifest: str | None = None) -> int:
         return 0
     from pathlib import Path
 
-    from puppemon.manifest import parse
+    from puppemon.project.manifest import parse
 
     loaded = parse(Path(manifest).read_bytes(), manifest)
     rows = [("flow", "granted", "not granted")]

@@ -2,95 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 
+from puppemon.commands.common import styled_status, warn
 from puppemon.errors import PuppemonError
-from puppemon.gitstore import GitError, RemoteMissingRef, Store
-from puppemon.records import RunStore, parse_iso
-
-STATUS_REFS = "refs/puppemon/status/"
-FLOWS_TIP = "refs/puppemon/remote-flows"
-STALE_AFTER = 180.0  # a daemon heartbeats about once a minute
-
-
-def fetch_status(store: Store, remote: str, branch: str = "flows") -> None:
-    """Mirror the remote's status refs into refs/puppemon/status/* (stale ones removed) and its flows tip.
-
-    Fetched into a scratch namespace first, so a daemon that is gone from the
-    remote disappears here too, and a failed fetch leaves the last copy intact.
-    """
-    scratch = f"refs/puppemon/fetching-{os.getpid()}/"
-    specs = [f"+{STATUS_REFS}*:{scratch}status/*", f"+refs/heads/{branch}:{scratch}flows"]
-    try:
-        try:
-            store.fetch(remote, specs, timeout=60)
-        except RemoteMissingRef:  # nothing pushed to flows yet
-            store.fetch(remote, specs[:1], timeout=60)
-        fetched = store.refs(scratch)
-        for name in store.refs(STATUS_REFS):
-            if f"{scratch}status/{name[len(STATUS_REFS):]}" not in fetched:
-                store.delete_ref(name)
-        for name, sha in fetched.items():
-            rest = name[len(scratch):]
-            if rest.startswith("status/"):
-                store.force_ref(STATUS_REFS + rest[len("status/"):], sha)
-        tip = fetched.get(f"{scratch}flows")
-        if tip:
-            store.force_ref(FLOWS_TIP, tip)
-        else:
-            store.delete_ref(FLOWS_TIP)
-    finally:
-        for name in store.refs(scratch):
-            store.delete_ref(name)
-
-
-def ago(seconds: float) -> str:
-    """`12 s ago`, `4 min ago`, `3 h ago`, `2 d ago`."""
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{int(seconds)} s ago"
-    if seconds < 7200:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 172800:
-        return f"{int(seconds // 3600)} h ago"
-    return f"{int(seconds // 86400)} d ago"
-
-
-def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict]]:
-    """(the remote's flows tip, each daemon's status.json with what `status` works out from it)."""
-    tip = store.ref(FLOWS_TIP)
-    daemons = []
-    for name, sha in sorted(store.refs(STATUS_REFS).items()):
-        data = store.read(sha, "status.json")
-        if data is None:
-            continue
-        try:
-            status = json.loads(data)
-        except ValueError:
-            continue
-        beat = parse_iso(status.get("heartbeat"))
-        age = (now - beat).total_seconds() if beat else None
-        status["heartbeat_age"] = round(age, 3) if age is not None else None
-        status["stale"] = age is None or age > STALE_AFTER
-        status["flows_tip"] = tip
-        status["up_to_date"] = bool(tip) and status.get("flows_commit") == tip
-        flows = status.get("flows") or {}
-        for flow, info in flows.items():
-            last = runs.latest(flow)
-            info["last_run"] = ({"id": last["id"], "status": last.get("status"), "started": last.get("started")}
-                                if last else None)
-        status["flows"] = flows
-        daemons.append(status)
-    return tip, daemons
+from puppemon.formats import format_age, local_time
+from puppemon.gitstore import GitError
+from puppemon.history.clone import open_runs
+from puppemon.history.status import collect, fetch_status
 
 
 def render(daemon: dict) -> list[str]:
     """Rich-markup lines describing one daemon."""
-    from puppemon.commands.runs import STATUS_STYLE, local_time
-
     age = daemon.get("heartbeat_age")
-    beat = ago(age) if age is not None else "never"
+    beat = format_age(age) if age is not None else "never"
     beat = f"[red]{beat}[/]" if daemon.get("stale") else beat
     state = daemon.get("state", "?")
     lines = [f"[bold]{daemon.get('name', '?')}[/] on {daemon.get('host', '?')} (pid {daemon.get('pid', '?')}, "
@@ -117,8 +42,7 @@ def render(daemon: dict) -> list[str]:
         for n, (name, nxt, last) in enumerate(rows):
             if n and last != "-":
                 status = last.split()[0]
-                style = STATUS_STYLE.get(status)
-                last = f"[{style}]{status}[/]{last[len(status):]}" if style else last
+                last = styled_status(status) + last[len(status):]
             lines.append(f"  {name:<{widths[0]}}   {nxt:<{widths[1]}}   {last}".rstrip())
     in_flight = daemon.get("in_flight") or []
     if not in_flight:
@@ -133,7 +57,6 @@ def render(daemon: dict) -> list[str]:
 def main(as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".",
          now: datetime | None = None) -> int:
     """Print each daemon's status (or JSON with `as_json`)."""
-    from puppemon.commands.runs import open_runs, warn
     from puppemon.ui import console
 
     store, runs, remote = open_runs(directory, remote, fetch)

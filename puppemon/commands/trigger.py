@@ -18,20 +18,20 @@ class WaitTimeout(PuppemonError):
 def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, remote: str | None = None,
          wait: bool = False, timeout: str | None = None, directory: str = ".") -> int:
     """Write the request, print its id; with `wait`, follow the run and exit with its exit code."""
-    from puppemon.commands.run import parse_params
+    from puppemon.commands.common import parse_params
+    from puppemon.formats import FLOW_NAME_RE, option_seconds
     from puppemon.gitstore import Store
-    from puppemon.manifest import FLOW_NAME_RE
-    from puppemon.requests import run_request, send, who
-    from puppemon.snapshot import resolve_remote
+    from puppemon.history.requests import run_request, send
+    from puppemon.project.snapshot import resolve_remote, user_at_host
 
     if not FLOW_NAME_RE.match(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")
-    limit = _seconds(timeout) if timeout is not None else None
+    limit = option_seconds(timeout, "--timeout") if timeout is not None else None
     params = parse_params(pairs, params_json)
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
     check_deployed(store, remote, flow)
-    body = run_request(flow, params, who(), datetime.now(timezone.utc))
+    body = run_request(flow, params, user_at_host(), datetime.now(timezone.utc))
     send(store, remote, body)
     print(body["id"], flush=True)
     if not wait:
@@ -41,8 +41,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
 
 def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None:
     """Refuse a request that no daemon could serve: nothing deployed, or no such flow in the deploy."""
-    from puppemon.manifest import MANIFEST_NAME, ManifestError, parse
-    from puppemon.snapshot import scratch_ref
+    from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
+    from puppemon.project.snapshot import scratch_ref
 
     ref = scratch_ref(branch)
     try:
@@ -61,22 +61,15 @@ def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None
                             f"{', '.join(flows) or 'none'}); push it first")
 
 
-def _seconds(text: str) -> float:
-    from puppemon.manifest import parse_duration
-
-    try:
-        value = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
-    except ValueError:
-        raise PuppemonError(f"--timeout {text!r}: not a duration (use 30, 30s, 10m, 2h)") from None
-    return value
-
-
 def follow(store, remote: str, request_id: str, limit: float | None, branch: str = "runs",
            clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] | None = None) -> int:
     """Fetch the remote's runs about every second until a run record names `request_id`."""
+    from puppemon.commands.common import write_bytes
+    from puppemon.formats import run_dir
     from puppemon.gitstore import GitError
-    from puppemon.recorder import Recorder
-    from puppemon.requests import describe, exit_code, find_record, read_claim
+    from puppemon.history.recorder import Recorder
+    from puppemon.history.records import find_record
+    from puppemon.history.requests import describe, exit_code, read_claim
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     recorder = Recorder(store, remote=remote, branch=branch)
@@ -96,12 +89,7 @@ def follow(store, remote: str, request_id: str, limit: float | None, branch: str
                 say(f"run {claim['run_id']} on {claim.get('daemon')}")
             record = find_record(store, tip, claim["run_id"], claim.get("flow"))
             if record is not None:
-                from puppemon.records import run_dir
-
-                log = store.read(tip, f"{run_dir(record['flow'], record['id'])}/log.txt") or b""
-                sys.stdout.flush()
-                sys.stdout.buffer.write(log)
-                sys.stdout.buffer.flush()
+                write_bytes(store.read(tip, f"{run_dir(record['flow'], record['id'])}/log.txt") or b"")
                 say(describe(record) + (f": {record['error']}" if record.get("error")
                                         and record["status"] != "succeeded" else ""))
                 return exit_code(record)

@@ -1,7 +1,6 @@
 """`puppemon validate [DIR]`: check puppemon.yaml and show how and when each flow runs."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import sys
 from datetime import datetime, timezone
@@ -10,20 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from puppemon.manifest import MANIFEST_NAME, Flow, Manifest, load
-from puppemon.schedule import describe, format_interval, next_fire
-
-
-def next_run(flow: Flow, now: datetime) -> str:
-    """When the flow runs next, for people: a local time with its zone, or what it waits for."""
-    if flow.schedules:
-        when = next_fire(dataclasses.replace(flow, every=None), now)   # the interval's grid starts at deploy
-        return when.strftime("%Y-%m-%d %H:%M %Z")
-    if flow.every:
-        return f"{format_interval(flow.every)} after deploy"
-    if flow.run_on_deploy:
-        return "next deploy"
-    return "on trigger"
+from puppemon.project.manifest import MANIFEST_NAME, Manifest, load
+from puppemon.project.triggers import describe, next_run
 
 
 def render(manifest: Manifest, now: datetime) -> list[str]:

@@ -1,108 +1,77 @@
-"""The `runs` branch: run.json (schema 1), where records live, and how to read them back."""
+"""The `runs` branch's records: run.json (schema 1), deploy records, commit messages, and reading them back."""
 from __future__ import annotations
 
 import json
 import re
 import socket
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterator
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import dated_path, format_duration, run_dir, utc_compact, utc_iso
 from puppemon.gitstore import EXEC, FILE, Store
 
 SCHEMA = 1
-STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "crashed", "skipped")
-RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]+$")
 
 
-def utc_iso(moment: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z, to the millisecond."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class RunContext:
+    """What a run's record says besides its outcome: which run, who asked, which code, which daemon."""
+
+    run_id: str
+    flow: str
+    trigger: dict
+    scheduled: datetime | None = None
+    params: dict = field(default_factory=dict)
+    flows_commit: str = ""
+    source_commit: str = ""
+    daemon: str = ""
+    request: str | None = None
 
 
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def run_dir(flow: str, run_id: str) -> str:
-    """`runs/<flow>/<yyyy>/<mm>/<dd>/<run-id>`, dated by the run id (its UTC start)."""
-    match = RUN_ID.match(run_id)
-    if not match:
-        raise PuppemonError(f"{run_id!r} is not a run id (expected e.g. 20261125T083000Z-7f3a9c)")
-    yyyy, mm, dd = match.groups()
-    return f"runs/{flow}/{yyyy}/{mm}/{dd}/{run_id}"
-
-
-def dated_path(kind: str, moment: datetime, name: str) -> str:
-    """`<kind>/<yyyy>/<mm>/<dd>/<name>` for requests and deploys."""
-    d = moment.astimezone(timezone.utc)
-    return f"{kind}/{d:%Y}/{d:%m}/{d:%d}/{name}"
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def run_record(result: Any, *, trigger: dict, flows_commit: str = "", source_commit: str = "",
-               scheduled: datetime | None = None, daemon: str = "", host: str | None = None,
-               request: str | None = None) -> dict:
-    """run.json for a runner.RunResult."""
-    attempts = [{
-        "number": a.number, "status": a.status, "exit_code": a.exit_code,
-        "started": utc_iso(a.started), "finished": utc_iso(a.finished), "duration": round(a.duration, 3),
-    } for a in result.attempts]
+def _record(ctx: RunContext, status: str, started: datetime, finished: datetime, duration: float,
+            params: dict, error: str | None) -> dict:
     return {
-        "schema": SCHEMA,
-        "id": result.run_id,
-        "flow": result.flow,
-        "status": result.status,
-        "trigger": trigger,
-        "request": request,
-        "params": result.params,
-        "flows_commit": flows_commit,
-        "source_commit": source_commit,
-        "scheduled": utc_iso(scheduled),
-        "started": utc_iso(result.started),
-        "finished": utc_iso(result.finished),
-        "duration": round(result.duration, 3),
+        "schema": SCHEMA, "id": ctx.run_id, "flow": ctx.flow, "status": status, "trigger": ctx.trigger,
+        "request": ctx.request, "params": params, "flows_commit": ctx.flows_commit,
+        "source_commit": ctx.source_commit, "scheduled": utc_iso(ctx.scheduled), "started": utc_iso(started),
+        "finished": utc_iso(finished), "duration": round(duration, 3), "attempt": 0, "attempts": [],
+        "exit_code": None, "daemon": ctx.daemon, "host": socket.gethostname(), "outputs": [],
+        "outputs_note": None, "has_result": False, "error": error,
+    }
+
+
+def run_record(result: Any, ctx: RunContext) -> dict:
+    """run.json for a run.spec.RunResult."""
+    record = _record(ctx, result.status, result.started, result.finished, result.duration, result.params,
+                     result.error)
+    record.update({
         "attempt": len(result.attempts),
-        "attempts": attempts,
+        "attempts": [{"number": a.number, "status": a.status, "exit_code": a.exit_code,
+                      "started": utc_iso(a.started), "finished": utc_iso(a.finished),
+                      "duration": round(a.duration, 3)} for a in result.attempts],
         "exit_code": result.exit_code,
-        "daemon": daemon,
-        "host": host or socket.gethostname(),
         "outputs": [{"path": o.path, "size": o.size, "sha256": o.sha256} for o in result.outputs],
         "outputs_note": result.outputs_note,
         "has_result": bool(result.has_result),
-        "error": result.error,
-    }
+    })
+    return record
 
 
-def synthetic_record(run_id: str, flow: str, status: str, *, trigger: dict, error: str | None,
-                     started: datetime, finished: datetime | None = None, scheduled: datetime | None = None,
-                     params: dict | None = None, flows_commit: str = "", source_commit: str = "",
-                     daemon: str = "", request: str | None = None) -> dict:
-    """run.json for a run that never produced a RunResult (skipped, crashed, refused)."""
+def synthetic_record(ctx: RunContext, status: str, error: str | None, started: datetime,
+                     finished: datetime | None = None) -> dict:
+    """run.json for a run that never produced a RunResult (skipped, crashed, refused, cancelled unstarted)."""
     finished = finished or started
-    return {
-        "schema": SCHEMA, "id": run_id, "flow": flow, "status": status, "trigger": trigger,
-        "request": request, "params": params or {}, "flows_commit": flows_commit,
-        "source_commit": source_commit, "scheduled": utc_iso(scheduled), "started": utc_iso(started),
-        "finished": utc_iso(finished), "duration": round((finished - started).total_seconds(), 3),
-        "attempt": 0, "attempts": [], "exit_code": None, "daemon": daemon, "host": socket.gethostname(),
-        "outputs": [], "outputs_note": None, "has_result": False, "error": error,
-    }
+    return _record(ctx, status, started, finished, (finished - started).total_seconds(), dict(ctx.params), error)
+
+
+def record_synthetic(recorder, ctx: RunContext, status: str, error: str, started: datetime,
+                     finished: datetime | None = None) -> dict:
+    """Commit the record of a run that never ran to its end, with `error` as its log; return run.json."""
+    record = synthetic_record(ctx, status, error, started, finished)
+    recorder.add(run_files(record, f"puppemon: {error}\n".encode()), run_message(record))
+    return record
 
 
 def trigger_text(trigger: dict) -> str:
@@ -113,13 +82,13 @@ def trigger_text(trigger: dict) -> str:
 
 def run_message(record: dict) -> str:
     """Subject `<flow>: <status> in <duration> (<trigger>)`, then the trailers plain git can grep."""
-    subject = (f"{record['flow']}: {record['status']} in {format_seconds(record['duration'])} "
+    subject = (f"{record['flow']}: {record['status']} in {format_duration(record['duration'])} "
                f"({trigger_text(record['trigger'])})")
-    trailers = [f"Puppemon-Run: {record['id']}", f"Puppemon-Flow: {record['flow']}",
-                f"Puppemon-Status: {record['status']}"]
+    lines = [f"Puppemon-Run: {record['id']}", f"Puppemon-Flow: {record['flow']}",
+             f"Puppemon-Status: {record['status']}"]
     if record.get("request"):
-        trailers.append(f"Puppemon-Request: {record['request']}")
-    return subject + "\n\n" + "\n".join(trailers) + "\n"
+        lines.append(f"Puppemon-Request: {record['request']}")
+    return subject + "\n\n" + "\n".join(lines) + "\n"
 
 
 def run_files(record: dict, log: bytes = b"", result: Any = None, has_result: bool = False,
@@ -132,6 +101,17 @@ def run_files(record: dict, log: bytes = b"", result: Any = None, has_result: bo
     for out in outputs or []:
         files[f"{base}/outputs/{out.path}"] = (out.data, EXEC if out.executable else FILE)
     return files
+
+
+def deploy_record(sha: str, source: str, daemon: str, now: datetime, outcome: dict) -> tuple[dict, str]:
+    """The files and commit message recording what a daemon made of a flows commit."""
+    body = {"schema": SCHEMA, "flows_commit": sha, "source_commit": source, "daemon": daemon,
+            "host": socket.gethostname(), "time": utc_iso(now), **outcome}
+    path = dated_path("deploys", now, f"{sha}-{daemon}.json")  # one per daemon: never collide
+    subject = (f"deploy {sha[:7]}: {outcome['status']}"
+               + (f" ({len(outcome.get('flows', {}))} flows)" if outcome["status"] == "deployed" else ""))
+    message = f"{subject}\n\nPuppemon-Deploy: {sha}\nPuppemon-Deploy-Status: {outcome['status']}\n"
+    return {path: dump_json(body)}, message
 
 
 def dump_json(value: Any) -> bytes:
@@ -148,6 +128,18 @@ def trailers(message: str) -> dict[str, str]:
     return found
 
 
+def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> dict | None:
+    """run.json of `run_id` at `tip` (looked up in `flow`, else in every flow), or None."""
+    if not tip:
+        return None
+    flows = [flow] if flow else [e.name for e in store.listdir(tip, "runs") if e.is_tree]
+    for name in flows:
+        data = store.read(tip, f"{run_dir(name, run_id)}/run.json")
+        if data is not None:
+            return json.loads(data)
+    return None
+
+
 # -- reading -------------------------------------------------------------------
 
 class RunStore:
@@ -159,8 +151,7 @@ class RunStore:
         self.tip = store.ref(ref)
 
     def _run_json(self, flow: str, run_id: str) -> dict | None:
-        data = self.store.read(self.tip, f"{run_dir(flow, run_id)}/run.json")
-        return json.loads(data) if data is not None else None
+        return find_record(self.store, self.tip, run_id, flow)
 
     def flows(self) -> list[str]:
         if not self.tip:
@@ -243,7 +234,3 @@ class RunStore:
     def read_file(self, record: dict, name: str) -> bytes | None:
         """A file of a run (`log.txt`, `result.json`, `outputs/...`)."""
         return self.store.read(self.tip, f"{run_dir(record['flow'], record['id'])}/{name}")
-
-
-def utc_compact(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

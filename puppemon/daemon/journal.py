@@ -7,19 +7,24 @@ Layout::
     STATE/deploys/<sha>/       checked-out deploys
     STATE/journal/<run>.json   one file per run in flight; left behind only by a crash
     STATE/fires.json           last scheduled fire time per flow (for catch-up)
+    STATE/deployed             the flows commit deployed last
+
+A journal entry holds the run's context (what its record will say) and what its
+backend needs to find its processes again after a crash (`backend`, `handle`).
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import signal
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from puppemon.errors import PuppemonError
-from puppemon.records import parse_iso, utc_iso
+from puppemon.formats import parse_iso, utc_iso
+from puppemon.history.records import RunContext
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -32,15 +37,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid from ours."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
+@dataclass
+class Leftover:
+    """A run that was in flight when a daemon died."""
+
+    context: RunContext
+    started: datetime | None
+    backend: str
+    handle: dict
 
 
 class StateDir:
@@ -83,39 +87,35 @@ class StateDir:
             self._lock_fh = None
 
     # -- journal ---------------------------------------------------------------
-    def journal(self, run_id: str, entry: dict[str, Any]) -> None:
+    def _write(self, run_id: str, entry: dict[str, Any]) -> None:
         write_atomic(self.journal_dir / f"{run_id}.json", json.dumps(entry).encode())
 
-    def journal_pid(self, run_id: str, pid: int) -> None:
+    def journal(self, ctx: RunContext, started: datetime, backend: str) -> None:
+        """Note a run that is starting; it stays noted until `unjournal` (a crash leaves it)."""
+        entry = {**asdict(ctx), "scheduled": utc_iso(ctx.scheduled), "started": utc_iso(started),
+                 "backend": backend, "handle": None}
+        self._write(ctx.run_id, entry)
+
+    def journal_handle(self, run_id: str, handle: dict) -> None:
+        """Add what the backend needs to stop the run's processes after a crash."""
         path = self.journal_dir / f"{run_id}.json"
         entry = json.loads(path.read_text())
-        entry.update(pid=pid, pid_start=process_start_time(pid))
-        self.journal(run_id, entry)
+        entry["handle"] = handle
+        self._write(run_id, entry)
 
     def unjournal(self, run_id: str) -> None:
         (self.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
 
-    def leftovers(self) -> list[dict[str, Any]]:
-        """Journal entries of runs that were in flight when a previous daemon died."""
-        entries = []
+    def leftovers(self) -> list[Leftover]:
+        """The runs that were in flight when a previous daemon died."""
+        found = []
         for path in sorted(self.journal_dir.glob("*.json")):
             try:
-                entries.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
+                entry = json.loads(path.read_text())
+                found.append(_leftover(entry))
+            except (OSError, ValueError, KeyError, TypeError):
                 path.unlink(missing_ok=True)  # a torn write from before the rename: nothing started
-        return entries
-
-    @staticmethod
-    def kill_leftover(entry: dict[str, Any]) -> bool:
-        """Kill the process group of a crashed run if it is still alive and really ours."""
-        pid = entry.get("pid")
-        if not pid or entry.get("pid_start") is None or process_start_time(pid) != entry["pid_start"]:
-            return False
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the run leads its own process group
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return found
 
     # -- last fire times -------------------------------------------------------
     def last_fires(self) -> dict[str, datetime]:
@@ -139,3 +139,14 @@ class StateDir:
 
     def set_deployed(self, sha: str) -> None:
         write_atomic(self.path / "deployed", sha.encode() + b"\n")
+
+
+def _leftover(entry: dict[str, Any]) -> Leftover:
+    ctx = RunContext(run_id=entry["run_id"], flow=entry["flow"], trigger=entry.get("trigger") or {},
+                     scheduled=parse_iso(entry.get("scheduled")), params=entry.get("params") or {},
+                     flows_commit=entry.get("flows_commit") or "", source_commit=entry.get("source_commit") or "",
+                     daemon=entry.get("daemon") or "", request=entry.get("request"))
+    handle = entry.get("handle")
+    if handle is None and "pid" in entry:  # written before runs had backends: a local process group
+        handle = {"pid": entry["pid"], "pid_start": entry.get("pid_start")}
+    return Leftover(ctx, parse_iso(entry.get("started")), entry.get("backend") or "local", handle or {})

@@ -12,8 +12,11 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+from typing import Callable
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import format_duration
+from puppemon.secrets import SecretStore, redact
 
 log = logging.getLogger("puppemon")
 
@@ -24,11 +27,8 @@ MAX_CONTENT = 1900  # Discord refuses content over 2000 characters
 
 def message(record: dict, log_bytes: bytes, secrets: dict) -> dict:
     """The JSON body for one finished run (log lines redacted with `secrets`)."""
-    from puppemon.records import format_seconds
-    from puppemon.runner import redact
-
     lines = log_bytes.decode("utf-8", "replace").rstrip("\n").splitlines()[-LOG_LINES:]
-    head = (f"puppemon: {record['flow']} {record['status']} in {format_seconds(record.get('duration'))} "
+    head = (f"puppemon: {record['flow']} {record['status']} in {format_duration(record.get('duration'))} "
             f"(run {record['id']}, daemon {record.get('daemon') or '-'})")
     if record.get("error"):
         head += f"\n{record['error']}"
@@ -49,20 +49,23 @@ def post(url: str, body: dict, timeout: float = TIMEOUT) -> None:
 
 
 class Notifier:
-    """`after_run` for the daemon: notify when a flow's notify.on holds the run's status."""
+    """Called with each run the daemon records: notify when the flow's notify.on holds its status.
 
-    def __init__(self, daemon, timeout: float = TIMEOUT) -> None:
-        self.daemon = daemon
-        self.timeout = timeout
+    `flow_for(record)` is the flow as deployed for that run (deployer.Deployer.flow_for).
+    """
+
+    def __init__(self, secrets: SecretStore | None, flow_for: Callable[[dict], object],
+                 timeout: float = TIMEOUT) -> None:
+        self.secrets, self.flow_for, self.timeout = secrets, flow_for, timeout
         self.threads: list[threading.Thread] = []
 
     def __call__(self, record: dict, log_bytes: bytes) -> None:
-        flow = self._flow(record)
+        flow = self.flow_for(record)
         if flow is None or flow.notify is None or record["status"] not in flow.notify.on:
             return
         name = flow.notify.webhook_secret
         try:
-            store = self.daemon.s.secrets
+            store = self.secrets
             if store is None:
                 raise PuppemonError(f"flow {flow.name!r} notifies through secret {name!r} but this "
                                     f"daemon has no secrets file")
@@ -85,19 +88,6 @@ class Notifier:
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()  # not a daemon thread: the process waits for it (at most `timeout`) on exit
 
-    def _flow(self, record: dict):
-        """The flow as deployed for this run (a run recorded as crashed at start-up has no current deploy)."""
-        deployment = self.daemon.current
-        if deployment is not None and deployment.sha == record.get("flows_commit"):
-            return deployment.manifest.flows.get(record["flow"])
-        try:
-            from puppemon.manifest import MANIFEST_NAME, parse
-
-            data = self.daemon.store.read(record["flows_commit"], MANIFEST_NAME)
-            return parse(data, MANIFEST_NAME).flows.get(record["flow"]) if data is not None else None
-        except (PuppemonError, KeyError, ValueError):
-            return deployment.manifest.flows.get(record["flow"]) if deployment else None
-
     def _send(self, flow: str, run_id: str, url: str, body: dict) -> None:
         try:
             post(url, body, self.timeout)
@@ -110,15 +100,3 @@ class Notifier:
             log.warning("%s: notification for run %s failed: %s", flow, run_id,
                         str(reason).replace(url, "***"))
 
-
-def install(daemon) -> Notifier:
-    """Chain a Notifier after the daemon's after_run."""
-    notifier = Notifier(daemon)
-    previous = daemon.after_run
-
-    def after_run(record: dict, log_bytes: bytes) -> None:
-        previous(record, log_bytes)
-        notifier(record, log_bytes)
-
-    daemon.after_run = after_run
-    return notifier

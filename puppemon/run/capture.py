@@ -1,66 +1,12 @@
-"""A run's log as it is kept (head and tail, bounded memory) and redaction of secret values."""
+"""A run's log as it is kept: the head and the tail in bounded memory, redacted when rendered."""
 from __future__ import annotations
 
-import json
-import re
-from typing import Any, Callable
+from typing import Callable
+
+from puppemon.secrets import needles, redact
 
 
-# --- redaction -------------------------------------------------------------
-
-def _str_leaves(value: Any):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _str_leaves(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _str_leaves(v)
-
-
-def _needles(secrets: dict) -> list[str]:
-    found: set[str] = set()
-    for value in secrets.values():
-        if isinstance(value, str):
-            found.add(value)
-        else:
-            found.add(_secret_text(value))
-            found.update(leaf for leaf in _str_leaves(value) if len(leaf) >= 4)
-    found.discard("")
-    # Longest first, so a secret that contains another is replaced whole.
-    return sorted(found, key=lambda s: (-len(s.encode()), s))
-
-
-def redact(data, secrets: dict):
-    """`data` (bytes or str) with every secret value, and every str leaf of >= 4 characters
-    of a mapping secret, replaced by `***`."""
-    needles = _needles(secrets)
-    if not needles:
-        return data
-    if isinstance(data, str):
-        return re.sub("|".join(map(re.escape, needles)), "***", data)
-    pattern = b"|".join(re.escape(n.encode()) for n in needles)
-    return re.sub(pattern, b"***", data if isinstance(data, bytes) else bytes(data))
-
-
-def _redact_json(value: Any, secrets: dict) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {redact(k, secrets): _redact_json(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_json(v, secrets) for v in value]
-    return value
-
-
-def _secret_text(value: str | dict) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-# --- the log ---------------------------------------------------------------
-
-class _Log:
+class Log:
     """Keeps the first limit/2 bytes and a ring of the last limit/2, so memory stays
     bounded however much the flow prints."""
 
@@ -116,7 +62,7 @@ class _Log:
         # A secret may straddle the cut: the head can end with its first bytes and the
         # tail start with its last ones, which no pattern matches. Drop one secret's
         # length (minus one) on each side of the cut, after redacting what is whole.
-        margin = max((len(n.encode()) for n in _needles(secrets)), default=1) - 1
+        margin = max((len(n.encode()) for n in needles(secrets)), default=1) - 1
         head, tail = redact(head, secrets), redact(tail, secrets)
         cut += 2 * margin
         note = f"\n[... puppemon: {cut} bytes cut from the middle of this log ...]\n".encode()

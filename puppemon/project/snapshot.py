@@ -12,6 +12,7 @@ from typing import Callable
 
 from puppemon.errors import PuppemonError
 from puppemon.gitstore import PushRejected, Store
+from puppemon.gitstore.worktree import snapshot
 
 PUSH_ATTEMPTS = 5
 
@@ -91,7 +92,7 @@ def deploy_message(store: Store, directory: Path, tree: str, extra: str | None) 
         dirty = sum(store.changed_paths(None, tree))
     where = f"{branch}@{commit[:7]}" if commit else f"{branch} (no commits)"
     subject = f"deploy {where}" + (f" (+{dirty} dirty file{'s' if dirty != 1 else ''})" if dirty else "")
-    user = _user()
+    user = user_at_host()
     lines = [subject, ""]
     if extra:
         lines += [extra.strip(), ""]
@@ -104,7 +105,8 @@ def deploy_message(store: Store, directory: Path, tree: str, extra: str | None) 
     return "\n".join(lines) + "\n"
 
 
-def _user() -> str:
+def user_at_host() -> str:
+    """`name@host` of whoever runs this: the author of deploys, requests and manual runs."""
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
@@ -114,7 +116,7 @@ def _user() -> str:
 
 def check_manifest(store: Store, tree: str) -> int:
     """Validate the manifest as it is in `tree` (what the daemon will read); return the flow count."""
-    from puppemon.manifest import MANIFEST_NAME, parse
+    from puppemon.project.manifest import MANIFEST_NAME, parse
 
     data = store.read(tree, MANIFEST_NAME)
     if data is None:
@@ -127,13 +129,13 @@ def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str 
            message: str | None = None, dry_run: bool = False,
            log: Callable[[str], None] = lambda _msg: None) -> Deploy:
     """Snapshot `directory` and push it as a new commit on the remote's `branch`."""
-    from puppemon.manifest import load
+    from puppemon.project.manifest import load
 
     directory = Path(directory).resolve()
     load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
-    tree = store.snapshot(directory)
+    tree = snapshot(store, directory)
     flows = check_manifest(store, tree)
     local = scratch_ref(branch)
     try:
@@ -172,7 +174,7 @@ def _publish(store: Store, directory: Path, remote: str, branch: str, local: str
 def snapshot_tree(directory: str | os.PathLike) -> str:
     """The tree `deploy` would push for `directory` now (no validation, nothing written to refs)."""
     directory = Path(directory).resolve()
-    return Store.discover(directory).snapshot(directory)
+    return snapshot(Store.discover(directory), directory)
 
 
-__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote"]
+__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote", "user_at_host"]

@@ -1,17 +1,12 @@
-"""Every git operation puppemon does.
-
-Local objects and refs go through pygit2; fetch and push run the git binary, so
-the user's ssh config, agent, credential helpers and CI credentials apply. This
-is the only module that imports pygit2 or runs git.
+"""Git objects and refs through pygit2 (trees built in memory, refs moved by compare-and-swap), and
+transport through the git binary (fetch, push), so the user's ssh config, agent, credential
+helpers and CI credentials apply.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import stat
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,85 +14,10 @@ from typing import Iterator, Mapping
 
 import pygit2
 
-from puppemon.errors import PuppemonError
+from puppemon.gitstore.command import GitError, PushRejected, RefConflict, RemoteMissingRef, git_message, run_git
 
 FILE, EXEC, LINK, TREE, GITLINK = 0o100644, 0o100755, 0o120000, 0o040000, 0o160000
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
-# Variables that make git look at another repository, index or object store than
-# the one we name. Anything else (GIT_SSH_COMMAND, GIT_CONFIG_*, GIT_ASKPASS,
-# proxies, ...) is how the user or CI set up transport, and must pass through.
-_REPO_LOCATING = {
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX",
-    "GIT_QUARANTINE_PATH", "GIT_INTERNAL_SUPER_PREFIX", "GIT_CEILING_DIRECTORIES",
-    "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_REFLOG_ACTION", "GIT_EDITOR", "GIT_PAGER",
-}
-
-
-class GitError(PuppemonError):
-    """A git command or object operation failed."""
-
-
-class RefConflict(GitError):
-    """A ref was not where the caller expected it (compare-and-swap lost)."""
-
-
-class PushRejected(GitError):
-    """The remote refused a push because its ref moved (not a fast-forward)."""
-
-
-class RemoteMissingRef(GitError):
-    """The remote has no such ref."""
-
-
-def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for running git: inherited, minus repository-locating GIT_* variables."""
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATING}
-    # Messages are parsed below (missing refs, rejected pushes); keep them untranslated.
-    env["LC_ALL"] = "C"
-    env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    if extra:
-        env.update(extra)
-    return env
-
-
-def run_git(args: list[str], cwd: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
-            input: bytes | None = None, check: bool = True, timeout: float | None = None,
-            ) -> subprocess.CompletedProcess:
-    """Run `git ARGS`; on failure raise GitError naming the command, exit code and git's message."""
-    cmd = ["git", *args]
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, env=git_env(env), input=input, capture_output=True,
-                              timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise GitError("the git program was not found; install git (e.g. `apt install git`)") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"`{' '.join(cmd)}` took longer than {timeout:g}s; is the remote reachable?") from None
-    if check and proc.returncode != 0:
-        raise GitError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {git_message(proc.stderr)}")
-    return proc
-
-
-_NOISE = ("Please make sure you have the correct access rights", "and the repository exists.")
-
-
-def git_message(stderr: bytes) -> str:
-    """The informative part of git's stderr, on one line.
-
-    When the transport failed, the cause is what ssh (or the remote) printed
-    before git's generic "Could not read from remote repository", so keep it.
-    """
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(_NOISE)]
-    generic = "fatal: Could not read from remote repository."
-    if generic in lines:
-        cause = [ln for ln in lines[:lines.index(generic)] if not ln.startswith(("warning:", "hint:"))]
-        keep = cause[-2:] + [generic]
-    else:
-        keep = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote: error", "ERROR"))] or lines
-    text = " ".join(ln.removeprefix("fatal: ").removeprefix("error: ") for ln in keep[-3:])
-    return text or "no message from git"
 
 
 def signature(name: str | None = None, email: str | None = None) -> pygit2.Signature:
@@ -206,9 +126,6 @@ class Store:
                 for name in self.repo.references if name.startswith(prefix)}
 
     # -- objects ---------------------------------------------------------
-    def has(self, oid: str) -> bool:
-        return oid in self.repo
-
     def blob(self, data: bytes) -> str:
         return str(self.repo.create_blob(data))
 
@@ -232,9 +149,9 @@ class Store:
 
     def tree_changes(self, old_tree: str | None, new_tree: str) -> dict[str, tuple[str, int] | None]:
         """Path -> (blob, mode), or None for a deletion, from one tree to another."""
-        old = self._tree(old_tree) if old_tree else self._tree(str(self.repo.TreeBuilder().write()))
+        old = self.tree(old_tree) if old_tree else self.tree(str(self.repo.TreeBuilder().write()))
         changes: dict[str, tuple[str, int] | None] = {}
-        for delta in self.repo.diff(old, self._tree(new_tree)).deltas:
+        for delta in self.repo.diff(old, self.tree(new_tree)).deltas:
             if delta.status == pygit2.GIT_DELTA_DELETED:
                 changes[delta.old_file.path] = None
             else:
@@ -255,13 +172,14 @@ class Store:
         except (KeyError, pygit2.GitError):
             return signature()
 
-    def _tree(self, oid: str) -> pygit2.Tree:
+    def tree(self, oid: str) -> pygit2.Tree:
+        """The tree object of a tree or commit (for gitstore's own modules)."""
         obj = self.repo[oid]
         return obj if isinstance(obj, pygit2.Tree) else obj.peel(pygit2.Tree)
 
     def lookup(self, treeish: str, path: str) -> Entry | None:
         """The entry at `path` in a tree or commit, or None."""
-        tree = self._tree(treeish)
+        tree = self.tree(treeish)
         if path in ("", "."):
             return Entry("", TREE, str(tree.id))
         try:
@@ -277,24 +195,12 @@ class Store:
             return None
         return self.repo[entry.oid].data
 
-    def read_blob(self, oid: str) -> bytes:
-        return self.repo[oid].data
-
     def listdir(self, treeish: str, path: str = "") -> list[Entry]:
         """Entries of the directory at `path` (empty list when missing)."""
         entry = self.lookup(treeish, path)
         if entry is None or not entry.is_tree:
             return []
         return [Entry(o.name, o.filemode, str(o.id)) for o in self.repo[entry.oid]]
-
-    def walk_files(self, treeish: str, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-        """Every non-tree entry below `prefix`, depth first, with its path."""
-        for entry in self.listdir(treeish, prefix):
-            path = f"{prefix}/{entry.name}" if prefix else entry.name
-            if entry.is_tree:
-                yield from self.walk_files(treeish, path)
-            else:
-                yield path, entry
 
     def update_tree(self, base: str | None, changes: Mapping[str, tuple[str, int] | None]) -> str:
         """A new tree: `base` with each path set to (blob oid, mode), or removed when None.
@@ -313,7 +219,7 @@ class Store:
 
     def _update(self, base: str | None, changes: dict[tuple[str, ...], tuple[str, int] | None]) -> str:
         repo = self.repo
-        tb = repo.TreeBuilder(self._tree(base)) if base else repo.TreeBuilder()
+        tb = repo.TreeBuilder(self.tree(base)) if base else repo.TreeBuilder()
         subdirs: dict[str, dict] = {}
         for parts, value in changes.items():
             if len(parts) == 1:
@@ -345,68 +251,13 @@ class Store:
 
     def changed_paths(self, old_tree: str | None, new_tree: str) -> tuple[int, int, int]:
         """(changed, added, removed) file counts between two trees."""
-        old = self._tree(old_tree) if old_tree else self._tree(str(self.repo.TreeBuilder().write()))
-        diff = self.repo.diff(old, self._tree(new_tree))
+        old = self.tree(old_tree) if old_tree else self.tree(str(self.repo.TreeBuilder().write()))
+        diff = self.repo.diff(old, self.tree(new_tree))
         counts = {"M": 0, "A": 0, "D": 0}
         for delta in diff.deltas:
             key = {pygit2.GIT_DELTA_ADDED: "A", pygit2.GIT_DELTA_DELETED: "D"}.get(delta.status, "M")
             counts[key] += 1
         return counts["M"], counts["A"], counts["D"]
-
-    # -- working tree <-> tree ------------------------------------------
-    def snapshot(self, directory: str | os.PathLike) -> str:
-        """The tree of `directory` as it is now, as `git add -A && git write-tree` would make it.
-
-        Runs on a private copy of the index, so the user's index, HEAD and refs
-        are never written. Tracked files keep the stat cache of the copy, which
-        keeps this fast on large trees.
-        """
-        workdir = self.workdir
-        if workdir is None:
-            raise GitError(f"{self.git_dir} is a bare repository; run push from a working tree")
-        directory = Path(directory).resolve()
-        rel = os.path.relpath(directory, workdir.resolve())
-        if rel.startswith(".."):
-            raise GitError(f"{directory} is outside the repository at {workdir}")
-        with tempfile.TemporaryDirectory(prefix="puppemon-index-") as tmp:
-            index = os.path.join(tmp, "index")
-            user_index = self.git_dir / "index"
-            if user_index.exists():
-                # copyfile, not copy2: the copy must be newer than every entry it
-                # caches, so git trusts the cached stat data instead of rehashing.
-                shutil.copyfile(user_index, index)
-            env = {"GIT_INDEX_FILE": index}
-            proc = run_git(["add", "--all", "--", "."], cwd=directory, env=env, check=False)
-            if proc.returncode != 0:
-                msg = git_message(proc.stderr)
-                if "does not have a commit checked out" in msg:
-                    msg += " (commit in that nested repository, or add it to .gitignore)"
-                raise GitError(f"could not snapshot {directory}: {msg}")
-            args = ["write-tree"] + ([f"--prefix={Path(rel).as_posix()}/"] if rel != "." else [])
-            tree = run_git(args, cwd=workdir, env=env).stdout.decode().strip()
-        return tree
-
-    def checkout(self, treeish: str, dest: str | os.PathLike) -> None:
-        """Write the tree's files into the new directory `dest` (modes and symlinks kept, gitlinks skipped)."""
-        dest = Path(dest)
-        dest.mkdir(parents=True)
-        self._checkout(self._tree(treeish), dest)
-
-    def _checkout(self, tree: pygit2.Tree, dest: Path) -> None:
-        for obj in tree:
-            target = dest / obj.name
-            mode = obj.filemode
-            if mode == TREE:
-                target.mkdir()
-                self._checkout(obj, target)
-            elif mode == LINK:
-                os.symlink(self.repo[obj.id].data, target)
-            elif mode in (FILE, EXEC):
-                with open(target, "wb") as fh:
-                    fh.write(self.repo[obj.id].data)
-                if mode == EXEC:
-                    os.chmod(target, os.stat(target).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-            # gitlinks (submodules) have no content here: skipped
 
     # -- transport (the git binary) -------------------------------------
     def fetch(self, remote: str, refspecs: list[str], *, timeout: float | None = 300) -> None:

@@ -12,8 +12,6 @@ from datetime import date, datetime, timezone
 
 from puppemon.gitstore import Store
 
-SECTIONS = ("runs", "requests", "deploys")
-
 
 @dataclass
 class Pruned:

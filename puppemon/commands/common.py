@@ -1,0 +1,81 @@
+"""What several commands share: warnings, status colours, tables that end clean, and -p parsing."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable
+
+import click
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "red", "timed_out": "red",
+                "cancelled": "yellow", "skipped": "yellow"}
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def styled_status(status: str) -> str:
+    """A status with its colour as rich markup."""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def print_table(console, table) -> None:
+    """Print a rich table without the trailing spaces rich pads its last column with."""
+    with console.capture() as capture:
+        console.print(table)
+    lines = capture.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+    console.file.flush()
+
+
+def write_bytes(data: bytes) -> None:
+    """Bytes to stdout as they are; a closed pipe (`| head`) ends quietly."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _scalar(text: str) -> Any:
+    """`3` -> 3, `true` -> True, `null` -> None, `1.5` -> 1.5; anything else stays text."""
+    import yaml
+
+    if text == "":
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value is None and text.strip() not in ("null", "Null", "NULL", "~"):
+        return text  # `#alerts` is not a YAML comment here
+    if isinstance(value, str):
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        return value if quoted else text  # verbatim: YAML would drop a trailing `# ...`
+    # Dates, lists and mappings are not scalars here: --params-json is for structure.
+    return value if isinstance(value, _SCALARS) else text
+
+
+def parse_params(pairs: Iterable[str], params_json: str | None) -> dict:
+    """Params from `--params-json` (a JSON object), then `-p key=value` pairs over it."""
+    params: dict = {}
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="'--params-json'") from None
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object, like '{\"days\": 2}'",
+                                     param_hint="'--params-json'")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="'-p'")
+        params[key.strip()] = _scalar(text)
+    return params

@@ -1,0 +1,9 @@
+"""The daemon: a loop assembled from parts (loop.py), and the defaults of its settings.
+
+The defaults are written here, once, so that `puppemon --help` can show them
+without importing any part of the daemon (settings.py uses them).
+"""
+POLL = 60.0            # seconds between fetches
+MAX_PARALLEL = 4       # runs at once
+GRACE = 30.0           # on SIGTERM, how long runs may finish before they are killed
+KILL_GRACE = 5.0       # a cancelled or timed-out run: SIGTERM, then SIGKILL this much later

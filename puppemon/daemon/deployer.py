@@ -1,0 +1,107 @@
+"""Deploys: validate a flows commit, check it out read-only into its own directory, swap it in.
+
+A commit that fails validation is recorded as refused (once) and the previous
+deploy keeps running. Runs in flight keep the Deployment they started with; old
+checkouts are removed once no queued or running run uses them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from puppemon.daemon.journal import StateDir
+from puppemon.daemon.ledger import Ledger
+from puppemon.gitstore import Store
+from puppemon.gitstore.worktree import checkout
+from puppemon.history.records import trailers
+
+log = logging.getLogger("puppemon")
+
+KEEP_DEPLOYS = 3
+
+
+@dataclass
+class Deployment:
+    sha: str
+    directory: Path
+    manifest: Any          # project.manifest.Manifest
+    source_commit: str
+
+
+class Deployer:
+    """Holds the current Deployment and makes new ones."""
+
+    def __init__(self, store: Store, state: StateDir, ledger: Ledger) -> None:
+        self.store, self.state, self.ledger = store, state, ledger
+        self.current: Deployment | None = None
+        self.refused: set[str] = set()
+
+    def is_new(self, sha: str | None) -> bool:
+        """Whether `sha` is a flows commit still to deploy (not the current one, not refused)."""
+        return bool(sha) and (self.current is None or sha != self.current.sha) and sha not in self.refused
+
+    def deploy(self, sha: str) -> Deployment | None:
+        """Validate and check out `sha` and make it current; None (and a refusal record) when invalid."""
+        from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
+
+        source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
+        try:
+            data = self.store.read(sha, MANIFEST_NAME)
+            if data is None:
+                raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
+            manifest = parse(data, MANIFEST_NAME)
+        except ManifestError as exc:
+            self.refused.add(sha)
+            log.error("deploy %s refused: %s", sha[:7], exc.message)
+            self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
+            return None
+        directory = self.state.deploys_dir / sha
+        if not directory.exists():
+            tmp = self.state.deploys_dir / f".{sha}.tmp"
+            if tmp.exists():  # left by a crash mid-checkout
+                set_writable(tmp, True)
+                shutil.rmtree(tmp)
+            checkout(self.store, sha, tmp)
+            set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
+            os.replace(tmp, directory)
+        self.current = Deployment(sha, directory, manifest, source)
+        return self.current
+
+    def flow_for(self, record: dict):
+        """The flow as deployed for a recorded run (a run found crashed at start-up has no current deploy)."""
+        from puppemon.errors import PuppemonError
+        from puppemon.project.manifest import MANIFEST_NAME, parse
+
+        deployment = self.current
+        if deployment is not None and deployment.sha == record.get("flows_commit"):
+            return deployment.manifest.flows.get(record["flow"])
+        try:
+            data = self.store.read(record["flows_commit"], MANIFEST_NAME)
+            return parse(data, MANIFEST_NAME).flows.get(record["flow"]) if data is not None else None
+        except (PuppemonError, KeyError, ValueError):
+            return deployment.manifest.flows.get(record["flow"]) if deployment else None
+
+    def prune(self, in_use: set[str]) -> None:
+        """Remove all but the newest KEEP_DEPLOYS checkouts that no run uses."""
+        keep = in_use | ({self.current.sha} if self.current else set())
+        dirs = sorted((d for d in self.state.deploys_dir.iterdir() if not d.name.startswith(".")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in dirs[KEEP_DEPLOYS:]:
+            if d.name not in keep:
+                set_writable(d, True)
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """Add or remove every write bit below `root` (symlinks untouched)."""
+    for directory, dirs, files in os.walk(root):
+        for path in [directory, *(os.path.join(directory, n) for n in (*dirs, *files))]:
+            if os.path.islink(path):
+                continue
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            os.chmod(path, (mode | stat.S_IWUSR) if writable else (mode & ~0o222))

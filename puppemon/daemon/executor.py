@@ -1,0 +1,51 @@
+"""One run in the daemon, from its slot to its record: journal, secrets, the runner, the record."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Callable
+
+from puppemon.daemon.journal import StateDir
+from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.queue import Active, Pending
+from puppemon.errors import PuppemonError
+from puppemon.run.backend import Execution
+from puppemon.secrets import SecretStore, for_flow
+
+log = logging.getLogger("puppemon")
+
+
+class RunExecutor:
+    """Runs a Pending with the code of its deploy and records the outcome (called in the run's thread)."""
+
+    def __init__(self, state: StateDir, ledger: Ledger, daemon: str, secrets: SecretStore | None,
+                 kill_grace: float, clock: Callable[[], datetime]) -> None:
+        self.state, self.ledger, self.daemon = state, ledger, daemon
+        self.secrets, self.kill_grace, self.clock = secrets, kill_grace, clock
+
+    def __call__(self, p: Pending, active: Active) -> None:
+        from puppemon.run.runner import execute
+        from puppemon.run.spec import RunSpec
+
+        deployment = p.deployment
+        flow = deployment.manifest.flows[p.flow]
+        ctx = p.context(self.daemon)
+        active.started = started = self.clock()
+        spec = RunSpec(run_id=p.run_id, flow=flow, code_dir=deployment.directory, params=p.params,
+                       flows_commit=deployment.sha, variables=deployment.manifest.variables,
+                       grace=self.kill_grace)
+        self.state.journal(ctx, started, spec.backend)
+        log.info("%s: started run %s (%s)", p.flow, p.run_id, p.trigger.get("kind"))
+        try:
+            spec.secrets = for_flow(self.secrets, flow.name, flow.secrets)
+        except PuppemonError as exc:
+            record = self.ledger.synthetic(ctx, "failed", exc.message, started, self.clock())
+        else:
+            result = execute(spec, cancel=active.cancel, on_start=lambda _n, ex: self._started(active, ex))
+            record = self.ledger.run(ctx, result)
+        self.state.unjournal(p.run_id)
+        log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
+
+    def _started(self, active: Active, execution: Execution) -> None:
+        active.execution = execution
+        self.state.journal_handle(active.run_id, execution.handle())

@@ -1,0 +1,354 @@
+"""The daemon: a loop that fetches flows and runs, deploys, runs what is due, records and publishes.
+
+It is assembled from parts that get what they need by argument (`_assemble`): a
+Ledger (the one way to record) over a Recorder, a Deployer, a RunQueue whose run
+threads call a RunExecutor, the trigger sources (sources.py), a RequestServer, a
+Notifier that hears every recorded run, a StatusPublisher and, with `--listen`,
+an HttpHook that talks to the daemon through `Control` methods only.
+
+`run()` is the process's life (signals, `--once`, shutdown); `open()`, `cycle()`,
+`fire()` and `close()` let a caller drive it one step at a time with its own clock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from puppemon import __version__
+from puppemon.daemon.deployer import Deployer
+from puppemon.daemon.executor import RunExecutor
+from puppemon.daemon.journal import StateDir
+from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.notify import Notifier
+from puppemon.daemon.queue import Pending, RunQueue
+from puppemon.daemon.request_server import RequestServer
+from puppemon.daemon.settings import Settings
+from puppemon.daemon.sources import SOURCES, SourceContext
+from puppemon.errors import PuppemonError
+from puppemon.formats import plural, run_dir, utc_iso
+from puppemon.gitstore import GitError, Store
+from puppemon.history.recorder import Recorder
+from puppemon.history.status import StatusPublisher
+
+log = logging.getLogger("puppemon")
+
+RETENTION_EVERY = 3600.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Daemon:
+    """A daemon over one remote; `run()` returns the process's exit code."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, listener=None) -> None:
+        self.s = settings
+        self.clock = clock
+        self.listener = listener     # optional: its .recorded(record) hears each run recorded
+        self.state = StateDir(settings.state)
+        self.wake = threading.Event()
+        self.stopping = False
+        self.forced = False
+        self.started = utcnow()
+        self.failures = 0
+        self._retained_at = float("-inf")
+        self.secrets = settings.load_secrets()
+        self.http = None
+        if settings.listen:  # bound now: a bad --listen fails before anything else starts
+            from puppemon.daemon.httpd import HttpHook
+
+            self.http = HttpHook(self, settings.listen, *settings.http_credentials())
+
+    # -- assembly --------------------------------------------------------------
+    def open(self) -> Daemon:
+        """Take the state directory, assemble the parts and record runs a crash left in flight."""
+        self.state.open()
+        try:
+            self._assemble()
+            self._recover_crashed()
+        except BaseException:
+            self.state.close()
+            raise
+        return self
+
+    def _assemble(self) -> None:
+        s = self.s
+        self.store = Store.open_or_init_bare(self.state.mirror_dir)
+        self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
+                                 author_name=f"puppemon {s.name}")
+        self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded)
+        self.deployer = Deployer(self.store, self.state, self.ledger)
+        self.notifier = Notifier(self.secrets, self.deployer.flow_for)
+        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock)
+        self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
+                              on_change=self.wake.set)
+        context = SourceContext(self.submit, self.state, self.clock)
+        by_class: dict[type, object] = {}
+        for cls in SOURCES.values():
+            by_class.setdefault(cls, cls(context))
+        self.sources = list(by_class.values())
+        self.clock_source = by_class[SOURCES["cron"]]
+        self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
+                                      self.queue, lambda: self.deployer.current, s.name, self.clock,
+                                      self.publish, self.wake.set)
+        self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
+
+    def close(self) -> int:
+        """Stop (as after SIGTERM: runs get the grace period), publish, and release the state directory."""
+        try:
+            return self._shutdown()
+        finally:
+            self.state.close()
+
+    def __enter__(self) -> Daemon:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- life cycle ----------------------------------------------------------
+    def run(self) -> int:
+        import puppemon.run.runner  # noqa: F401 - now, not on the scheduler thread at the first fire
+
+        self.open()
+        try:
+            self._install_signals()
+            if self.http is not None:
+                self.http.start()
+            return self._once() if self.s.once else self._forever()
+        finally:
+            self.state.close()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self.wake.set())
+
+    def _on_stop_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            self.forced = True  # a second signal: no more grace
+            self.queue.kill_all()
+        self.stopping = True
+        self.wake.set()
+
+    def request_stop(self) -> None:
+        """Stop as a first SIGTERM would (for callers that embed the daemon)."""
+        self._on_stop_signal(signal.SIGTERM, None)
+
+    def _forever(self) -> int:
+        for source in self.sources:
+            source.start()
+        log.info("daemon %s started (pid %d), remote %s, state %s", self.s.name, os.getpid(),
+                 self.s.remote, self.state.path)
+        first, stop_at = True, None
+        while not self.stopping:
+            try:
+                self.cycle(catch_up=first)
+            except Exception:  # noqa: BLE001 - a service left running for months logs and goes on
+                self.failures += 1
+                log.exception("unexpected error in the daemon's cycle; retrying")
+            if first and self.s.stop_after is not None:
+                stop_at = time.monotonic() + self.s.stop_after
+            first = False
+            wait = self._next_wait()
+            if stop_at is not None:
+                wait = max(0.0, min(wait, stop_at - time.monotonic()))
+            self.wake.wait(wait)
+            self.wake.clear()
+            if stop_at is not None and time.monotonic() >= stop_at:
+                self.request_stop()
+        return self._shutdown()
+
+    def _next_wait(self) -> float:
+        if self.failures:
+            return min(self.s.poll, 2.0 * 2 ** min(self.failures, 5))
+        return self.s.poll
+
+    def _once(self) -> int:
+        self.cycle(catch_up=True, once=True)
+        while self.queue.busy() and not self.stopping:
+            self.wake.wait(0.2)
+            self.wake.clear()
+        code = self._shutdown()
+        if code == 0 and (self.failures or self.recorder.unpublished()):
+            return 1  # the remote was not reached, or records are still waiting to go out
+        return code
+
+    def _shutdown(self) -> int:
+        self.stopping = True  # also after --once, so the last status says "stopped"
+        if self.http is not None:
+            try:
+                self.http.stop()
+            except Exception:  # noqa: BLE001 - the hook must not keep runs from being recorded
+                log.exception("error while stopping the HTTP hook")
+        for source in self.sources:
+            source.close()
+        dropped = self.queue.stop()
+        if dropped:
+            log.info("stopping: %s not started", plural(dropped, "queued run"))
+        deadline = time.monotonic() + self.s.grace
+        if self.queue.busy():
+            log.info("stopping: waiting up to %gs for %s", self.s.grace,
+                     plural(len(self.queue.in_flight()), "run"))
+        while self.queue.busy() and time.monotonic() < deadline and not self.forced:
+            time.sleep(0.05)
+        self.queue.cancel_all()
+        self.publish()
+        self.push_status(final=True)
+        log.info("daemon %s stopped", self.s.name)
+        return 0
+
+    # -- one cycle -----------------------------------------------------------
+    def cycle(self, catch_up: bool = False, once: bool = False) -> None:
+        """Fetch, deploy what is new, run what is due, serve requests, publish records and status."""
+        try:
+            tip = self.store.fetch_optional(self.s.remote, f"refs/heads/{self.s.branch_flows}",
+                                            f"refs/puppemon/remote/{self.s.branch_flows}")
+            self.recorder.sync(push=False)
+            self.failures = 0
+        except GitError as exc:
+            self.failures += 1
+            log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
+            tip = self.deployer.current.sha if self.deployer.current else None
+        if self.deployer.is_new(tip):
+            self.deploy(tip)
+        if self.deployer.current is not None and catch_up:
+            for source in self.sources:
+                source.catch_up(self.deployer.current, once)
+        try:
+            self.requests.cycle()
+        except PuppemonError as exc:
+            log.warning("%s", exc.message)
+        if self.s.keep and self.failures == 0:
+            self.retain()
+        self.publish()
+        self.push_status()
+
+    def deploy(self, sha: str) -> None:
+        """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
+        from puppemon.project.triggers import describe
+
+        resumed = self.deployer.current is None and self.state.deployed() == sha
+        previous = self.deployer.current
+        deployment = self.deployer.deploy(sha)
+        if deployment is None:
+            return
+        summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
+        for source in self.sources:
+            source.reconcile(deployment, summary)
+        self.deployer.prune(self.queue.deploys_in_use())
+        count = plural(len(deployment.manifest.flows), "flow")
+        if resumed:
+            log.info("resumed deploy %s (%s)", sha[:7], count)
+            return
+        self.state.set_deployed(sha)
+        log.info("deployed %s (%s)%s", sha[:7], count, f", replacing {previous.sha[:7]}" if previous else "")
+        self.ledger.deploy(sha, deployment.source_commit, {"status": "deployed", "flows": summary})
+        for source in self.sources:
+            source.deployed(deployment)
+
+    def fire(self, flow: str, scheduled: datetime) -> None:
+        """A clock trigger's fire time came (what APScheduler calls; callers may call it too)."""
+        self.clock_source.fire(flow, scheduled)
+
+    def submit(self, pending: Pending) -> str | None:
+        """Queue a run of the current deploy (what every trigger source calls); its run id, or None."""
+        return self.queue.submit(pending)
+
+    def retain(self) -> None:
+        """Retention (--keep): once an hour, prune older days from the runs tip; history keeps them."""
+        from puppemon.history.retention import message, plan
+
+        now = time.monotonic()
+        if now - self._retained_at < RETENTION_EVERY:
+            return
+        self._retained_at = now
+        cutoff = self.clock() - timedelta(seconds=self.s.keep)
+        pruned = plan(self.store, self.store.ref(self.recorder.ref), cutoff)
+        if pruned.paths:
+            self.recorder.add({path: None for path in pruned.paths}, message(pruned))
+            log.info("pruned %s from the runs tip (--keep; still in history)", pruned.summary())
+
+    # -- records -------------------------------------------------------------
+    def _skip(self, pending: Pending) -> None:
+        self.ledger.synthetic(pending.context(self.s.name), "skipped",
+                              "the previous run was still going (overlap: skip)")
+
+    def _on_recorded(self, record: dict, log_bytes: bytes) -> None:
+        self.notifier(record, log_bytes)
+        if self.listener is not None:
+            self.listener.recorded(record)
+
+    def _recover_crashed(self) -> None:
+        """Record as crashed each run a previous daemon left in flight, and stop what is left of it."""
+        from puppemon.run import backends
+
+        for left in self.state.leftovers():
+            ctx = left.context
+            try:
+                killed = backends.get(left.backend).recover(left.handle) if left.handle else None
+            except PuppemonError as exc:
+                killed = None
+                log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
+            tip = self.store.ref(self.recorder.ref)
+            if not (tip and self.store.lookup(tip, f"{run_dir(ctx.flow, ctx.run_id)}/run.json")):
+                error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
+                self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
+                log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
+            self.state.unjournal(ctx.run_id)
+
+    def publish(self) -> None:
+        count = self.recorder.unpublished()
+        if count and self.recorder.publish():
+            log.info("published %s to %s", plural(count, "record"), self.s.remote)
+
+    # -- status --------------------------------------------------------------
+    def status(self) -> dict:
+        """The live state written to refs/puppemon/status/<name>."""
+        current = self.deployer.current
+        upcoming: dict[str, str | None] = {}
+        for source in self.sources:
+            upcoming.update(source.upcoming())
+        flows = {name: {"next": upcoming.get(name)} for name in current.manifest.flows} if current else {}
+        return {
+            "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(utcnow()),
+            "state": "stopped" if self.stopping else "running",
+            "flows_commit": current.sha if current else None,
+            "flows": flows,
+            "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started)}
+                          for a in self.queue.in_flight()],
+            "unpublished": self.recorder.unpublished(),
+        }
+
+    def push_status(self, final: bool = False) -> None:
+        self.status_publisher.publish(self.status(), final)
+
+    # -- what the HTTP hook may ask (httpd.Control) ----------------------------
+    @property
+    def flows_branch(self) -> str:
+        return self.s.branch_flows
+
+    def health(self) -> dict:
+        current = self.deployer.current
+        return {"name": self.s.name, "flows_commit": current.sha if current else None,
+                "in_flight": len(self.queue.in_flight()), "state": "stopping" if self.stopping else "running"}
+
+    def deployed_flows(self) -> tuple[str, list[str]] | None:
+        current = self.deployer.current
+        return (current.sha, list(current.manifest.flows)) if current else None
+
+    def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
+        return self.requests.serve_http(flow, params, client)
+
+    def fetch_now(self) -> None:
+        self.wake.set()

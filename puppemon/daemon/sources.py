@@ -1,0 +1,204 @@
+"""The daemon side of trigger kinds: event sources that hear when a flow is due and submit its run.
+
+Each source serves the trigger kinds (project/triggers.py KINDS) registered to
+it in SOURCES: the clock (APScheduler) fires cron and interval triggers and
+catches up what a stopped daemon missed; the deploy source runs the flows that
+ask for it whenever a new flows commit is deployed. Runs asked for by people
+come through the request server instead (daemon/request_server.py).
+
+Adding a kind that the daemon must listen for: one Source class (here or in its
+own module) and its line in SOURCES.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Protocol
+
+from puppemon.daemon.deployer import Deployment
+from puppemon.daemon.journal import StateDir
+from puppemon.daemon.queue import Pending
+from puppemon.formats import plural, utc_iso
+
+log = logging.getLogger("puppemon")
+
+CATCHUP_ALL_CAP = 20
+
+
+@dataclass
+class SourceContext:
+    """What a source gets from the daemon: where to submit runs, the state directory, the clock."""
+
+    submit: Callable[[Pending], str | None]
+    state: StateDir
+    clock: Callable[[], datetime]
+
+
+class Source(Protocol):
+    def start(self) -> None:
+        """Begin listening (a daemon that runs `--once` never calls this)."""
+
+    def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
+        """A deploy was swapped in (also when a restart resumes it): follow its manifest, and add
+        what this source knows about each flow to `summary` (the deploy record's `flows`)."""
+
+    def deployed(self, deployment: Deployment) -> None:
+        """A new deploy was swapped in and recorded (not a restart resuming one)."""
+
+    def catch_up(self, deployment: Deployment, once: bool) -> None:
+        """Submit what came due while no daemon was running."""
+
+    def upcoming(self) -> dict[str, str | None]:
+        """Each flow's next fire time this source knows (UTC ISO), for the status ref."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
+class ClockSource:
+    """Cron and interval triggers, through an APScheduler BackgroundScheduler; fire times in fires.json."""
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.scheduler = None
+        self.fires: dict[str, datetime] = ctx.state.last_fires()
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(
+            timezone=timezone.utc, executors={"default": EnqueueExecutor(self.fire)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self.scheduler.start()
+
+    def fire(self, flow: str, scheduled: datetime) -> None:
+        """A fire time came: note it and submit a run (in the scheduler's thread; never blocks long)."""
+        self.fires[flow] = scheduled
+        self.ctx.submit(Pending(flow, {"kind": "schedule"}, scheduled=scheduled, skippable=True))
+        self.ctx.state.save_fires(self.fires)  # after the run is on its way: the fsync is not on its path
+
+    def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
+        """Add, change and remove scheduler jobs so they match the deploy's manifest."""
+        from puppemon.project.triggers import describe, flow_trigger
+
+        if self.scheduler is None:
+            return
+        existing = {job.id: job for job in self.scheduler.get_jobs()}
+        for name, flow in deployment.manifest.flows.items():
+            trigger, key = flow_trigger(flow), describe(flow)
+            job = existing.pop(name, None)
+            if trigger is None:
+                if job is not None:
+                    job.remove()
+                summary[name]["next"] = None
+                continue
+            if job is None or job.name != key:
+                if job is not None:
+                    job.remove()
+                job = self.scheduler.add_job(_no_op, trigger, id=name, name=key)
+                log.info("scheduled %s: %s, next %s", name, key, utc_iso(job.next_run_time))
+            summary[name]["next"] = utc_iso(job.next_run_time)
+        for name, job in existing.items():
+            job.remove()
+            log.info("unscheduled %s (no longer in the manifest)", name)
+
+    def deployed(self, deployment: Deployment) -> None:
+        pass
+
+    def catch_up(self, deployment: Deployment, once: bool) -> None:
+        """Runs for fire times missed while no daemon was running, by each flow's catch-up policy."""
+        from puppemon.project.triggers import fire_times
+
+        now = self.ctx.clock()
+        for name, flow in deployment.manifest.flows.items():
+            last = self.fires.get(name)
+            if last is None or (flow.catchup == "none" and not once):
+                self.fires[name] = now  # a baseline: nothing before this daemon knew the flow is "missed"
+                continue
+            missed = fire_times(flow, last, now, CATCHUP_ALL_CAP + 1)
+            if not missed:
+                continue
+            if flow.catchup == "all":
+                if len(missed) > CATCHUP_ALL_CAP:
+                    log.warning("%s missed more than %d fire times; catching up the last %d only",
+                                name, CATCHUP_ALL_CAP, CATCHUP_ALL_CAP)
+                chosen = missed[-CATCHUP_ALL_CAP:]
+            else:
+                chosen = missed[-1:]
+            log.info("%s: catching up %s (catchup: %s)", name, plural(len(chosen), "missed run"), flow.catchup)
+            for moment in chosen:
+                self.ctx.submit(Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment,
+                                        skippable=True))
+            self.fires[name] = now
+        self.ctx.state.save_fires(self.fires)
+
+    def upcoming(self) -> dict[str, str | None]:
+        if self.scheduler is None:
+            return {}
+        return {job.id: utc_iso(job.next_run_time) if job.next_run_time else None
+                for job in self.scheduler.get_jobs()}
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+
+
+class DeploySource:
+    """`run_on_deploy: true`: a run whenever a new flows commit is deployed (not when a restart resumes one)."""
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+
+    def start(self) -> None:
+        pass
+
+    def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
+        pass
+
+    def deployed(self, deployment: Deployment) -> None:
+        for flow in deployment.manifest.flows.values():
+            if flow.trigger("deploy") is not None:
+                self.ctx.submit(Pending(flow.name, {"kind": "deploy", "by": deployment.sha[:7]}))
+
+    def catch_up(self, deployment: Deployment, once: bool) -> None:
+        pass
+
+    def upcoming(self) -> dict[str, str | None]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+# The registry: trigger kind -> the source that serves it (one instance per class).
+SOURCES: dict[str, type] = {
+    "cron": ClockSource,
+    "interval": ClockSource,
+    "deploy": DeploySource,
+}
+
+
+def _no_op() -> None:
+    """Jobs carry no callable of their own: EnqueueExecutor routes them to ClockSource.fire."""
+
+
+def EnqueueExecutor(fire: Callable[[str, datetime], None]):  # noqa: N802 - builds a class lazily
+    """An APScheduler executor that hands each due job straight to `fire` with its scheduled time.
+
+    APScheduler 3 does not pass the scheduled time to a job; this executor gets it
+    (for `run.json` and lateness) and avoids a thread hop: `fire` only enqueues.
+    """
+    from apscheduler.executors.base import BaseExecutor
+
+    class Executor(BaseExecutor):
+        def _do_submit_job(self, job, run_times):
+            try:
+                fire(job.id, run_times[-1])
+            except BaseException:
+                self._run_job_error(job.id, *sys.exc_info()[1:])
+            else:
+                self._run_job_success(job.id, [])
+
+    return Executor()

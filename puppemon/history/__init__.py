@@ -1,0 +1,1 @@
+"""The runs branch: records, the recorder that writes them, requests, status, retention."""

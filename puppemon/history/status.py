@@ -1,0 +1,112 @@
+"""Daemon status on the remote: `refs/puppemon/status/<daemon>`, overwritten (no history).
+
+The daemon writes it (StatusPublisher: when something changed, at most every few
+seconds, and a heartbeat about once a minute); `puppemon status` reads it back
+(fetch_status, collect).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime
+from typing import Callable
+
+from puppemon.formats import parse_iso
+from puppemon.gitstore import GitError, RemoteMissingRef, Store
+from puppemon.history.records import RunStore, dump_json
+
+log = logging.getLogger("puppemon")
+
+STATUS_REFS = "refs/puppemon/status/"
+FLOWS_TIP = "refs/puppemon/remote-flows"
+HEARTBEAT = 60.0
+MIN_INTERVAL = 5.0
+STALE_AFTER = 180.0  # three missed heartbeats
+
+
+class StatusPublisher:
+    """Pushes one daemon's status.json to its status ref, only as often as it is worth it."""
+
+    def __init__(self, store: Store, remote: str, name: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.remote, self.ref, self.clock = store, remote, STATUS_REFS + name, clock
+        self.name = name
+        self._pushed: tuple[float, str] = (0.0, "")
+
+    def publish(self, status: dict, final: bool = False) -> None:
+        """Push `status` if it changed (at most every MIN_INTERVAL s), is due a heartbeat, or `final`."""
+        key = json.dumps({k: v for k, v in status.items() if k != "heartbeat"}, sort_keys=True)
+        last_time, last_key = self._pushed
+        now = self.clock()
+        changed = key != last_key
+        due = final or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= HEARTBEAT
+        if not due and not (changed and last_time == 0.0):
+            return
+        tree = self.store.update_tree(None, {"status.json": (self.store.blob(dump_json(status)), 0o100644)})
+        commit = self.store.commit(tree, [], f"status of {self.name}\n")
+        try:
+            self.store.push(self.remote, [f"+{commit}:{self.ref}"], timeout=30)
+            self._pushed = (now, key)
+        except GitError as exc:
+            log.debug("status not pushed: %s", exc.message)
+
+
+def fetch_status(store: Store, remote: str, branch: str = "flows") -> None:
+    """Mirror the remote's status refs into refs/puppemon/status/* (stale ones removed) and its flows tip.
+
+    Fetched into a scratch namespace first, so a daemon that is gone from the
+    remote disappears here too, and a failed fetch leaves the last copy intact.
+    """
+    scratch = f"refs/puppemon/fetching-{os.getpid()}/"
+    specs = [f"+{STATUS_REFS}*:{scratch}status/*", f"+refs/heads/{branch}:{scratch}flows"]
+    try:
+        try:
+            store.fetch(remote, specs, timeout=60)
+        except RemoteMissingRef:  # nothing pushed to flows yet
+            store.fetch(remote, specs[:1], timeout=60)
+        fetched = store.refs(scratch)
+        for name in store.refs(STATUS_REFS):
+            if f"{scratch}status/{name[len(STATUS_REFS):]}" not in fetched:
+                store.delete_ref(name)
+        for name, sha in fetched.items():
+            rest = name[len(scratch):]
+            if rest.startswith("status/"):
+                store.force_ref(STATUS_REFS + rest[len("status/"):], sha)
+        tip = fetched.get(f"{scratch}flows")
+        if tip:
+            store.force_ref(FLOWS_TIP, tip)
+        else:
+            store.delete_ref(FLOWS_TIP)
+    finally:
+        for name in store.refs(scratch):
+            store.delete_ref(name)
+
+
+def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict]]:
+    """(the remote's flows tip, each daemon's status.json with what `status` works out from it)."""
+    tip = store.ref(FLOWS_TIP)
+    daemons = []
+    for _name, sha in sorted(store.refs(STATUS_REFS).items()):
+        data = store.read(sha, "status.json")
+        if data is None:
+            continue
+        try:
+            status = json.loads(data)
+        except ValueError:
+            continue
+        beat = parse_iso(status.get("heartbeat"))
+        age = (now - beat).total_seconds() if beat else None
+        status["heartbeat_age"] = round(age, 3) if age is not None else None
+        status["stale"] = age is None or age > STALE_AFTER
+        status["flows_tip"] = tip
+        status["up_to_date"] = bool(tip) and status.get("flows_commit") == tip
+        flows = status.get("flows") or {}
+        for flow, info in flows.items():
+            last = runs.latest(flow)
+            info["last_run"] = ({"id": last["id"], "status": last.get("status"), "started": last.get("started")}
+                                if last else None)
+        status["flows"] = flows
+        daemons.append(status)
+    return tip, daemons

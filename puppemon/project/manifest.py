@@ -1,0 +1,250 @@
+"""puppemon.yaml: the schema (as data), validation with file:line:col messages, and the Flow it yields.
+
+The checkers come from schema.py; each trigger kind (triggers.py) adds its own key.
+The same `parse` runs in `puppemon push`, `puppemon validate` and the daemon.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from puppemon.errors import PuppemonError
+from puppemon.formats import FLOW_NAME_RE, STATUSES, show
+from puppemon.project import triggers
+from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
+                                     kind_of, list_of, params, record, scalar, secret_name, string,
+                                     timezone_name, unknown)
+from puppemon.project.triggers import KINDS, Trigger
+
+MANIFEST_NAME = "puppemon.yaml"
+SCHEMA_VERSION = 1
+ENTRYPOINT_RE = re.compile(
+    r"(?:(?!/)(?:[^/:\s]+/)*[^/:\s]+\.py"                        # path/to/file.py
+    r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"    # package.module
+    r":[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class ManifestError(PuppemonError):
+    """puppemon.yaml is missing or invalid; the message names file:line:col and the key path."""
+
+
+@dataclass(frozen=True)
+class Notify:
+    on: tuple[str, ...]
+    webhook_secret: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    entrypoint: str | None = None
+    command: tuple[str, ...] | str | None = None
+    triggers: tuple[Trigger, ...] = ()     # cron, interval, on deploy, ... (triggers.KINDS)
+    timezone: str = "UTC"
+    params: dict = field(default_factory=dict)
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 10.0
+    overlap: str = "skip"
+    catchup: str = "latest"
+    secrets: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "fresh"
+    notify: Notify | None = None
+    line: int = 0
+
+    def trigger(self, kind: str) -> Trigger | None:
+        """The flow's trigger of that kind (`cron`, `interval`, `deploy`), or None."""
+        return next((t for t in self.triggers if t.kind == kind), None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    variables: dict[str, str]
+    flows: dict[str, Flow]
+
+
+# --- flow fields of their own ----------------------------------------------------------
+
+def _entrypoint(node: yaml.Node, path: str) -> str:
+    value = string(node, path)
+    if not ENTRYPOINT_RE.match(value) or ".." in value.split(":")[0].split("/"):
+        raise Invalid(node, path, f"{show(value)} is not an entrypoint "
+                      "(use path/to/file.py:function or package.module:function)")
+    return value
+
+
+def _command(node: yaml.Node, path: str) -> tuple[str, ...] | str:
+    if isinstance(node, yaml.SequenceNode):
+        return list_of(_command_item, nonempty=True)(node, path)
+    if not isinstance(node, yaml.ScalarNode):
+        raise Invalid(node, path, f"expected a string or a list of strings, got {kind_of(node)}")
+    value = string(node, path)
+    if not value.strip():
+        raise Invalid(node, path, "the command is empty (give a program to run)")
+    return value
+
+
+def _command_item(node: yaml.Node, path: str) -> str:
+    value = scalar(node, path)
+    if not isinstance(value, str):
+        raise Invalid(node, path, f"{show(value)} is not a string (quote it: '{node.value}')")
+    return value
+
+
+def _notify(node: yaml.Node, path: str) -> Notify | None:
+    if is_null(node):
+        return None
+    values = record(node, path, _NOTIFY_FIELDS)
+    if "webhook_secret" not in values:
+        raise Invalid(node, path, "webhook_secret is missing (name the secret that holds the webhook URL)")
+    return Notify(on=values.get("on", ("failed", "timed_out", "crashed")), webhook_secret=values["webhook_secret"])
+
+
+# --- the schema, as data ------------------------------------------------------------------
+
+_NOTIFY_FIELDS: dict[str, Checker] = {
+    "on": list_of(choice(*STATUSES), nonempty=True),
+    "webhook_secret": secret_name,
+}
+
+FLOW_FIELDS: dict[str, Checker] = {
+    "entrypoint": _entrypoint,
+    "command": _command,
+    "timezone": timezone_name,
+    "params": params,
+    "timeout": duration(positive=True, nullable=True),   # null = no limit, even if defaults set one
+    "retries": count,
+    "retry_delay": duration(),
+    "overlap": choice("skip", "queue", "parallel"),
+    "catchup": choice("none", "latest", "all"),
+    "secrets": list_of(secret_name),
+    "env": env_map,
+    "workdir": choice("fresh", "shared"),
+    "notify": _notify,                                     # null = no notification
+    **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
+}
+DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir")
+DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
+
+
+def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, Any]) -> Flow:
+    path = f"flows.{name}"
+    if not FLOW_NAME_RE.match(name) or len(name) > 100:
+        raise Invalid(key_node, path, f"{name!r} is not a valid flow name (use lowercase letters, digits, "
+                      "'-' and '_', starting with a letter or digit, at most 100 characters)")
+    values = record(node, path, FLOW_FIELDS)
+    keys = {key: key_node for key_node, key, _ in items(node, path)}
+    if "entrypoint" in values and "command" in values:
+        later = max(keys["entrypoint"], keys["command"], key=lambda n: (n.start_mark.line, n.start_mark.column))
+        raise Invalid(later, path, "has both entrypoint and command (use exactly one)")
+    if "entrypoint" not in values and "command" not in values:
+        raise Invalid(key_node, path, "needs an entrypoint (path/to/file.py:function) or a command")
+    merged = dict(defaults)
+    merged.update(values)
+    if "env" in defaults and "env" in values:
+        merged["env"] = {**defaults["env"], **values["env"]}
+    trigger_list = triggers.build(merged, merged.get("timezone", "UTC"))
+    return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, **merged)
+
+
+def _variables(node: yaml.Node, path: str) -> dict[str, str]:
+    return env_map(node, path)
+
+
+def _manifest(root: yaml.Node | None) -> Manifest:
+    if root is None:
+        raise Invalid(None, "", f"the file is empty (start with `version: {SCHEMA_VERSION}` and a `flows:` mapping)")
+    if not isinstance(root, yaml.MappingNode):
+        raise Invalid(root, "", f"expected a mapping with version and flows at the top level, got {kind_of(root)}")
+    top = items(root, "")
+    found = {key: (key_node, value_node) for key_node, key, value_node in top}
+    if "version" not in found:
+        raise Invalid(root, "version", f"missing (add `version: {SCHEMA_VERSION}` at the top)")
+    version_node = found["version"][1]
+    version = scalar(version_node, "version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise Invalid(version_node, "version", f"{show(version)} is not supported "
+                      f"(this puppemon reads version {SCHEMA_VERSION})")
+    sections = {"version": None, "defaults": None, "variables": None, "flows": None}
+    for key_node, key, _ in top:
+        if key not in sections:
+            raise unknown(key_node, "", key, sections)
+    defaults = record(found["defaults"][1], "defaults", DEFAULT_FIELDS) if "defaults" in found else {}
+    variables = _variables(found["variables"][1], "variables") if "variables" in found else {}
+    if "flows" not in found:
+        raise Invalid(root, "flows", "missing (add a `flows:` mapping of flow names to flows)")
+    flows = {}
+    for key_node, name, node in items(found["flows"][1], "flows"):
+        flows[name] = _flow(key_node, name, node, defaults)
+    return Manifest(version=version, variables=variables, flows=flows)
+
+
+def _decode(data: bytes, filename: str) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(f"{filename}:{line}:{col}: not valid UTF-8 (save the file as UTF-8)") from None
+
+
+def parse(text: str | bytes, filename: str = MANIFEST_NAME) -> Manifest:
+    """Validate the text of a puppemon.yaml; raises ManifestError only."""
+    if isinstance(text, bytes):
+        text = _decode(text, filename)
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
+        root = loader.get_single_node()
+        return _manifest(root)
+    except Invalid as exc:
+        line, col = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
+        where = f"{filename}:{line}:{col}"
+        path = f" {exc.path}:" if exc.path else ""
+        raise ManifestError(f"{where}:{path} {exc.what}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context.startswith("expected"):
+            problem = f"{exc.context}, {exc.problem}"
+        raise ManifestError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ManifestError(f"{filename}:{line}:{col}: invalid YAML: character {char} "
+                            "is not allowed (remove it)") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{filename}:1:1: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{filename}:1:1: invalid YAML: nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load(directory) -> Manifest:
+    """Read and validate DIRECTORY/puppemon.yaml."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"no {MANIFEST_NAME} in {os.fspath(directory)}; "
+                            "run `puppemon init` to create one") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
+    return parse(data, MANIFEST_NAME)
+

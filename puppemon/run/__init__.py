@@ -1,0 +1,1 @@
+"""Running one flow: the spec and result, the runner, and the backends runs execute on."""

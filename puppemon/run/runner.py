@@ -1,0 +1,223 @@
+"""One run of a flow: its workspace, environment, attempts with timeout and retries, a capped
+and redacted log, its result and the files it leaves in its output directory.
+
+Where each attempt executes is a backend (backend.py); the runner is the same for
+all of them. `execute` does not raise for a run that goes wrong (a missing code
+directory, a command that does not exist, a crash): it returns a failed RunResult
+with `error` set. Only a caller's bug raises (a flow with neither entrypoint nor
+command, an unknown workdir mode, an exception from a callback, after which the
+flow is killed). It is safe to call from several threads at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from puppemon import env_name
+from puppemon.formats import format_duration
+from puppemon.project.manifest import Flow
+from puppemon.run import backends
+from puppemon.run.backend import Backend, Execution, Launch, StartFailed
+from puppemon.run.capture import Log
+from puppemon.run.spec import Attempt, Output, RunResult, RunSpec
+from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, rmtree
+from puppemon.secrets import redact, redact_json, secret_text
+
+POLL = 0.05
+
+OnStart = Callable[[int, Execution], None]   # (attempt number, the started attempt)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _argv(flow: Flow, result_file: Path) -> list[str]:
+    if flow.entrypoint:
+        return [sys.executable, "-m", "puppemon.run.bootstrap", flow.entrypoint, str(result_file)]
+    if isinstance(flow.command, str):
+        return ["/bin/sh", "-c", flow.command]
+    if flow.command:
+        return [str(a) for a in flow.command]
+    raise ValueError(f"flow {flow.name!r} has neither entrypoint nor command")
+
+
+def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str]:
+    base = os.environ if spec.base_env is None else spec.base_env
+    # Nothing of puppemon's own (tokens, webhook secrets, settings) leaks into a flow.
+    env = {k: v for k, v in base.items() if not k.startswith("PUPPEMON_")}
+    env.update(spec.variables)
+    env.update(spec.flow.env)
+    for name, value in spec.secrets.items():
+        env[env_name(name)] = secret_text(value)
+    env.update({
+        "PUPPEMON_RUN_ID": spec.run_id,
+        "PUPPEMON_FLOW": spec.flow.name,
+        "PUPPEMON_PARAMS": json.dumps(params),
+        "PUPPEMON_OUTPUT_DIR": str(outputs),
+        "PUPPEMON_FLOWS_COMMIT": spec.flows_commit,
+        "TMPDIR": str(tmp),
+    })
+    return env
+
+
+def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: threading.Event | None,
+            log: Log, on_start: OnStart | None) -> tuple[str, int | None, str | None]:
+    """Run one attempt to its end; returns (status, exit_code, error)."""
+    try:
+        execution = backend.start(launch, log.write)
+    except StartFailed as exc:
+        return "failed", exc.exit_code, exc.error
+    deadline = time.monotonic() + timeout if timeout else None
+    reason = None  # "timed_out" | "cancelled" once we started stopping it
+    try:
+        if on_start is not None:
+            on_start(launch.attempt, execution)
+        while True:
+            if reason is None and execution.running:
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                elif deadline is not None and time.monotonic() >= deadline:
+                    reason = "timed_out"
+                if reason:
+                    execution.stop()
+            rc = execution.wait(POLL)
+            if rc is not None:
+                break
+    finally:
+        execution.close()
+    if reason is None and rc != 0 and cancel is not None and cancel.is_set():
+        reason = "cancelled"  # killed from outside while a cancel was pending (a forced daemon stop)
+    if reason == "timed_out":
+        return reason, 124, f"timed out after {format_duration(timeout)}"
+    if reason == "cancelled":
+        return reason, 130, "cancelled"
+    if rc == 0:
+        return "succeeded", 0, None
+    if rc < 0:
+        return "failed", 128 - rc, f"killed by {_signal_name(-rc)}"
+    if rc == 127:
+        return "failed", rc, "exited with code 127 (command not found)"
+    return "failed", rc, f"exited with code {rc}"
+
+
+def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
+            cancel: threading.Event | None = None, on_start: OnStart | None = None) -> RunResult:
+    """Run `spec` to its end (with its retries) and return what happened."""
+    flow = spec.flow
+    started, t0 = _now(), time.monotonic()
+    # Through JSON, so the function gets exactly what PUPPEMON_PARAMS and the record say.
+    params = json.loads(json.dumps({**flow.params, **spec.params}, default=str))
+    _argv(flow, Path())  # a flow with neither entrypoint nor command is a caller's bug: raise
+    backend = backends.get(spec.backend)
+    log = Log(spec.log_limit, on_output)
+    run = _Run(status="failed")
+    area = None
+    try:
+        area = Path(tempfile.mkdtemp(prefix=f"puppemon-{spec.run_id}-"))
+        _attempts(spec, backend, area, params, log, run, cancel, on_start)
+    except _StartError as exc:
+        run.error = str(exc)
+    except OSError as exc:
+        run.error = f"could not prepare the run: {exc}"
+    finally:
+        if area is not None:
+            rmtree(area)
+    secrets = spec.secrets
+    return RunResult(
+        run_id=spec.run_id, flow=flow.name, status=run.status, exit_code=run.exit_code,
+        attempts=run.attempts, started=started, finished=_now(), duration=time.monotonic() - t0,
+        log=log.render(secrets), result=redact_json(run.result, secrets),
+        has_result=run.result is not None, outputs=run.outputs,
+        outputs_note=redact(run.outputs_note, secrets) if run.outputs_note else None,
+        error=redact(run.error, secrets) if run.error else None, params=params,
+    )
+
+
+@dataclass
+class _Run:
+    status: str
+    exit_code: int | None = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    result: Any = None
+    outputs: list[Output] = field(default_factory=list)
+    outputs_note: str | None = None
+
+
+class _StartError(Exception):
+    """The run could not start (its code directory is missing, ...)."""
+
+
+def _workdir(spec: RunSpec, area: Path) -> Path:
+    code_dir = Path(spec.code_dir)
+    if not code_dir.is_dir():
+        raise _StartError(f"code directory {code_dir} does not exist")
+    mode = spec.workdir or spec.flow.workdir or "fresh"
+    if mode == "shared":
+        return code_dir
+    if mode == "fresh":
+        copy_code(code_dir, area / "work")  # the deploy checkout is read-only; this copy is the run's own
+        return area / "work"
+    raise ValueError(f"unknown workdir mode {mode!r}")
+
+
+def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Log, run: _Run,
+              cancel: threading.Event | None, on_start: OnStart | None) -> None:
+    flow = spec.flow
+    tmp, out_dir, result_file = area / "tmp", area / "outputs", area / "result.json"
+    error_file = Path(f"{result_file}.error")
+    tmp.mkdir()
+    out_dir.mkdir()
+    cwd = _workdir(spec, area)
+    argv = _argv(flow, result_file)
+    env = _env(spec, params, out_dir, tmp)
+    total = flow.retries + 1
+    waiter = cancel or threading.Event()
+    for number in range(1, total + 1):
+        if number == 1 and cancel is not None and cancel.is_set():
+            run.status, run.exit_code, run.error = "cancelled", 130, "cancelled before it started"
+            break
+        if number > 1:
+            if waiter.wait(flow.retry_delay):
+                run.status, run.exit_code = "cancelled", 130
+                run.error = f"cancelled while waiting for attempt {number} of {total}"
+                break
+            log.line(f"--- attempt {number} of {total} (after {flow.retry_delay:.1f}s delay) ---")
+            empty_dir(out_dir)
+            result_file.unlink(missing_ok=True)
+            error_file.unlink(missing_ok=True)
+        a_started, a_t0 = _now(), time.monotonic()
+        launch = Launch(spec.run_id, number, argv, cwd, env, flow, spec.grace)
+        run.status, run.exit_code, run.error = attempt(backend, launch, flow.timeout, cancel, log, on_start)
+        run.attempts.append(Attempt(number, run.status, run.exit_code, a_started, _now(),
+                                    time.monotonic() - a_t0))
+        if run.status in ("succeeded", "cancelled"):
+            break
+    try:
+        if run.status == "failed" and error_file.is_file():
+            run.error = error_file.read_text(encoding="utf-8", errors="replace").strip() or run.error
+        if run.status == "succeeded" and result_file.is_file():
+            run.result = json.loads(result_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.line(f"puppemon: could not read the result: {exc}")
+    try:
+        run.outputs, run.outputs_note = collect_outputs(out_dir, spec.outputs_limit)
+    except OSError as exc:
+        run.outputs_note = f"outputs could not be collected: {exc}"

@@ -1,0 +1,66 @@
+"""What a run is asked to do (RunSpec) and what came of it (RunResult), whatever backend ran it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from puppemon.project.manifest import Flow
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs; `params` are merged over the flow's own."""
+
+    run_id: str
+    flow: Flow
+    code_dir: Path
+    params: dict
+    flows_commit: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str | dict] = field(default_factory=dict)
+    workdir: str | None = None          # overrides the flow's `workdir:` (`puppemon run` runs in place)
+    log_limit: int = 5 * 1024**2
+    outputs_limit: int = 20 * 1024**2
+    grace: float = 10.0                 # SIGTERM -> SIGKILL on timeout or cancel
+    base_env: dict | None = None        # the environment runs inherit (default: this process's)
+    backend: str = "local"              # where it executes: a name in run/backends.py
+
+
+@dataclass
+class Attempt:
+    number: int
+    status: str
+    exit_code: int | None
+    started: datetime
+    finished: datetime
+    duration: float
+
+
+@dataclass
+class Output:
+    path: str
+    size: int
+    sha256: str
+    data: bytes
+    executable: bool
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    flow: str
+    status: str
+    exit_code: int | None
+    attempts: list[Attempt]
+    started: datetime
+    finished: datetime
+    duration: float
+    log: bytes
+    result: Any
+    has_result: bool
+    outputs: list[Output]
+    outputs_note: str | None
+    error: str | None
+    params: dict
