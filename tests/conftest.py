@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -42,6 +44,21 @@ def scrubbed_env(tmp_path_factory, monkeypatch):
         "\tdetachedHead = false\n"
     )
     return home
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
+               on_fail: Callable[[], str] = lambda: "", interval: float = 0.05) -> object:
+    """Poll `condition` until it returns something truthy (and return it); fail naming `what` after `timeout` s.
+
+    The one way tests wait for something: never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{on_fail()}")
+        time.sleep(interval)
 
 
 def git(*args, cwd=None, check=True, env=None) -> str:

@@ -8,9 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
-
-from tests.conftest import git, make_repo, puppemon
+from tests.conftest import git, make_repo, puppemon, wait_until  # noqa: F401 - wait_until: daemon tests use it from here
 
 
 def manifest_project(tmp_path: Path, remote: str, manifest: str, files: dict[str, str] | None = None,
@@ -91,19 +89,6 @@ def deploy_records(bare: Path) -> list[dict]:
     paths = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
     return [json.loads(git("--git-dir", str(bare), "show", f"runs:{p}")) for p in paths
             if p.startswith("deploys/")]
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
-               on_fail: Callable[[], str] = lambda: "") -> object:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
-        time.sleep(0.1)
 
 
 def fsck(bare: Path) -> None:

@@ -24,14 +24,15 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import pytest
+
+from tests.conftest import wait_until
 
 LOCALHOST = "127.0.0.1"
 SSH_ALIAS = "puppemon-test"
@@ -42,16 +43,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOCALHOST, 0))
         return s.getsockname()[1]
-
-
-def _wait_for(condition: Callable[[], bool], what: str, deadline: float = START_DEADLINE,
-              interval: float = 0.02) -> None:
-    """Poll `condition` until it holds, failing with `what` after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _accepts(port: int) -> bool:
@@ -179,7 +170,8 @@ def start_sshd(d: Path) -> SSHServer:
                                     stdout=log_file, stderr=subprocess.STDOUT)
         server = SSHServer(port, user, d / "client_key", known_hosts, log, proc)
         try:
-            _wait_for(lambda: proc.poll() is not None or _accepts(port), f"sshd on port {port}")
+            wait_until(lambda: proc.poll() is not None or _accepts(port), START_DEADLINE, f"sshd on port {port}",
+                       interval=0.02)
         except AssertionError:
             stop_sshd(server)
             raise AssertionError(f"sshd did not start listening:\n{server.log_text()}") from None
@@ -337,7 +329,7 @@ class SmartHTTPServer:
 
     def start(self) -> "SmartHTTPServer":
         self._thread.start()
-        _wait_for(lambda: _accepts(self.port), f"HTTP server on port {self.port}")
+        wait_until(lambda: _accepts(self.port), START_DEADLINE, f"HTTP server on port {self.port}", interval=0.02)
         return self
 
     def stop(self) -> None:

@@ -5,7 +5,6 @@ import json
 import shutil
 import signal
 import time
-from datetime import datetime, timezone
 
 import pytest
 
@@ -48,104 +47,6 @@ def test_scheduled_runs_reach_the_remote_and_redeploy_changes_code(tmp_path, bar
     assert sorted(d["status"] for d in deploys) == ["deployed", "deployed"]
     fsck(bare_remote)
     assert linear(bare_remote)
-
-
-def test_bad_deploy_is_refused_recorded_and_old_one_keeps_running(tmp_path, bare_remote):
-    repo = manifest_project(tmp_path, str(bare_remote), TICK, {"version.txt": "v1"})
-    deploy(repo)
-    good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
-    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
-        wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), what="a first run",
-                   on_fail=lambda: daemon.log)
-        # a bad manifest can only reach the remote by bypassing push's validation: commit it by hand
-        clone = tmp_path / "clone"
-        git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(clone))
-        (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
-        git("commit", "--quiet", "-am", "broken", cwd=clone)
-        git("push", "--quiet", "origin", "flows", cwd=clone)
-        bad = git("rev-parse", "HEAD", cwd=clone).strip()
-        wait_until(lambda: [d for d in deploy_records(bare_remote) if d["status"] == "refused"],
-                   what="the refusal record", on_fail=lambda: daemon.log)
-        count = len(of_flow(remote_records(bare_remote), "tick", flows_commit=good))
-        wait_until(lambda: len(of_flow(remote_records(bare_remote), "tick", flows_commit=good)) > count + 1,
-                   what="runs of the old deploy after the refusal", on_fail=lambda: daemon.log)
-        assert daemon.stop() == 0
-    refused = [d for d in deploy_records(bare_remote) if d["status"] == "refused"]
-    assert len(refused) == 1 and refused[0]["flows_commit"] == bad
-    assert refused[0]["error"] == ("puppemon.yaml:5:12: flows.tick.every: 'often' is not a duration "
-                                   "(use 30s, 10m, 2h, 1d)")
-    assert "deploy " + bad[:7] + " refused" in daemon.log
-
-
-@pytest.mark.parametrize("policy, expected", [("none", 0), ("latest", 1), ("all", 3)])
-def test_catchup_after_a_stopped_period(tmp_path, bare_remote, policy, expected):
-    manifest = f"""\
-version: 1
-flows:
-  tick:
-    command: ["true"]
-    every: 1s
-    overlap: queue
-    catchup: {policy}
-"""
-    repo = manifest_project(tmp_path, str(bare_remote), manifest)
-    deploy(repo)
-    state = tmp_path / "state"
-    with DaemonProcess(str(bare_remote), state) as daemon:
-        wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), what="a first run",
-                   on_fail=lambda: daemon.log)
-        assert daemon.stop() == 0
-    stopped = time.monotonic()
-    while time.monotonic() - stopped < 3.4:  # the daemon must really be down across fire times
-        time.sleep(0.1)
-    restart = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    with DaemonProcess(str(bare_remote), state) as daemon:
-        # queue policy: the first scheduled run after the restart waits behind every catch-up run
-        wait_until(lambda: [r for r in of_flow(remote_records(bare_remote), "tick", trigger={"kind": "schedule"})
-                            if r["started"] > restart],
-                   what="a scheduled run after the restart", on_fail=lambda: daemon.log)
-        assert daemon.stop() == 0
-    caught = of_flow(remote_records(bare_remote), "tick", trigger={"kind": "catchup"})
-    # at least `expected` fire times passed while it was down (3.4 s, plus stop and start time)
-    if policy == "all":
-        assert len(caught) >= expected, daemon.log
-        times = sorted(datetime.fromisoformat(r["scheduled"].replace("Z", "+00:00")) for r in caught)
-        assert {(b - a).total_seconds() for a, b in zip(times, times[1:])} == {1.0}
-    else:
-        assert len(caught) == expected, daemon.log
-    if expected:
-        assert f"tick: catching up {len(caught)} missed run" in daemon.log
-
-
-@pytest.mark.parametrize("policy", ["skip", "queue", "parallel"])
-def test_overlap_policies(tmp_path, bare_remote, policy):
-    manifest = f"""\
-version: 1
-flows:
-  slow:
-    command: ["sh", "-c", "date +%s.%N > $PUPPEMON_OUTPUT_DIR/start; sleep 1.6; date +%s.%N > $PUPPEMON_OUTPUT_DIR/end"]
-    every: 1s
-    overlap: {policy}
-    catchup: none
-"""
-    repo = manifest_project(tmp_path, str(bare_remote), manifest)
-    deploy(repo)
-    with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
-        wait_until(lambda: len(of_flow(remote_records(bare_remote), "slow", status="succeeded")) >= 3,
-                   timeout=40, what="three finished runs", on_fail=lambda: daemon.log)
-        assert daemon.stop() == 0
-    records = of_flow(remote_records(bare_remote), "slow")
-    ran = [r for r in records if r["status"] == "succeeded"]
-    skipped = [r for r in records if r["status"] == "skipped"]
-    spans = sorted((r["started"], r["finished"]) for r in ran)
-    overlapping = any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
-    if policy == "skip":
-        assert skipped and not overlapping
-        assert skipped[0]["error"] == "the previous run was still going (overlap: skip)"
-    elif policy == "queue":
-        assert not skipped and not overlapping
-    else:
-        assert not skipped and overlapping
 
 
 def test_kill_9_mid_run_is_recorded_crashed_and_leaves_no_orphan(tmp_path, bare_remote):
@@ -370,51 +271,3 @@ flows:
     assert time.monotonic() - begun < 10  # neither the 60 s grace nor the runner's own kill grace
     (record,) = of_flow(remote_records(bare_remote), "stubborn")
     assert record["status"] == "cancelled"
-
-
-def test_max_parallel_bounds_runs_across_flows(tmp_path, bare_remote):
-    flows = "".join(f"""\
-  f{i}:
-    command: ["sh", "-c", "sleep 0.5"]
-    run_on_deploy: true
-""" for i in range(3))
-    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n" + flows)
-    deploy(repo)
-    result = run_daemon_once(str(bare_remote), tmp_path / "state", "--max-parallel", "1")
-    assert result.returncode == 0, result.stderr
-    spans = sorted((r["started"], r["finished"]) for r in remote_records(bare_remote))
-    assert len(spans) == 3
-    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans
-
-
-def test_a_queued_run_keeps_the_deploy_it_was_scheduled_on(tmp_path, bare_remote):
-    """A run waiting for a slot when a redeploy removes its flow still runs, with its own code."""
-    manifest = """\
-version: 1
-flows:
-  blocker:
-    command: ["sh", "-c", "while [ ! -e $RELEASE ]; do sleep 0.05; done"]
-    env: {RELEASE: %s}
-    run_on_deploy: true
-  waiting:
-    command: ["cat", "version.txt"]
-    run_on_deploy: true
-""" % (tmp_path / "release")
-    repo = manifest_project(tmp_path, str(bare_remote), manifest, {"version.txt": "old code\n"})
-    deploy(repo)
-    first = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
-    with DaemonProcess(str(bare_remote), tmp_path / "state", "--max-parallel", "1") as daemon:
-        wait_until(lambda: "blocker: started run" in daemon.log, what="the blocker", on_fail=lambda: daemon.log)
-        deploy(repo, manifest='version: 1\nflows:\n  other:\n    command: ["true"]\n',
-               files={"version.txt": "new code\n"})
-        second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
-        wait_until(lambda: f"deployed {second[:7]}" in daemon.log, what="the redeploy", on_fail=lambda: daemon.log)
-        (tmp_path / "release").touch()
-        wait_until(lambda: of_flow(remote_records(bare_remote), "waiting"), what="the queued run",
-                   on_fail=lambda: daemon.log)
-        assert daemon.stop() == 0
-    (record,) = of_flow(remote_records(bare_remote), "waiting")
-    assert record["status"] == "succeeded" and record["flows_commit"] == first
-    rid = record["id"]
-    log = git("--git-dir", str(bare_remote), "show", f"runs:runs/waiting/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}/log.txt")
-    assert log == "old code\n"

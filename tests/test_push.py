@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon
+from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon, wait_until
 
 
 def oracle_tree(repo: Path) -> str:
@@ -254,14 +254,13 @@ def test_watch_pushes_after_an_edit(project, bare_remote):
 
 
 def wait_for_commits(bare: Path, count: int, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         proc = subprocess.run(["git", "--git-dir", str(bare), "rev-list", "--count", "flows"],
                               capture_output=True, text=True)
-        if proc.returncode == 0 and int(proc.stdout) >= count:
-            return git("--git-dir", str(bare), "rev-parse", "flows").strip()
-        time.sleep(0.05)
-    raise AssertionError(f"flows did not reach {count} commits in {timeout}s")
+        return proc.returncode == 0 and int(proc.stdout) >= count
+
+    wait_until(reached, timeout, f"flows to reach {count} commits")
+    return git("--git-dir", str(bare), "rev-parse", "flows").strip()
 
 
 def test_watch_function_stops_cleanly(project, bare_remote):

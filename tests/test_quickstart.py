@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from puppemon.daemon.settings import build_settings, load_config
-from tests.conftest import git, puppemon
+from tests.conftest import git, puppemon, wait_until
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "examples" / "systemd"
 
@@ -126,11 +125,11 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "puppemon", "quickstart", "demo", "--for", "5m"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     remote = tmp_path / "demo" / "remote.git"
-    deadline = time.monotonic() + 60
     # wait until the run_on_deploy flow is on the remote, then press Ctrl-C
-    while "disk-usage:" not in git("--git-dir", str(remote), "log", "--format=%s", "runs", check=False):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
+    wait_until(lambda: proc.poll() is not None or "disk-usage:" in git("--git-dir", str(remote), "log",
+                                                                        "--format=%s", "runs", check=False),
+               60, "the run_on_deploy flow on the remote")
+    assert proc.poll() is None, proc.communicate()
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -8,18 +8,18 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-from puppemon.project import manifest
 from puppemon.formats import new_id as new_run_id
+from puppemon.project import manifest
 from puppemon.run.runner import execute
 from puppemon.run.spec import RunSpec
 from puppemon.secrets import redact
+from tests.conftest import wait_until
 
 PY = sys.executable
 
@@ -57,16 +57,20 @@ def py(code: str) -> list[str]:
     return [PY, "-c", code]
 
 
-def group_gone(pgid: int, within: float = 2.0) -> bool:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # raises once the runner has reaped it
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # --- ids ---------------------------------------------------------------------
@@ -317,7 +321,7 @@ def test_cancel_stops_the_run(code):
     result = run(code, make_flow(command="echo ready; sleep 1000"), cancel=cancel, on_output=on_output,
                  on_spawn=lambda n, pid: pids.append(pid))
     assert (result.status, result.exit_code, result.error) == ("cancelled", 130, "cancelled")
-    assert group_gone(pids[0], within=0)
+    assert not group_alive(pids[0])
 
 
 def test_cancel_before_the_start_runs_nothing(code):
@@ -335,16 +339,10 @@ def test_cancel_during_retry_delay_stops_at_once(code):
     spawned = []
 
     def cancel_once_the_first_attempt_ended():
-        deadline = time.monotonic() + 5
-        while not spawned and time.monotonic() < deadline:
-            time.sleep(0.01)
-        while time.monotonic() < deadline:
-            try:
-                os.kill(spawned[0], 0)   # raises once the runner has reaped it
-            except ProcessLookupError:
-                break
-            time.sleep(0.01)
-        cancel.set()
+        try:
+            wait_until(lambda: spawned and not pid_alive(spawned[0]), 5, "the first attempt to end", interval=0.01)
+        finally:
+            cancel.set()
 
     canceller = threading.Thread(target=cancel_once_the_first_attempt_ended)
     canceller.start()
@@ -366,7 +364,7 @@ def test_exception_in_a_callback_still_kills_the_flow(code):
     with pytest.raises(RuntimeError, match="consumer broke"):
         run(code, make_flow(command="echo hi; sleep 1000"), on_output=on_output,
             on_spawn=lambda n, pid: pids.append(pid))
-    assert group_gone(pids[0])
+    wait_until(lambda: not group_alive(pids[0]), 2, "the flow's process group to be gone")
 
 
 # --- retries ---------------------------------------------------------------------

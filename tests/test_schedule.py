@@ -69,7 +69,7 @@ def _gap_end(tz: ZoneInfo, low: datetime, high: datetime) -> datetime:
 
 
 def oracle(expr: str, zone: str, start: datetime, count: int) -> list[datetime]:
-    """croniter's fire times, adjusted where it differs from Vixie cron on purpose (see schedule.py).
+    """croniter's fire times, adjusted where it differs from Vixie cron on purpose (see puppemon/project/clock.py).
 
     1. Day-of-month OR day-of-week: Vixie ORs them only when neither field starts with '*';
        croniter also ORs `*/2`. croniter's day_or=False gives the AND that Vixie uses then.

@@ -56,7 +56,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = False
         self.forced = False
-        self.started = utcnow()
+        self.started = clock()
         self.failures = 0
         self._retained_at = float("-inf")
         self.secrets = settings.load_secrets()
@@ -321,7 +321,7 @@ class Daemon:
         flows = {name: {"next": upcoming.get(name)} for name in current.manifest.flows} if current else {}
         return {
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
-            "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(utcnow()),
+            "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
             "flows_commit": current.sha if current else None,
             "flows": flows,
