@@ -58,12 +58,16 @@ class Store:
     # -- opening ---------------------------------------------------------
     @classmethod
     def discover(cls, start: str | os.PathLike) -> Store:
-        """The repository that contains `start` (a working-tree directory)."""
-        found = pygit2.discover_repository(str(start))
-        if found is None:
+        """The repository that contains `start` (a working-tree directory).
+
+        Opened from the working tree, not from the git dir discovery finds: a `.git`
+        that is a file (a separate git dir, a worktree, a submodule) or a symlink
+        says where the git dir is, and only the working tree says where the files are.
+        """
+        if pygit2.discover_repository(str(start)) is None:
             raise GitError(f"{os.path.abspath(start)} is not inside a git repository; "
                            f"run `git init` there first")
-        return cls(found)
+        return cls(start)
 
     @classmethod
     def open_or_init_bare(cls, path: str | os.PathLike) -> Store:
@@ -294,8 +298,7 @@ class Store:
                  "failed to update ref", "failed to lock", "cannot lock ref")
         if rejected and all(any(r in ln for r in races) for ln in rejected):
             raise PushRejected(f"the remote's {', '.join(sorted({r.split()[1].split(':')[-1] for r in rejected}))} moved")
-        detail = git_message(proc.stderr) if proc.stderr.strip() else out.strip()
-        raise GitError(f"could not push to {remote}: {detail}")
+        raise GitError(f"could not push to {remote}: {push_failure(proc.stderr, out)}")
 
     def remote_url(self, name_or_url: str, push: bool = False) -> str:
         """The (push) URL of a configured remote, insteadOf applied; `name_or_url` itself otherwise.
@@ -317,3 +320,15 @@ class Store:
         except KeyError:
             return None
 
+
+def push_failure(stderr: bytes, porcelain: str) -> str:
+    """Why a push failed, for people. When no ref got a status, the push stopped before reaching the
+    remote: a local hook (pre-push) refused it, and what it printed is the reason."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    generic = "error: failed to push some refs"
+    statuses = [ln for ln in porcelain.splitlines() if ln[:1] in ("!", "=", "*", "+", "-", " ")]
+    said = [ln for ln in lines if not ln.startswith((generic, "To ", "hint:"))]
+    if not statuses and said and any(ln.startswith(generic) for ln in lines) and not any(
+            ln.startswith(("fatal:", "error: src refspec")) for ln in said):
+        return "the pre-push hook refused it: " + " ".join(said[-5:])
+    return git_message(stderr) if stderr.strip() else porcelain.strip()

@@ -20,6 +20,9 @@ def snapshot(store: Store, directory: str | os.PathLike) -> str:
     are never written. Tracked files keep the stat cache of the copy, which
     keeps this fast on large trees.
     """
+    # The copy keeps the index's mtime: git re-reads an entry whose file changed in the same
+    # timestamp tick as the index was written ("racy git"); a newer copy would hide that change.
+    # The copy is written whole (no split index), so no sharedindex.* file is left in .git.
     workdir = store.workdir
     if workdir is None:
         raise GitError(f"{store.git_dir} is a bare repository; run push from a working tree")
@@ -31,17 +34,16 @@ def snapshot(store: Store, directory: str | os.PathLike) -> str:
         index = os.path.join(tmp, "index")
         user_index = store.git_dir / "index"
         if user_index.exists():
-            # copyfile, not copy2: the copy must be newer than every entry it
-            # caches, so git trusts the cached stat data instead of rehashing.
-            shutil.copyfile(user_index, index)
+            shutil.copy2(user_index, index)
         env = {"GIT_INDEX_FILE": index}
-        proc = run_git(["add", "--all", "--", "."], cwd=directory, env=env, check=False)
+        whole = ["-c", "core.splitIndex=false", "-c", "index.threads=1"]
+        proc = run_git([*whole, "add", "--all", "--", "."], cwd=directory, env=env, check=False)
         if proc.returncode != 0:
             msg = git_message(proc.stderr)
             if "does not have a commit checked out" in msg:
                 msg += " (commit in that nested repository, or add it to .gitignore)"
             raise GitError(f"could not snapshot {directory}: {msg}")
-        args = ["write-tree"] + ([f"--prefix={Path(rel).as_posix()}/"] if rel != "." else [])
+        args = [*whole, "write-tree"] + ([f"--prefix={Path(rel).as_posix()}/"] if rel != "." else [])
         tree = run_git(args, cwd=workdir, env=env).stdout.decode().strip()
     return tree
 
