@@ -17,7 +17,7 @@ from typing import Any
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.gitstore import Store
-from puppemon.gitstore.worktree import checkout
+from puppemon.gitstore.worktree import FilterMissing, checkout
 from puppemon.history.records import trailers
 
 log = logging.getLogger("puppemon")
@@ -36,8 +36,8 @@ class Deployment:
 class Deployer:
     """Holds the current Deployment and makes new ones."""
 
-    def __init__(self, store: Store, state: StateDir, ledger: Ledger) -> None:
-        self.store, self.state, self.ledger = store, state, ledger
+    def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str) -> None:
+        self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
         self.current: Deployment | None = None
         self.refused: set[str] = set()
 
@@ -46,7 +46,10 @@ class Deployer:
         return bool(sha) and (self.current is None or sha != self.current.sha) and sha not in self.refused
 
     def deploy(self, sha: str) -> Deployment | None:
-        """Validate and check out `sha` and make it current; None (and a refusal record) when invalid."""
+        """Validate and check out `sha` and make it current; None (and a refusal record) when it cannot run.
+
+        A GitError (a checkout that failed, say an LFS server that did not answer) is
+        raised instead, and the next fetch tries again."""
         from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
 
         source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
@@ -55,22 +58,28 @@ class Deployer:
             if data is None:
                 raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
             manifest = parse(data, MANIFEST_NAME)
-        except ManifestError as exc:
+            directory = self._check_out(sha)
+        except (ManifestError, FilterMissing) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
             return None
-        directory = self.state.deploys_dir / sha
-        if not directory.exists():
-            tmp = self.state.deploys_dir / f".{sha}.tmp"
-            if tmp.exists():  # left by a crash mid-checkout
-                set_writable(tmp, True)
-                shutil.rmtree(tmp)
-            checkout(self.store, sha, tmp)
-            set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
-            os.replace(tmp, directory)
         self.current = Deployment(sha, directory, manifest, source)
         return self.current
+
+    def _check_out(self, sha: str) -> Path:
+        """The read-only checkout of `sha`, made once (a restart on the same commit reuses it)."""
+        directory = self.state.deploys_dir / sha
+        if directory.exists():
+            return directory
+        tmp = self.state.deploys_dir / f".{sha}.tmp"
+        if tmp.exists():  # left by a crash or a failed checkout
+            set_writable(tmp, True)
+            shutil.rmtree(tmp)
+        checkout(self.store, sha, tmp, remote=self.remote)
+        set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
+        os.replace(tmp, directory)
+        return directory
 
     def flow_for(self, record: dict):
         """The flow as deployed for a recorded run (a run found crashed at start-up has no current deploy)."""

@@ -84,7 +84,7 @@ class Daemon:
         self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded)
-        self.deployer = Deployer(self.store, self.state, self.ledger)
+        self.deployer = Deployer(self.store, self.state, self.ledger, s.remote)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
@@ -239,7 +239,11 @@ class Daemon:
 
         resumed = self.deployer.current is None and self.state.deployed() == sha
         previous = self.deployer.current
-        deployment = self.deployer.deploy(sha)
+        try:
+            deployment = self.deployer.deploy(sha)
+        except GitError as exc:
+            log.warning("deploy %s: %s; trying again at the next fetch", sha[:7], exc.message)
+            return
         if deployment is None:
             return
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 
-import pygit2
-
 from puppemon.gitstore.command import GitError, git_message, run_git
-from puppemon.gitstore.store import EXEC, FILE, LINK, TREE, Store
+from puppemon.gitstore.store import Store
 
 
 def snapshot(store: Store, directory: str | os.PathLike) -> str:
@@ -48,25 +45,60 @@ def snapshot(store: Store, directory: str | os.PathLike) -> str:
     return tree
 
 
-def checkout(store: Store, treeish: str, dest: str | os.PathLike) -> None:
-    """Write the tree's files into the new directory `dest` (modes and symlinks kept, gitlinks skipped)."""
+class FilterMissing(GitError):
+    """Files of a tree need a git filter driver (git-lfs, ...) this machine has not configured."""
+
+
+def checkout(store: Store, treeish: str, dest: str | os.PathLike, remote: str | None = None) -> None:
+    """Write the tree into the new directory `dest` as `git checkout` of it would on this machine.
+
+    Attributes come from the tree itself (eol, working-tree-encoding, ident, filters),
+    the rest from this machine's git config; a filter driver the tree needs and this
+    machine lacks is FilterMissing, never a checkout of the raw blobs (LFS pointers).
+    `remote` is where filters such as git-lfs fetch their objects from.
+    """
     dest = Path(dest)
     dest.mkdir(parents=True)
-    _checkout(store.repo, store.tree(treeish), dest)
+    with tempfile.TemporaryDirectory(prefix="puppemon-checkout-") as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        base = ["--git-dir", str(store.git_dir), "--work-tree", str(dest)]
+        run_git([*base, "read-tree", treeish], env=env)
+        missing = {name: paths for name, paths in filters_needed(base, env).items() if not has_filter(base, name)}
+        if missing:
+            raise FilterMissing(_missing_message(missing))
+        origin = ["-c", f"remote.origin.url={remote}"] if remote else []   # where git-lfs looks
+        proc = run_git([*origin, *base, "checkout-index", "--all", "--force"], env=env, check=False)
+        if proc.returncode != 0:
+            raise GitError(f"could not check out {treeish[:7]}: {git_message(proc.stderr)}")
 
 
-def _checkout(repo: pygit2.Repository, tree: pygit2.Tree, dest: Path) -> None:
-    for obj in tree:
-        target = dest / obj.name
-        mode = obj.filemode
-        if mode == TREE:
-            target.mkdir()
-            _checkout(repo, obj, target)
-        elif mode == LINK:
-            os.symlink(repo[obj.id].data, target)
-        elif mode in (FILE, EXEC):
-            with open(target, "wb") as fh:
-                fh.write(repo[obj.id].data)
-            if mode == EXEC:
-                os.chmod(target, os.stat(target).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        # gitlinks (submodules) have no content here: skipped
+def filters_needed(base: list[str], env: dict[str, str]) -> dict[str, list[str]]:
+    """{filter driver: paths} that the index's own .gitattributes give a `filter` to."""
+    paths = run_git([*base, "ls-files", "-z"], env=env).stdout
+    if not paths:
+        return {}
+    out = run_git([*base, "check-attr", "--cached", "-z", "--stdin", "filter"], env=env, input=paths).stdout
+    parts = out.split(b"\0")
+    needed: dict[str, list[str]] = {}
+    for path, value in zip(parts[0::3], parts[2::3]):
+        if value not in (b"unspecified", b"unset", b"set", b""):
+            needed.setdefault(value.decode("utf-8", "replace"), []).append(path.decode("utf-8", "replace"))
+    return needed
+
+
+def has_filter(base: list[str], name: str) -> bool:
+    """Whether git config here defines the filter driver `name` (a process or a smudge command)."""
+    return any(run_git([*base, "config", "--get", f"filter.{name}.{key}"], check=False).returncode == 0
+               for key in ("process", "smudge"))
+
+
+def _missing_message(missing: dict[str, list[str]]) -> str:
+    parts = []
+    for name, paths in sorted(missing.items()):
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        how = ("install git-lfs on this server and run `git lfs install`" if name == "lfs"
+               else f"configure filter.{name}.smudge or filter.{name}.process in this server's git config")
+        files = "file needs" if len(paths) == 1 else "files need"
+        parts.append(f"{len(paths)} {files} the git filter driver {name!r}, which this server does not have "
+                     f"({shown}); {how}")
+    return "; ".join(parts)
