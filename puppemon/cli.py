@@ -62,14 +62,22 @@ def validate(directory: str) -> None:
               help="Remote to push to (default: the branch's upstream remote, else origin).")
 @click.option("--branch", default="flows", show_default=True, help="Branch that holds deploys.")
 @click.option("-m", "--message", default=None, help="Extra text for the deploy commit.")
-@click.option("--dry-run", is_flag=True, help="Show what would be pushed; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List every path that would be added, changed or removed; write nothing.")
 @click.option("--watch", is_flag=True, help="Keep running; push again after files change.")
+@click.option("--allow", multiple=True, metavar="PATH",
+              help="Deploy this file although it looks like a secret (a key, .env values). Repeatable.")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory (default: the current one).")
-def push(remote, branch, message, dry_run, watch, directory) -> None:
-    """Snapshot the working directory onto the flows branch and push it."""
+def push(remote, branch, message, dry_run, watch, allow, directory) -> None:
+    """Snapshot the working directory onto the flows branch and push it.
+
+    Before anything is written, it warns about virtual environments and large
+    files, and refuses files that look like secrets (private keys, .env values,
+    a secrets file holding values) unless --allow names them.
+    """
     _call("push", directory=directory, remote=remote, branch=branch, message=message,
-          dry_run=dry_run, watch=watch)
+          dry_run=dry_run, watch=watch, allow=allow)
 
 
 @cli.command()

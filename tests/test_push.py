@@ -143,12 +143,14 @@ def test_output_line_and_unchanged_push_writes_nothing(project, bare_remote):
     (project / "puppemon.yaml").write_text(MINIMAL_MANIFEST + "  other:\n    command: [\"true\"]\n")
     third = puppemon("push", cwd=project)
     tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
-    assert third.stdout == f"pushed flows {tip[:7]} to origin (2 flows; 1 files changed, 1 added, 1 removed)\n"
+    assert third.stdout == f"pushed flows {tip[:7]} to origin (2 flows; 1 file changed, 1 added, 1 removed)\n"
 
 
 def test_dry_run_writes_nothing_remote(project, bare_remote):
     result = puppemon("push", "--dry-run", cwd=project)
-    assert result.stdout == "dry run: would push flows to origin (1 flow; 0 files changed, 2 added, 0 removed)\n"
+    assert result.stdout == ("added     8 bytes  job.sh\nadded    65 bytes  puppemon.yaml\n"
+                             "total: 2 files, 73 bytes in the snapshot\n"
+                             "dry run: would push flows to origin (1 flow; 0 files changed, 2 added, 0 removed)\n")
     assert git("--git-dir", str(bare_remote), "for-each-ref") == ""
 
 

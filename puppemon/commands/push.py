@@ -14,14 +14,29 @@ def _say(msg: str) -> None:
 
 
 def main(directory: str = ".", remote: str | None = None, branch: str = "flows",
-         message: str | None = None, dry_run: bool = False, watch: bool = False) -> int:
+         message: str | None = None, dry_run: bool = False, watch: bool = False,
+         allow: tuple[str, ...] = ()) -> int:
     from puppemon.project.snapshot import deploy
 
     if watch:
-        return watch_and_push(Path(directory), remote, branch, message)
-    result = deploy(directory, remote, branch, message, dry_run, log=_say)
+        return watch_and_push(Path(directory), remote, branch, message, allow=allow)
+    result = deploy(directory, remote, branch, message, dry_run, log=_say, allow=allow)
+    if dry_run and not result.up_to_date:
+        for line in listing(result):
+            print(line)
     print(result.summary())
     return 0
+
+
+def listing(result) -> list[str]:
+    """One line per path a push would add, change or remove, with its size, then the snapshot's total."""
+    from puppemon.formats import format_size, plural
+
+    sizes = [format_size(c.size) for c in result.changes]
+    width = max(map(len, sizes), default=0)
+    lines = [f"{c.status:<8} {size:>{width}}  {c.path}" for c, size in zip(result.changes, sizes)]
+    files, total = result.total
+    return lines + [f"total: {plural(files, 'file')}, {format_size(total)} in the snapshot"]
 
 
 QUIET = 1.0          # seconds without file events before pushing
@@ -68,7 +83,7 @@ class _Changes:
 
 
 def watch_and_push(directory: Path, remote: str | None, branch: str, message: str | None,
-                   stop: threading.Event | None = None) -> int:
+                   stop: threading.Event | None = None, allow: tuple[str, ...] = ()) -> int:
     """Push now, then again after each burst of changes; Ctrl-C (or `stop`) ends it with 0."""
     from puppemon.project.manifest import ManifestError
     from puppemon.project.snapshot import deploy, snapshot_tree
@@ -89,7 +104,7 @@ def watch_and_push(directory: Path, remote: str | None, branch: str, message: st
                 if pushed_tree is not None and snapshot_tree(directory) == pushed_tree:
                     pending = False
                     continue
-                result = deploy(directory, remote, branch, message, log=_say)
+                result = deploy(directory, remote, branch, message, log=_say, allow=allow)
                 pushed_tree = result.tree
                 print(result.summary(), flush=True)
                 pending, backoff = False, 0.0

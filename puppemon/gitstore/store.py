@@ -37,6 +37,17 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One path that differs between two trees."""
+
+    status: str      # added | changed | removed
+    path: str
+    mode: int        # the new mode (the old one when removed)
+    oid: str         # the new blob (the old one when removed)
+    size: int
+
+
+@dataclass(frozen=True)
 class Commit:
     sha: str
     tree: str
@@ -153,7 +164,7 @@ class Store:
 
     def tree_changes(self, old_tree: str | None, new_tree: str) -> dict[str, tuple[str, int] | None]:
         """Path -> (blob, mode), or None for a deletion, from one tree to another."""
-        old = self.tree(old_tree) if old_tree else self.tree(str(self.repo.TreeBuilder().write()))
+        old = self.tree(old_tree) if old_tree else self._empty_tree()
         changes: dict[str, tuple[str, int] | None] = {}
         for delta in self.repo.diff(old, self.tree(new_tree)).deltas:
             if delta.status == pygit2.GIT_DELTA_DELETED:
@@ -175,6 +186,9 @@ class Store:
             return self.repo.default_signature
         except (KeyError, pygit2.GitError):
             return signature()
+
+    def _empty_tree(self) -> pygit2.Tree:
+        return self.tree(str(self.repo.TreeBuilder().write()))  # written: it may not be in this repository
 
     def tree(self, oid: str) -> pygit2.Tree:
         """The tree object of a tree or commit (for gitstore's own modules)."""
@@ -253,15 +267,44 @@ class Store:
             yield c
             sha = c.parents[0] if c.parents else None
 
+    def diff(self, old_tree: str | None, new_tree: str) -> list[Change]:
+        """Each entry added, changed or removed from one tree to the next, in path order, with its size."""
+        old = self.tree(old_tree) if old_tree else self._empty_tree()
+        changes = []
+        for delta in self.repo.diff(old, self.tree(new_tree)).deltas:
+            if delta.status == pygit2.GIT_DELTA_DELETED:
+                status, side = "removed", delta.old_file
+            else:
+                status = "added" if delta.status == pygit2.GIT_DELTA_ADDED else "changed"
+                side = delta.new_file
+            changes.append(Change(status, side.path, side.mode, str(side.id), self.size(str(side.id), side.mode)))
+        return changes
+
     def changed_paths(self, old_tree: str | None, new_tree: str) -> tuple[int, int, int]:
         """(changed, added, removed) file counts between two trees."""
-        old = self.tree(old_tree) if old_tree else self.tree(str(self.repo.TreeBuilder().write()))
-        diff = self.repo.diff(old, self.tree(new_tree))
-        counts = {"M": 0, "A": 0, "D": 0}
-        for delta in diff.deltas:
-            key = {pygit2.GIT_DELTA_ADDED: "A", pygit2.GIT_DELTA_DELETED: "D"}.get(delta.status, "M")
-            counts[key] += 1
-        return counts["M"], counts["A"], counts["D"]
+        statuses = [c.status for c in self.diff(old_tree, new_tree)]
+        return statuses.count("changed"), statuses.count("added"), statuses.count("removed")
+
+    def data(self, oid: str) -> bytes:
+        """The content of a blob."""
+        return self.repo[oid].data
+
+    def size(self, oid: str, mode: int = FILE) -> int:
+        """The size of a blob (0 for a gitlink, whose commit is not here)."""
+        return 0 if mode == GITLINK else self.repo.odb.read_header(oid)[1]
+
+    def tree_size(self, treeish: str) -> tuple[int, int]:
+        """(files, bytes) of every blob below a tree."""
+        files = total = 0
+        stack = [self.tree(treeish)]
+        while stack:
+            for entry in stack.pop():
+                if entry.filemode == TREE:
+                    stack.append(self.repo[entry.id])
+                elif entry.filemode != GITLINK:
+                    files += 1
+                    total += self.repo.odb.read_header(entry.id)[1]
+        return files, total
 
     # -- transport (the git binary) -------------------------------------
     def fetch(self, remote: str, refspecs: list[str], *, timeout: float | None = 300) -> None:

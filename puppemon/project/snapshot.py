@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from puppemon.errors import PuppemonError
-from puppemon.gitstore import PushRejected, Store
+from puppemon.formats import plural
+from puppemon.gitstore import Change, PushRejected, Store
 from puppemon.gitstore.worktree import snapshot
 
 PUSH_ATTEMPTS = 5
@@ -27,15 +28,18 @@ class Deploy:
     parent: str | None       # the remote's flows tip it builds on
     tree: str
     flows: int
-    changed: int
-    added: int
-    removed: int
+    changes: list[Change]    # what the new commit changes against `parent`
+    total: tuple[int, int]   # (files, bytes) of the whole snapshot
     up_to_date: bool
     dry_run: bool
 
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.changes if c.status == status)
+
     def summary(self) -> str:
-        counts = (f"{self.flows} flow{'s' if self.flows != 1 else ''}; {self.changed} files changed, "
-                  f"{self.added} added, {self.removed} removed")
+        changed = self.count("changed")
+        counts = (f"{plural(self.flows, 'flow')}; {changed} file{'' if changed == 1 else 's'} changed, "
+                  f"{self.count('added')} added, {self.count('removed')} removed")
         if self.up_to_date:
             tip = (self.parent or "")[:7]
             return f"flows already up to date ({self.branch} {tip} on {self.remote})"
@@ -125,37 +129,71 @@ def check_manifest(store: Store, tree: str) -> int:
     return len(parse(data, MANIFEST_NAME).flows)
 
 
+@dataclass
+class Request:
+    """What a push is asked to do."""
+
+    directory: Path
+    remote: str
+    branch: str = "flows"
+    message: str | None = None
+    dry_run: bool = False
+    allow: tuple[str, ...] = ()          # files deployed knowingly though they look like secrets
+    log: Callable[[str], None] = lambda _msg: None
+
+
 def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str = "flows",
            message: str | None = None, dry_run: bool = False,
-           log: Callable[[str], None] = lambda _msg: None) -> Deploy:
-    """Snapshot `directory` and push it as a new commit on the remote's `branch`."""
+           log: Callable[[str], None] = lambda _msg: None, allow: tuple[str, ...] = ()) -> Deploy:
+    """Snapshot `directory` and push it as a new commit on the remote's `branch`.
+
+    Nothing is written when the snapshot holds what looks like secrets (safety.py);
+    its warnings go to `log`."""
     from puppemon.project.manifest import load
 
     directory = Path(directory).resolve()
     load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
     store = Store.discover(directory)
-    remote = resolve_remote(store, remote)
+    request = Request(directory, resolve_remote(store, remote), branch, message, dry_run, tuple(allow), log)
     tree = snapshot(store, directory)
     flows = check_manifest(store, tree)
+    for path in request.allow:
+        if store.lookup(tree, path) is None:
+            raise PuppemonError(f"--allow {path}: no such file in the snapshot (give its path from the "
+                                f"project directory, as `puppemon push --dry-run` lists it)")
     local = scratch_ref(branch)
     try:
-        return _publish(store, directory, remote, branch, local, tree, flows, message, dry_run, log)
+        return _publish(store, request, local, tree, flows)
     finally:
         store.delete_ref(local)
 
 
-def _publish(store: Store, directory: Path, remote: str, branch: str, local: str, tree: str,
-             flows: int, message: str | None, dry_run: bool, log: Callable[[str], None]) -> Deploy:
+def _review(store: Store, request: Request, result: Deploy, said: set[str]) -> None:
+    """Warn (once each) and refuse as safety.py says, for what this push changes against its parent."""
+    from puppemon.project.safety import refusal, review
+
+    found = review(store, result.changes, result.total, request.allow)
+    for warning in found.warnings:
+        if warning not in said:
+            said.add(warning)
+            request.log(f"warning: {warning}")
+    if found.refused:
+        raise refusal(found.refused)
+
+
+def _publish(store: Store, request: Request, local: str, tree: str, flows: int) -> Deploy:
+    remote, branch, log = request.remote, request.branch, request.log
     fetch_url, push_url = store.remote_url(remote), None
+    total, said = store.tree_size(tree), set()
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         parent = store.fetch_optional(fetch_url, f"refs/heads/{branch}", local)
         parent_tree = store.get_commit(parent).tree if parent else None
-        changed, added, removed = store.changed_paths(parent_tree, tree)
-        result = Deploy(remote, branch, None, parent, tree, flows, changed, added, removed,
-                        up_to_date=parent_tree == tree, dry_run=dry_run)
-        if result.up_to_date or dry_run:
+        result = Deploy(remote, branch, None, parent, tree, flows, store.diff(parent_tree, tree), total,
+                        up_to_date=parent_tree == tree, dry_run=request.dry_run)
+        _review(store, request, result, said)  # again after a retry: the parent it builds on moved
+        if result.up_to_date or request.dry_run:
             return result
-        msg = deploy_message(store, directory, tree, message)
+        msg = deploy_message(store, request.directory, tree, request.message)
         result.commit = store.commit(tree, [parent] if parent else [], msg, store.default_signature())
         try:
             push_url = push_url or store.remote_url(remote, push=True)
