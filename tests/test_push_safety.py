@@ -22,22 +22,19 @@ def flows_branch(bare) -> str:
 def test_dry_run_lists_every_path_with_its_size_and_writes_nothing(project, bare_remote):
     puppemon("push", cwd=project)
     before = git("--git-dir", str(bare_remote), "rev-parse", "flows")
-    (project / "job.sh").write_text("echo a longer job\n")
     (project / "flows").mkdir()
     (project / "flows" / "new.py").write_text("x" * 2000)
-    (project / "puppemon.yaml").unlink()
-    (project / "puppemon.yaml").write_text(MINIMAL_MANIFEST)   # the same content: not listed
-    git("rm", "--quiet", "--cached", "job.sh", cwd=project)
+    (project / "puppemon.yaml").write_text(MINIMAL_MANIFEST + "# edited\n")
     (project / "job.sh").unlink()
     (project / "other.sh").write_text("echo other\n")
     result = puppemon("push", "--dry-run", cwd=project)
-    lines = result.stdout.splitlines()
-    assert lines == [
+    assert result.stdout.splitlines() == [
         "added       2 KiB  flows/new.py",
         "removed   8 bytes  job.sh",
         "added    11 bytes  other.sh",
+        "changed  74 bytes  puppemon.yaml",
         "total: 3 files, 2 KiB in the snapshot",
-        "dry run: would push flows to origin (1 flow; 0 files changed, 2 added, 1 removed)",
+        "dry run: would push flows to origin (1 flow; 1 file changed, 2 added, 1 removed)",
     ]
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows") == before
 
