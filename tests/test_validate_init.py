@@ -37,6 +37,15 @@ flows:
 """
 
 
+DAILY = "def main(days=1):\n    return days\n"
+
+
+def write_project(directory) -> None:
+    (directory / "puppemon.yaml").write_text(MANIFEST)
+    (directory / "reports").mkdir()
+    (directory / "reports" / "daily.py").write_text(DAILY)
+
+
 def _expected(daily: str, nightly: str) -> str:
     return (
         "puppemon.yaml is valid: 5 flows\n"
@@ -59,14 +68,14 @@ def _candidates(directory, before: datetime, after: datetime) -> set[str]:
 
 
 def test_validate_render_with_a_fixed_clock(tmp_path, capsys):
-    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    write_project(tmp_path)
     now = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)      # Thursday 07:30 in Taipei
     assert validate_command.main(str(tmp_path), now=now) == 0
     assert capsys.readouterr().out == _expected("2026-11-26 08:00 CST", "2026-11-26 02:00 EST")
 
 
 def test_validate_through_click(tmp_path):
-    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    write_project(tmp_path)
     before = datetime.now(timezone.utc)
     result = CliRunner().invoke(cli, ["validate", str(tmp_path)])
     after = datetime.now(timezone.utc)
@@ -75,7 +84,7 @@ def test_validate_through_click(tmp_path):
 
 
 def test_validate_in_a_real_process(tmp_path):
-    (tmp_path / "puppemon.yaml").write_text(MANIFEST)
+    write_project(tmp_path)
     before = datetime.now(timezone.utc)
     proc = puppemon("validate", cwd=tmp_path, env={"COLUMNS": "20"})   # a narrow terminal changes nothing
     after = datetime.now(timezone.utc)

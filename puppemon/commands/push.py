@@ -85,10 +85,10 @@ class _Changes:
 def watch_and_push(directory: Path, remote: str | None, branch: str, message: str | None,
                    stop: threading.Event | None = None, allow: tuple[str, ...] = ()) -> int:
     """Push now, then again after each burst of changes; Ctrl-C (or `stop`) ends it with 0."""
-    from puppemon.project.manifest import ManifestError
+    from puppemon.project.manifest import ManifestError, find_root
     from puppemon.project.snapshot import deploy, snapshot_tree
 
-    directory = directory.resolve()
+    directory = find_root(directory)
     stop = stop or threading.Event()
     changes = _Changes(directory)
     _say(f"watching {directory} (Ctrl-C to stop)")

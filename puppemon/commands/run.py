@@ -61,9 +61,12 @@ def exit_code(result: RunResult) -> int:
 
 def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
          directory: str = ".", record: bool = False, push: bool = True, remote: str | None = None) -> int:
+    from puppemon.project.entrypoints import check_params, directory_reader
+
     params = parse_params(pairs, params_json)
-    project = Path(directory).resolve()
+    project = manifest.find_root(directory)
     loaded, found = load_flow(project, flow)
+    check_params(found, params, directory_reader(project), "the project directory")
     if record:
         from puppemon.history.clone import open_target
 

@@ -30,7 +30,7 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     params = parse_params(pairs, params_json)
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
-    check_deployed(store, remote, flow)
+    check_deployed(store, remote, flow, params)
     body = run_request(flow, params, user_at_host(), datetime.now(timezone.utc))
     send(store, remote, body)
     print(body["id"], flush=True)
@@ -39,8 +39,10 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     return follow(store, remote, body["id"], limit)
 
 
-def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None:
-    """Refuse a request that no daemon could serve: nothing deployed, or no such flow in the deploy."""
+def check_deployed(store, remote: str, flow: str, params: dict | None = None, branch: str = "flows") -> None:
+    """Refuse a request that no daemon could serve: nothing deployed, no such flow in the deploy, or
+    a param its function does not take."""
+    from puppemon.project.entrypoints import check_params, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
     from puppemon.project.snapshot import scratch_ref
 
@@ -49,7 +51,7 @@ def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None
         tip = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", ref)
         data = store.read(tip, MANIFEST_NAME) if tip else None
     finally:
-        store.delete_ref(ref)
+        store.delete_ref(ref)  # the objects stay: the deployed code is read below
     if tip is None:
         raise PuppemonError(f"nothing is deployed on {remote} yet: run `puppemon push` first")
     try:
@@ -59,6 +61,7 @@ def check_deployed(store, remote: str, flow: str, branch: str = "flows") -> None
     if flow not in flows:
         raise PuppemonError(f"no flow {flow!r} in the deployed flows ({branch} {tip[:7]} on {remote}: "
                             f"{', '.join(flows) or 'none'}); push it first")
+    check_params(flows[flow], params or {}, tree_reader(store, tip), f"the deployed flows commit {tip[:7]}")
 
 
 def follow(store, remote: str, request_id: str, limit: float | None, branch: str = "runs",

@@ -32,7 +32,12 @@ def render(manifest: Manifest, now: datetime) -> list[str]:
 
 
 def main(directory: str = ".", now: datetime | None = None) -> int:
-    manifest = load(directory)
+    from puppemon.project.entrypoints import check_manifest, directory_reader
+    from puppemon.project.manifest import find_root
+
+    root = find_root(directory)
+    manifest = load(root)
+    check_manifest(manifest, directory_reader(root), MANIFEST_NAME, "the project directory")
     now = now or datetime.now(timezone.utc)
     lines = render(manifest, now)
     if sys.stdout.isatty():

@@ -50,6 +50,7 @@ class Deployer:
 
         A GitError (a checkout that failed, say an LFS server that did not answer) is
         raised instead, and the next fetch tries again."""
+        from puppemon.project.entrypoints import check_manifest, tree_reader
         from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
 
         source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
@@ -58,6 +59,7 @@ class Deployer:
             if data is None:
                 raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
             manifest = parse(data, MANIFEST_NAME)
+            check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
             directory = self._check_out(sha)
         except (ManifestError, FilterMissing) as exc:
             self.refused.add(sha)

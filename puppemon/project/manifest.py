@@ -57,6 +57,8 @@ class Flow:
     workdir: str = "fresh"
     notify: Notify | None = None
     line: int = 0
+    # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
+    marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def trigger(self, kind: str) -> Trigger | None:
         """The flow's trigger of that kind (`cron`, `interval`, `deploy`), or None."""
@@ -140,7 +142,12 @@ def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, A
         raise Invalid(key_node, path, f"{name!r} is not a valid flow name (use lowercase letters, digits, "
                       "'-' and '_', starting with a letter or digit, at most 100 characters)")
     values = record(node, path, FLOW_FIELDS)
-    keys = {key: key_node for key_node, key, _ in items(node, path)}
+    own = items(node, path)
+    keys = {key: key_node for key_node, key, _ in own}
+    marks = {key: _mark(value_node) for _, key, value_node in own}
+    for _, key, value_node in own:
+        if key == "params" and isinstance(value_node, yaml.MappingNode):
+            marks.update({f"params.{k}": _mark(k_node) for k_node, k, _ in items(value_node, path)})
     if "entrypoint" in values and "command" in values:
         later = max(keys["entrypoint"], keys["command"], key=lambda n: (n.start_mark.line, n.start_mark.column))
         raise Invalid(later, path, "has both entrypoint and command (use exactly one)")
@@ -151,7 +158,11 @@ def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, A
     if "env" in defaults and "env" in values:
         merged["env"] = {**defaults["env"], **values["env"]}
     trigger_list = triggers.build(merged, merged.get("timezone", "UTC"))
-    return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, **merged)
+    return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, marks=marks, **merged)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _variables(node: yaml.Node, path: str) -> dict[str, str]:
@@ -234,6 +245,18 @@ def parse(text: str | bytes, filename: str = MANIFEST_NAME) -> Manifest:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def find_root(start) -> Path:
+    """The project `start` is in: the nearest directory up from it that holds puppemon.yaml, not
+    leaving its git repository; `start` itself, as given, when there is none (or no repository)."""
+    here = Path(start).resolve()
+    for directory in [here, *here.parents]:
+        if (directory / MANIFEST_NAME).is_file():
+            return directory
+        if os.path.lexists(directory / ".git"):
+            break  # the top of the repository: a project is inside it
+    return Path(start)
 
 
 def load(directory) -> Manifest:

@@ -119,14 +119,19 @@ def user_at_host() -> str:
 
 
 def check_manifest(store: Store, tree: str) -> int:
-    """Validate the manifest as it is in `tree` (what the daemon will read); return the flow count."""
+    """Validate the manifest and its entrypoints as they are in `tree` (what the daemon will read);
+    return the flow count."""
+    from puppemon.project.entrypoints import check_manifest as check_entrypoints, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, parse
 
     data = store.read(tree, MANIFEST_NAME)
     if data is None:
         raise PuppemonError(f"{MANIFEST_NAME} is ignored by git (.gitignore or info/exclude), so it "
                             f"would not be deployed; stop ignoring it")
-    return len(parse(data, MANIFEST_NAME).flows)
+    manifest = parse(data, MANIFEST_NAME)
+    check_entrypoints(manifest, tree_reader(store, tree), MANIFEST_NAME,
+                      "the snapshot (is it ignored by .gitignore?)")
+    return len(manifest.flows)
 
 
 @dataclass
@@ -149,9 +154,9 @@ def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str 
 
     Nothing is written when the snapshot holds what looks like secrets (safety.py);
     its warnings go to `log`."""
-    from puppemon.project.manifest import load
+    from puppemon.project.manifest import find_root, load
 
-    directory = Path(directory).resolve()
+    directory = find_root(directory)
     load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
     store = Store.discover(directory)
     request = Request(directory, resolve_remote(store, remote), branch, message, dry_run, tuple(allow), log)
@@ -211,7 +216,9 @@ def _publish(store: Store, request: Request, local: str, tree: str, flows: int) 
 
 def snapshot_tree(directory: str | os.PathLike) -> str:
     """The tree `deploy` would push for `directory` now (no validation, nothing written to refs)."""
-    directory = Path(directory).resolve()
+    from puppemon.project.manifest import find_root
+
+    directory = find_root(directory)
     return snapshot(Store.discover(directory), directory)
 
 
