@@ -45,9 +45,12 @@ def cli() -> None:
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--github", is_flag=True, help="Also write a GitHub Actions workflow that pushes on merge.")
-def init(directory: str, github: bool) -> None:
+@click.option("--puppemon-source", default=None, metavar="REQUIREMENT",
+              help="With --github: what the workflow installs, e.g. git+https://host/you/puppemon.git@v0.1.0 "
+                   "(default: this puppemon's own clone and commit).")
+def init(directory: str, github: bool, puppemon_source: str | None) -> None:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    _call("init", directory=directory, github=github)
+    _call("init", directory=directory, github=github, puppemon_source=puppemon_source)
 
 
 @cli.command()

@@ -13,6 +13,8 @@ import pytest
 pytest_plugins = ["tests.servers"]
 
 IDENTITY = {"name": "Test User", "email": "test@example.com"}
+# pip's download cache of the machine, kept across the scrubbed HOMEs (installs in tests stay fast)
+PIP_CACHE = os.environ.get("PIP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "pip")
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from puppemon.errors import PuppemonError
-from puppemon.project.github import WORKFLOW, WORKFLOW_PATH, write_workflow
+from puppemon.project.github import EXAMPLE_SOURCE, WORKFLOW, WORKFLOW_PATH, clone_source, render, write_workflow
 from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,11 +52,48 @@ def test_template_deploys_on_push_to_the_default_branch():
     steps = wf["jobs"]["push"]["steps"]
     assert [s.get("uses", "").split("@")[0] for s in steps[:2]] == ["actions/checkout", "actions/setup-python"]
     assert steps[0]["with"] == {"fetch-depth": 1}
-    assert [s["run"] for s in steps if "run" in s] == ["python -m pip install puppemon", "puppemon push"]
+    assert [s["run"] for s in steps if "run" in s] == ['python -m pip install "$PUPPEMON_SOURCE"', "puppemon push"]
+    assert steps[2]["env"] == {"PUPPEMON_SOURCE": EXAMPLE_SOURCE}   # what init --github fills in
+
+
+def test_the_workflow_installs_a_pinned_clone_never_a_package_name():
+    source = "git+https://git.example.com/me/puppemon.git@1a2b3c4d"
+    wf = yaml.safe_load(render(source))
+    (install,) = [s for s in wf["jobs"]["push"]["steps"] if s.get("name") == "Install puppemon"]
+    assert install["env"] == {"PUPPEMON_SOURCE": source}
+    with pytest.raises(PuppemonError):
+        render('x"; rm -rf /; "')
+
+
+def _clone_of(tmp_path, origin_url: str, pushed: bool = True):
+    upstream = make_repo(tmp_path / "upstream", {"pyproject.toml": "[project]\nname = 'puppemon'\n"})
+    clone = tmp_path / "clone"
+    git("clone", "--quiet", str(upstream), str(clone))
+    git("remote", "set-url", "origin", origin_url, cwd=clone)
+    if not pushed:
+        git("commit", "--quiet", "--allow-empty", "-m", "local only", cwd=clone)
+    return clone, git("rev-parse", "HEAD", cwd=clone).strip()
+
+
+@pytest.mark.parametrize("origin, expected", [
+    ("https://github.com/me/puppemon.git", "git+https://github.com/me/puppemon.git@{head}"),
+    ("git@github.com:me/puppemon.git", "git+https://github.com/me/puppemon.git@{head}"),  # a runner has no key
+    ("ssh://git@git.example.com:2222/me/puppemon.git", "git+https://git.example.com/me/puppemon.git@{head}"),
+    ("/srv/git/puppemon.git", None),                                                   # not reachable from CI
+])
+def test_the_source_is_the_clone_puppemon_was_installed_from(tmp_path, origin, expected):
+    clone, head = _clone_of(tmp_path, origin)
+    assert clone_source(clone) == (expected.format(head=head) if expected else None)
+
+
+def test_a_commit_that_is_not_on_the_origin_is_no_source(tmp_path):
+    clone, _ = _clone_of(tmp_path, "https://github.com/me/puppemon.git", pushed=False)
+    assert clone_source(clone) is None
+    assert clone_source(tmp_path) is None   # not a clone at all
 
 
 def test_write_workflow_writes_the_template(tmp_path):
-    path = write_workflow(tmp_path)
+    path = write_workflow(tmp_path, EXAMPLE_SOURCE)
     assert path == tmp_path / WORKFLOW_PATH == tmp_path / ".github" / "workflows" / "puppemon-push.yml"
     assert path.read_bytes() == TEMPLATE.read_bytes()
 
@@ -74,12 +111,29 @@ def test_write_workflow_never_overwrites(tmp_path):
 
 def test_init_github_writes_the_workflow(tmp_path):
     project = make_repo(tmp_path / "project", commit=False)
-    proc = puppemon("init", "--github", ".", cwd=project)
+    source = "git+https://git.example.com/me/puppemon.git@v0.1.0"
+    proc = puppemon("init", "--github", ".", "--puppemon-source", source, cwd=project)
     assert proc.stdout == ("wrote puppemon.yaml\n"
                            "wrote flows/hello.py\n"
                            "wrote .github/workflows/puppemon-push.yml\n"
                            "next: run `puppemon validate`, then `puppemon push` to deploy\n")
-    assert (project / WORKFLOW_PATH).read_bytes() == TEMPLATE.read_bytes()
+    assert (project / WORKFLOW_PATH).read_text() == render(source)
+
+
+def test_init_github_refuses_when_it_cannot_tell_what_to_install(tmp_path):
+    """This puppemon installed from a directory that is no pushed clone (a copy, here): nothing is written."""
+    copy = tmp_path / "copy-of-puppemon"
+    shutil.copytree(ROOT / "puppemon", copy / "puppemon", ignore=shutil.ignore_patterns("__pycache__"))
+    project = make_repo(tmp_path / "project", commit=False)
+    env = {"PYTHONPATH": str(copy)}
+    proc = subprocess.run([sys.executable, "-c", "import puppemon.cli, sys; sys.argv[1:] = ['init', '--github']; "
+                           "puppemon.cli.main()"], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ("Error: cannot tell which repository this puppemon comes from (it was not installed "
+                           "from a git clone whose commit is on its origin), so the workflow could not install it; "
+                           "pass --puppemon-source git+https://HOST/YOU/puppemon.git@COMMIT\n")
+    assert not (project / "puppemon.yaml").exists()
 
 
 def test_init_github_never_overwrites_a_workflow(tmp_path):
@@ -101,7 +155,7 @@ def test_composite_action_inputs_and_defaults():
     action = load_yaml(ACTION)
     inputs = {name: spec.get("default") for name, spec in action["inputs"].items()}
     assert inputs == {"branch": "flows", "remote": "origin", "python-version": "3.12",
-                      "puppemon-version": "", "directory": "."}
+                      "directory": "."}
     assert all(spec.get("description") for spec in action["inputs"].values())
     assert action["runs"]["using"] == "composite"
     steps = action["runs"]["steps"]
@@ -120,11 +174,10 @@ def test_ci_runs_the_test_command_on_every_python():
     assert job["runs-on"] == "ubuntu-latest"
     assert job["strategy"]["matrix"]["python-version"] == ["3.10", "3.11", "3.12", "3.13"]
     runs = [s["run"] for s in job["steps"] if "run" in s]
-    assert "python3 -m pip install -e '.[test]' && python3 -m pytest" in runs
-    assert any("openssh-server" in r for r in runs)
-    readme = ROOT / "README.md"
-    if readme.exists() and "python3 -m pytest" in readme.read_text():
-        assert "python3 -m pip install -e '.[test]' && python3 -m pytest" in readme.read_text()
+    command = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    assert command in runs
+    assert any("openssh-server" in r and "git-lfs" in r for r in runs)
+    assert f"```sh\n{command}\n```" in (ROOT / "README.md").read_text()
 
 
 def test_pre_commit_hook():
@@ -183,7 +236,7 @@ def test_actionlint_workflows_and_action(tmp_path):
         "      - uses: ./.github/actions/push\n"
         "        with:\n"
         "          branch: flows\n          remote: origin\n          python-version: '3.13'\n"
-        "          puppemon-version: 0.1.0\n          directory: .\n")
+        "          directory: .\n")
     git("init", "--quiet", str(repo))
     proc = subprocess.run([actionlint, "-no-color"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
@@ -308,6 +361,10 @@ def template_run_steps() -> list[str]:
     return [step["run"] for step in steps if "run" in step]
 
 
+# What the install step gets: puppemon, already installed from this checkout (no index is reached).
+INSTALL_ENV = {"PUPPEMON_SOURCE": "puppemon"}
+
+
 @pytest.fixture
 def github(http_server, tmp_path):
     """A smart-HTTP 'GitHub' that demands checkout's exact header, holding a project on main."""
@@ -334,7 +391,7 @@ def test_workflow_pushes_with_checkouts_credentials(github, tmp_path, credential
 
     outputs = []
     for script in template_run_steps():
-        proc = runner.run_step(script)
+        proc = runner.run_step(script, INSTALL_ENV)
         assert proc.returncode == 0, f"step {script!r} failed:\n{proc.stdout}\n{proc.stderr}"
         outputs.append(proc)
     assert re.fullmatch(r"pushed flows [0-9a-f]{7} to origin \(1 flow; 0 files changed, 2 added, 0 removed\)\n",

@@ -103,7 +103,7 @@ def test_systemd_example_config_loads():
 def test_systemd_unit_stops_gracefully_within_its_timeout():
     unit = (SYSTEMD / "puppemon-daemon.service").read_text()
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
-    assert settings["ExecStart"] == "/usr/bin/env puppemon daemon --config /etc/puppemon/daemon.yaml"
+    assert settings["ExecStart"] == "/opt/puppemon/bin/puppemon daemon --config /etc/puppemon/daemon.yaml"
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert (settings["KillSignal"], settings["KillMode"], settings["Restart"]) == ("SIGTERM", "mixed", "on-failure")
     grace = build_settings({"config": str(SYSTEMD / "daemon.yaml")}).grace
@@ -114,7 +114,11 @@ def test_systemd_unit_stops_gracefully_within_its_timeout():
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_unit_verifies(tmp_path):
     unit = tmp_path / "puppemon-daemon.service"
-    shutil.copy(SYSTEMD / "puppemon-daemon.service", unit)
+    # verify checks that ExecStart's program exists: this machine's puppemon stands in for /opt/puppemon's
+    installed = Path(sys.executable).parent / "puppemon"
+    assert installed.is_file()
+    unit.write_text((SYSTEMD / "puppemon-daemon.service").read_text().replace("/opt/puppemon/bin/puppemon",
+                                                                              str(installed)))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "puppemon-daemon.service" not in proc.stderr, proc.stderr

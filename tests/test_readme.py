@@ -1,8 +1,10 @@
 """The README's commands work as written: each shell block runs, in order, in a sandbox."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ def test_the_two_commands_open_the_readme_and_ci_runs_the_test_command():
     assert README.index(main_job) < README.index("## A five-minute tour")
     # the main job: installing is what a new user does; `puppemon quickstart` itself
     # runs end to end in tests/test_quickstart.py
-    assert main_job == "python3 -m pip install . && puppemon quickstart\n"
+    assert main_job == "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/puppemon quickstart\n"
     ci = (ROOT / ".ci" / "run").read_text().rstrip().splitlines()
     assert ci[-1] + "\n" == tests
 
@@ -37,7 +39,10 @@ def test_manifest_example_is_valid():
 @pytest.mark.slow
 def test_every_shell_block_after_the_first_two_runs(tmp_path):
     script = "set -euo pipefail\n" + "\n".join(blocks("sh")[2:])
-    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # `puppemon` on PATH, as the README asks (source .venv/bin/activate): the one running these tests
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     out = proc.stdout
     # the tour's claims, checked against what really happened

@@ -171,10 +171,11 @@ def test_init_never_overwrites(tmp_path):
 
 
 def test_init_github_writes_the_workflow_too(tmp_path, capsys):
-    assert init_command.main(str(tmp_path), github=True) == 0
+    source = "git+https://git.example.com/me/puppemon.git@v0.1.0"
+    assert init_command.main(str(tmp_path), github=True, puppemon_source=source) == 0
     out = capsys.readouterr().out
     assert f"wrote {tmp_path}/.github/workflows/puppemon-push.yml\n" in out
-    assert (tmp_path / ".github" / "workflows" / "puppemon-push.yml").is_file()
+    assert f'PUPPEMON_SOURCE: "{source}"' in (tmp_path / ".github" / "workflows" / "puppemon-push.yml").read_text()
 
 
 def test_help_texts():

@@ -83,20 +83,27 @@ def scaffold(directory: str) -> list[str]:
     return written
 
 
-def main(directory: str = ".", github: bool = False) -> int:
+def main(directory: str = ".", github: bool = False, puppemon_source: str | None = None) -> int:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    from puppemon.project.github import WORKFLOW_PATH, write_workflow
+    from puppemon.project.github import WORKFLOW_PATH, installed_source, render, write_workflow
 
     workflow = Path(directory) / WORKFLOW_PATH
-    if github and (workflow.exists() or workflow.is_symlink()):
-        # checked first, so a refusal writes nothing at all
-        raise PuppemonError(f"{_shown(directory, WORKFLOW_PATH.as_posix())} already exists; puppemon init "
-                            "never overwrites files (remove it or run init in another directory)")
+    source = None
+    if github:  # checked first, so a refusal writes nothing at all
+        if workflow.exists() or workflow.is_symlink():
+            raise PuppemonError(f"{_shown(directory, WORKFLOW_PATH.as_posix())} already exists; puppemon init "
+                                "never overwrites files (remove it or run init in another directory)")
+        source = puppemon_source or installed_source()
+        if source is None:
+            raise PuppemonError("cannot tell which repository this puppemon comes from (it was not installed "
+                                "from a git clone whose commit is on its origin), so the workflow could not "
+                                "install it; pass --puppemon-source git+https://HOST/YOU/puppemon.git@COMMIT")
+        render(source)
     written = scaffold(directory)
     for name in written:
         print(f"wrote {_shown(directory, name)}")
     if github:
-        write_workflow(directory)
+        write_workflow(directory, source)
         print(f"wrote {_shown(directory, WORKFLOW_PATH.as_posix())}")
     where = "" if os.path.normpath(directory) == "." else " " + shlex.quote(directory)
     push = "" if not where else " -C" + where

@@ -147,8 +147,8 @@ class Daemon:
     def _forever(self) -> int:
         for source in self.sources:
             source.start()
-        log.info("daemon %s started (pid %d), remote %s, state %s", self.s.name, os.getpid(),
-                 self.s.remote, self.state.path)
+        log.info("daemon %s started (pid %d), remote %s, state %s%s", self.s.name, os.getpid(),
+                 self.s.remote, self.state.path, f", config {self.s.config_file}" if self.s.config_file else "")
         first, stop_at = True, None
         while not self.stopping:
             try:

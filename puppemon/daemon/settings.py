@@ -1,7 +1,12 @@
-"""The daemon's server-side settings: defaults (written once, here), the config file, the command line.
+"""The daemon's server-side settings: the command line over a config file over the defaults.
 
 Nothing here comes from the flows branch: the remote, the name, the state
-directory, secrets and the HTTP listener are the server's to decide.
+directory, secrets and the HTTP listener are the server's to decide. The config
+file is `--config FILE`, else `$XDG_CONFIG_HOME/puppemon/daemon.yaml`
+(`~/.config/puppemon/daemon.yaml`), else `/etc/puppemon/daemon.yaml`; relative
+paths in it (state, secrets, token_file, a remote on this machine) are relative
+to the file's own directory, so it means the same from any working directory
+(systemd runs the daemon in `/`).
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs"}
+CONFIG_NAME = "daemon.yaml"
+PATH_KEYS = ("state", "secrets", "token_file")
 
 
 def default_name() -> str:
@@ -40,6 +47,7 @@ class Settings:
     branch_flows: str = "flows"
     branch_runs: str = "runs"
     once: bool = False
+    config_file: str | None = None   # where the settings were read from, for the log
     secrets_file: str | None = None  # YAML of secret values and their grants (secrets.py)
     kill_grace: float = KILL_GRACE
     keep: float | None = None        # retention: prune records older than this many seconds from the runs tip
@@ -60,8 +68,30 @@ class Settings:
         return read_token(self.token_file), os.environ.get("PUPPEMON_GITHUB_SECRET") or None
 
 
+def config_dirs() -> list[Path]:
+    """Where a config file is looked for when --config is not given, first found wins."""
+    user = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [Path(user) / "puppemon", Path("/etc/puppemon")]
+
+
+def find_config(explicit: str | None, dirs: list[Path] | None = None) -> str | None:
+    """The config file to read: `explicit`, else daemon.yaml in the first of `dirs` that has one."""
+    if explicit:
+        return explicit
+    for directory in config_dirs() if dirs is None else dirs:
+        if (directory / CONFIG_NAME).is_file():
+            return str(directory / CONFIG_NAME)
+    return None
+
+
+def is_local_path(remote: str) -> bool:
+    """Whether a remote names a path on this machine (not `scheme://...` nor scp-like `host:path`)."""
+    head = remote.split("/", 1)[0]
+    return "://" not in remote and ":" not in head
+
+
 def load_config(path: str | None) -> dict[str, Any]:
-    """Options from a YAML config file (keys as the long options, with _ for -)."""
+    """Options from a YAML config file (keys as the long options, with _ for -), paths made absolute."""
     if not path:
         return {}
     import yaml
@@ -81,6 +111,11 @@ def load_config(path: str | None) -> dict[str, Any]:
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         raise PuppemonError(f"{path}: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(CONFIG_KEYS))})")
+    here = Path(path).resolve().parent
+    for key in PATH_KEYS + ("remote",):
+        value = data.get(key)
+        if isinstance(value, str) and value and (key != "remote" or is_local_path(value)):
+            data[key] = str(here / os.path.expanduser(value))   # an absolute path stays as it is
     return data
 
 
@@ -101,10 +136,12 @@ def read_token(token_file: str | None) -> str | None:
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
-    config = load_config(options.pop("config", None))
+    config_file = find_config(options.pop("config", None))
+    config = load_config(config_file)
     merged = {**config, **{k: v for k, v in options.items() if v is not None}}
     if not merged.get("remote"):
-        raise PuppemonError("no remote: pass --remote URL (or set `remote:` in the --config file)")
+        where = config_file or f"{config_dirs()[0] / CONFIG_NAME}, or a --config file"
+        raise PuppemonError(f"no remote: pass --remote URL, or set `remote:` in {where}")
     settings = Settings(
         remote=str(merged["remote"]),
         state=Path(merged.get("state") or default_state_dir()).expanduser(),
@@ -116,6 +153,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
+        config_file=config_file,
     )
     if settings.keep is not None and settings.keep < 86400:
         raise PuppemonError(f"--keep {merged['keep']}: keep at least 1d (records are pruned by whole days)")
