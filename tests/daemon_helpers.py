@@ -85,6 +85,13 @@ def remote_records(bare: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["id"])
 
 
+def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
+    """The flow's records matching `match`, by scheduled time then id (an in-process test's ids may share
+    the time of its clock)."""
+    found = [r for r in records if r["flow"] == flow and all(r.get(k) == v for k, v in match.items())]
+    return sorted(found, key=lambda r: (r["scheduled"] or "", r["id"]))
+
+
 def deploy_records(bare: Path) -> list[dict]:
     paths = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
     return [json.loads(git("--git-dir", str(bare), "show", f"runs:{p}")) for p in paths

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import git
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, linear, live_group_members,
-                                  manifest_project, remote_records, run_daemon_once, wait_until)
+                                  manifest_project, of_flow, remote_records, run_daemon_once, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,6 @@ flows:
     command: ["sh", "-c", "echo tick $(cat version.txt)"]
     every: 1s
 """
-
-
-def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
-    return [r for r in records if r["flow"] == flow and all(r.get(k) == v for k, v in match.items())]
 
 
 def test_scheduled_runs_reach_the_remote_and_redeploy_changes_code(tmp_path, bare_remote):

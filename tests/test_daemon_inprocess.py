@@ -16,7 +16,7 @@ import pytest
 from puppemon.daemon.loop import Daemon
 from puppemon.daemon.settings import Settings
 from tests.conftest import git, wait_until
-from tests.daemon_helpers import deploy, deploy_records, fsck, linear, manifest_project, remote_records
+from tests.daemon_helpers import deploy, deploy_records, fsck, linear, manifest_project, of_flow, remote_records
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 
@@ -37,18 +37,8 @@ class Clock:
 @contextmanager
 def running(remote: Path, state: Path, clock: Clock, **settings):
     """A Daemon over `remote`, opened (state locked, crashes recovered) and closed (runs recorded, published)."""
-    daemon = Daemon(Settings(remote=str(remote), state=state, name="d1", grace=5, **settings), clock=clock)
-    daemon.open()
-    try:
+    with Daemon(Settings(remote=str(remote), state=state, name="d1", grace=5, **settings), clock=clock) as daemon:
         yield daemon
-    finally:
-        daemon.close()
-
-
-def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
-    """The flow's records matching `match`, by scheduled time (ids all carry the test clock's time)."""
-    found = [r for r in records if r["flow"] == flow and all(r.get(k) == v for k, v in match.items())]
-    return sorted(found, key=lambda r: r["scheduled"] or "")
 
 
 def blocking(release: Path, then: str = "true") -> str:
@@ -201,3 +191,14 @@ def test_status_and_heartbeat_follow_the_injected_clock(tmp_path, bare_remote):
     assert (status["started"], status["heartbeat"]) == ("2026-11-25T08:00:00.000Z", "2026-11-25T08:01:30.000Z")
     assert status["flows"] == {"tick": {"next": None}}      # --once style: no scheduler started
     assert status["in_flight"] == [] and status["state"] == "running"
+
+
+def test_a_fire_after_the_stop_signal_starts_nothing(tmp_path, bare_remote):
+    deploy(manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n"
+                                                          "    every: 1h\n"))
+    with running(bare_remote, tmp_path / "state", Clock()) as daemon:
+        daemon.cycle()
+        daemon.request_stop()                     # as the first SIGTERM: the loop has not shut down yet
+        daemon.fire("tick", T0 + timedelta(hours=1))
+        assert not daemon.queue.busy()
+    assert remote_records(bare_remote) == []

@@ -29,7 +29,7 @@ from puppemon.daemon.notify import Notifier
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
-from puppemon.daemon.sources import SOURCES, SourceContext
+from puppemon.daemon.sources import SOURCES, Source, SourceContext
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural, run_dir, utc_iso
 from puppemon.gitstore import GitError, Store
@@ -90,10 +90,10 @@ class Daemon:
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
                               on_change=self.wake.set)
         context = SourceContext(self.submit, self.state, self.clock)
-        by_class: dict[type, object] = {}
+        by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
             by_class.setdefault(cls, cls(context))
-        self.sources = list(by_class.values())
+        self.sources: list[Source] = list(by_class.values())
         self.clock_source = by_class[SOURCES["cron"]]
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
@@ -138,6 +138,8 @@ class Daemon:
             self.forced = True  # a second signal: no more grace
             self.queue.kill_all()
         self.stopping = True
+        if hasattr(self, "queue"):  # assembled: a fire between now and the shutdown starts nothing
+            self.queue.refuse_new()
         self.wake.set()
 
     def request_stop(self) -> None:

@@ -171,6 +171,11 @@ class RunQueue:
         return True
 
     # -- stopping ----------------------------------------------------------------
+    def refuse_new(self) -> None:
+        """Take no more runs, and start no queued one (a stop began: fires from now on are dropped)."""
+        with self.lock:
+            self.stopping = True
+
     def stop(self) -> int:
         """Take no more runs; drop the queued ones and return how many there were."""
         with self.lock:
