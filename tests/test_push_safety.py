@@ -126,3 +126,10 @@ def test_allow_of_a_path_not_in_the_snapshot_is_an_error(project, bare_remote):
         1, "Error: --allow nope/.env: no such file in the snapshot (give its path from the project directory, "
            "as `puppemon push --dry-run` lists it)\n")
     assert flows_branch(bare_remote) == ""
+
+
+def test_files_over_1_mib_are_not_read(project, bare_remote):
+    """The documented limit: a big file is not scanned for keys (keys and .env files are small)."""
+    (project / "dump.txt").write_text("x" * (1024**2) + "\n" + KEY)
+    result = puppemon("push", cwd=project)
+    assert result.stderr == "" and result.stdout.startswith("pushed flows ")

@@ -65,6 +65,7 @@ class Store:
         except (pygit2.GitError, KeyError):
             raise GitError(f"{path} is not a git repository") from None
         self.lock = threading.RLock()
+        self._sizes: dict[str, int] = {}   # blob -> size: a blob never changes, and a push asks twice
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -291,7 +292,11 @@ class Store:
 
     def size(self, oid: str, mode: int = FILE) -> int:
         """The size of a blob (0 for a gitlink, whose commit is not here)."""
-        return 0 if mode == GITLINK else self.repo.odb.read_header(oid)[1]
+        if mode == GITLINK:
+            return 0
+        if oid not in self._sizes:
+            self._sizes[oid] = self.repo.odb.read_header(oid)[1]
+        return self._sizes[oid]
 
     def tree_size(self, treeish: str) -> tuple[int, int]:
         """(files, bytes) of every blob below a tree."""
@@ -303,7 +308,7 @@ class Store:
                     stack.append(self.repo[entry.id])
                 elif entry.filemode != GITLINK:
                     files += 1
-                    total += self.repo.odb.read_header(entry.id)[1]
+                    total += self.size(str(entry.id))
         return files, total
 
     # -- transport (the git binary) -------------------------------------

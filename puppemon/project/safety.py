@@ -5,7 +5,8 @@ over 10 MiB, a snapshot over 50 MiB. Refusals (nothing is written): a puppemon
 secrets file that holds values, a private key, a `.env` file that sets values.
 Each names the `.gitignore` line that leaves the path out; `--allow PATH` deploys
 a refused file knowingly. Only what the snapshot adds or changes against the
-current flows tip is read, so a push stays fast on a large tree.
+current flows tip is read (and no file over 1 MiB), so a push stays fast on a
+large tree.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from puppemon.gitstore import EXEC, FILE, Change, Store
 
 BIG_FILE = 10 * 1024**2
 BIG_SNAPSHOT = 50 * 1024**2
-SCAN_LIMIT = 1024**2          # bytes of a file read to look for keys and values
+SCAN_LIMIT = 1024**2          # a larger file is not read: keys and .env files are small
 PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)")
 ENV_EXAMPLES = ("example", "sample", "template", "dist")
@@ -46,8 +47,8 @@ def review(store: Store, changes: list[Change], total: tuple[int, int], allow: t
         if change.size > BIG_FILE and not any(change.path.startswith(v + "/") for v in venvs):
             found.warnings.append(f"{change.path} is {format_size(change.size)} (over {format_size(BIG_FILE)}); "
                                   f"to leave it out, add `/{change.path}` to .gitignore")
-        if change.mode in (FILE, EXEC) and change.path not in allow:
-            why = _holds_secrets(change.path, store.data(change.oid)[:SCAN_LIMIT])
+        if change.mode in (FILE, EXEC) and change.size <= SCAN_LIMIT and change.path not in allow:
+            why = _holds_secrets(change.path, store.data(change.oid))
             if why:
                 found.refused[change.path] = why
     files, size = total

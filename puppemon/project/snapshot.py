@@ -29,7 +29,7 @@ class Deploy:
     tree: str
     flows: int
     changes: list[Change]    # what the new commit changes against `parent`
-    total: tuple[int, int]   # (files, bytes) of the whole snapshot
+    total: tuple[int, int]   # (files, bytes) of the whole snapshot; not counted when up to date
     up_to_date: bool
     dry_run: bool
 
@@ -189,14 +189,15 @@ def _review(store: Store, request: Request, result: Deploy, said: set[str]) -> N
 def _publish(store: Store, request: Request, local: str, tree: str, flows: int) -> Deploy:
     remote, branch, log = request.remote, request.branch, request.log
     fetch_url, push_url = store.remote_url(remote), None
-    total, said = store.tree_size(tree), set()
+    said: set[str] = set()
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         parent = store.fetch_optional(fetch_url, f"refs/heads/{branch}", local)
         parent_tree = store.get_commit(parent).tree if parent else None
-        result = Deploy(remote, branch, None, parent, tree, flows, store.diff(parent_tree, tree), total,
-                        up_to_date=parent_tree == tree, dry_run=request.dry_run)
-        if result.up_to_date:
-            return result
+        if parent_tree == tree:
+            return Deploy(remote, branch, None, parent, tree, flows, [], (0, 0), up_to_date=True,
+                          dry_run=request.dry_run)
+        result = Deploy(remote, branch, None, parent, tree, flows, store.diff(parent_tree, tree),
+                        store.tree_size(tree), up_to_date=False, dry_run=request.dry_run)
         _review(store, request, result, said)  # again after a retry: the parent it builds on moved
         if request.dry_run:
             return result
