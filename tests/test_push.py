@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,17 +16,18 @@ from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon, wait_unti
 
 
 def oracle_tree(repo: Path) -> str:
-    """What git itself makes of the working tree: copy the index, `add -A`, `write-tree`."""
-    tmp_index = repo / ".git" / "oracle-index"
-    index = repo / ".git" / "index"
+    """What git itself makes of the working tree: `add -A && write-tree` on a `cp -p` copy of the index
+    (its mtime kept, so racily clean entries are read again as git would)."""
+    git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=repo).strip())
+    copy = git_dir / "oracle-index"
     try:
-        if index.exists():
-            tmp_index.write_bytes(index.read_bytes())
-        env = {"GIT_INDEX_FILE": str(tmp_index)}
+        if (git_dir / "index").exists():
+            shutil.copy2(git_dir / "index", copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
         git("add", "-A", cwd=repo, env=env)
         return git("write-tree", cwd=repo, env=env).strip()
     finally:
-        tmp_index.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
 
 
 def user_state(repo: Path) -> dict:

@@ -10,20 +10,7 @@ from pathlib import Path
 from puppemon.gitstore import Store
 from puppemon.gitstore.worktree import snapshot
 from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon
-
-
-def cp_p_oracle(repo: Path) -> str:
-    """What git itself makes of the working tree: `add -A && write-tree` on a `cp -p` copy of the index."""
-    git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=repo).strip())
-    copy = git_dir / "oracle-index"
-    try:
-        if (git_dir / "index").exists():
-            shutil.copy2(git_dir / "index", copy)
-        env = {"GIT_INDEX_FILE": str(copy)}
-        git("add", "-A", cwd=repo, env=env)
-        return git("write-tree", cwd=repo, env=env).strip()
-    finally:
-        copy.unlink(missing_ok=True)
+from tests.test_push import oracle_tree
 
 
 def remote_file(bare: Path, path: str) -> str:
@@ -79,7 +66,7 @@ def test_racy_entry_through_the_cli_matches_git(project, bare_remote):
     (project / "r.txt").write_text("bbbb\n")
     for path in (project / "r.txt", project / ".git" / "index"):
         os.utime(path, ns=(tick, tick))
-    expected = cp_p_oracle(project)
+    expected = oracle_tree(project)
     puppemon("push", cwd=project)
     assert remote_file(bare_remote, "r.txt") == "bbbb\n"
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows^{tree}").strip() == expected
@@ -89,7 +76,7 @@ def test_separate_git_dir(tmp_path, bare_remote):
     repo = project_in(tmp_path / "p", bare_remote, separate_git_dir=tmp_path / "elsewhere.git")
     assert (repo / ".git").is_file()
     (repo / "job.sh").write_text("echo hi\n")
-    expected = cp_p_oracle(repo)
+    expected = oracle_tree(repo)
     result = puppemon("push", cwd=repo)
     assert result.stdout.startswith("pushed flows ")
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows^{tree}").strip() == expected
@@ -105,7 +92,7 @@ def test_symlinked_dot_git(tmp_path, bare_remote):
     os.symlink(real, repo / ".git")
     (repo / "puppemon.yaml").write_text(MINIMAL_MANIFEST)
     git("remote", "add", "origin", str(bare_remote), cwd=repo)
-    expected = cp_p_oracle(repo)
+    expected = oracle_tree(repo)
     puppemon("push", cwd=repo)
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows^{tree}").strip() == expected
 
@@ -114,7 +101,7 @@ def test_linked_worktree_and_its_subdirectory(project, bare_remote, tmp_path):
     git("worktree", "add", "--quiet", "-b", "other", str(tmp_path / "wt"), cwd=project)
     wt = tmp_path / "wt"
     (wt / "only-here.txt").write_text("worktree\n")
-    expected = cp_p_oracle(wt)
+    expected = oracle_tree(wt)
     puppemon("push", cwd=wt)
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows^{tree}").strip() == expected
     message = git("--git-dir", str(bare_remote), "log", "-1", "--format=%B", "flows")
@@ -130,7 +117,7 @@ def test_project_inside_a_submodule_checkout(tmp_path, bare_remote):
     assert (checkout / ".git").is_file()
     git("remote", "set-url", "origin", str(bare_remote), cwd=checkout)
     (checkout / "job.sh").write_text("echo edited in the submodule\n")
-    expected = cp_p_oracle(checkout)
+    expected = oracle_tree(checkout)
     puppemon("push", cwd=checkout)
     assert git("--git-dir", str(bare_remote), "rev-parse", "flows^{tree}").strip() == expected
 
