@@ -56,7 +56,12 @@ def init(directory: str, github: bool, puppemon_source: str | None) -> None:
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False))
 def validate(directory: str) -> None:
-    """Check puppemon.yaml and show each flow's trigger and next fire time."""
+    """Check puppemon.yaml and show each flow's trigger and next fire time.
+
+    Each entrypoint is read, never imported: its file must be in the project
+    and define the function, and the flow's params must fit its signature.
+    DIRECTORY may be the project or a directory inside it.
+    """
     _call("validate", directory=directory)
 
 
@@ -71,7 +76,7 @@ def validate(directory: str) -> None:
 @click.option("--allow", multiple=True, metavar="PATH",
               help="Deploy this file although it looks like a secret (a key, .env values). Repeatable.")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
-              help="Project directory (default: the current one).")
+              help="Project directory, or one inside it (default: the current one).")
 def push(remote, branch, message, dry_run, watch, allow, directory) -> None:
     """Snapshot the working directory onto the flows branch and push it.
 
@@ -91,7 +96,7 @@ def push(remote, branch, message, dry_run, watch, allow, directory) -> None:
 @click.option("--remote", default=None, metavar="NAME|URL",
               help="With --record: remote to push to (default: as for push).")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
-              help="Project directory (default: the current one).")
+              help="Project directory, or one inside it (default: the current one).")
 def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
     """Run FLOW here and now, streaming its output; exit with its exit code."""
     _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory,
@@ -172,7 +177,8 @@ def quickstart(directory, duration) -> None:
 @click.option("--keep", default=None, metavar="DURATION",
               help="Retention: once an hour, prune records older than this (e.g. 90d) from the runs tip.")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="YAML file with any of these options.")
+              help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
+                   "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
            config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
