@@ -136,7 +136,7 @@ BAD = [
      "puppemon.yaml:5:5: flows.backup.scheduel: unknown key (did you mean 'schedule'?)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
      "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, entrypoint, env, every, "
-     "notify, overlap, params, retries, retry_delay, run_on_deploy, schedule, secrets, timeout, timezone, workdir)"),
+     "notify, overlap, params, retries, retry_delay, run_on_deploy, schedule, secrets, timeout, timezone, user, workdir)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n",
      "puppemon.yaml:5:12: flows.backup.every: 'often' is not a duration (use 30s, 10m, 2h, 1d)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: 0.5\n",
@@ -200,7 +200,7 @@ BAD = [
      "(use an IANA name such as UTC, Europe/Paris, Asia/Taipei)"),
     ("version: 1\ndefaults:\n  schedule: '@daily'\nflows: {}\n",
      "puppemon.yaml:3:3: defaults.schedule: unknown key (allowed: catchup, env, notify, overlap, retries, "
-     "retry_delay, timeout, timezone, workdir)"),
+     "retry_delay, timeout, timezone, user, workdir)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: true\n",
      "puppemon.yaml:5:14: flows.a.retries: true is not a count (use a whole number, 0 or more)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: -1\n",
@@ -213,6 +213,12 @@ BAD = [
      "puppemon.yaml:5:14: flows.a.catchup: 'some' is not allowed (use none | latest | all)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    workdir: tmp\n",
      "puppemon.yaml:5:14: flows.a.workdir: 'tmp' is not allowed (use fresh | shared)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    user: 'root; id'\n",
+     "puppemon.yaml:5:11: flows.a.user: 'root; id' is not a valid user name (use an OS user name: letters, "
+     "digits, '_', '.' and '-')"),
+    ("version: 1\ndefaults:\n  user: backup\nflows:\n  a:\n    command: x\n    workdir: shared\n",
+     "puppemon.yaml:7:5: flows.a: has both user: and workdir: shared (a run as another user works in its own "
+     "copy of the code: drop workdir: shared)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    params: [1]\n",
      "puppemon.yaml:5:13: flows.a.params: expected a mapping, got a list"),
     ("version: 1\nflows:\n  a:\n    command: x\n    params: {when: 2024-13-45}\n",

@@ -8,8 +8,10 @@ from typing import Callable
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Active, Pending
+from puppemon.daemon.settings import UserGrants
 from puppemon.errors import PuppemonError
 from puppemon.run.backend import Execution
+from puppemon.run.users import OSUser, current_name, lookup
 from puppemon.secrets import SecretStore, for_flow
 
 log = logging.getLogger("puppemon")
@@ -19,9 +21,10 @@ class RunExecutor:
     """Runs a Pending with the code of its deploy and records the outcome (called in the run's thread)."""
 
     def __init__(self, state: StateDir, ledger: Ledger, daemon: str, secrets: SecretStore | None,
-                 kill_grace: float, clock: Callable[[], datetime]) -> None:
+                 kill_grace: float, clock: Callable[[], datetime], users: UserGrants | None = None) -> None:
         self.state, self.ledger, self.daemon = state, ledger, daemon
         self.secrets, self.kill_grace, self.clock = secrets, kill_grace, clock
+        self.users = users or UserGrants({})
 
     def __call__(self, p: Pending, active: Active) -> None:
         from puppemon.run.runner import execute
@@ -38,6 +41,7 @@ class RunExecutor:
         log.info("%s: started run %s (%s)", p.flow, p.run_id, p.trigger.get("kind"))
         try:
             spec.secrets = for_flow(self.secrets, flow.name, flow.secrets)
+            spec.user = self._user(flow)
         except PuppemonError as exc:
             record = self.ledger.synthetic(ctx, "failed", exc.message, started, self.clock())
         else:
@@ -45,6 +49,13 @@ class RunExecutor:
             record = self.ledger.run(ctx, result)
         self.state.unjournal(p.run_id)
         log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
+
+    def _user(self, flow) -> OSUser | None:
+        """The OS user `flow` runs as (None: the daemon's own); PuppemonError when the config does not allow it."""
+        refusal = self.users.refusal(flow.name, flow.user)
+        if refusal:
+            raise PuppemonError(refusal)
+        return lookup(flow.user) if flow.user and flow.user != current_name() else None
 
     def _started(self, active: Active, execution: Execution) -> None:
         active.execution = execution

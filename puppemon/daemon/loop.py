@@ -86,7 +86,7 @@ class Daemon:
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
-        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock)
+        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
                               on_change=self.wake.set)
         context = SourceContext(self.submit, self.state, self.clock)
@@ -249,6 +249,11 @@ class Daemon:
         if deployment is None:
             return
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
+        for name, flow in deployment.manifest.flows.items():
+            note = self.s.users.refusal(name, flow.user)
+            if note:  # a flow this daemon cannot serve as asked: noted, never a reason to refuse the deploy
+                log.warning("deploy %s: %s", sha[:7], note)
+                summary[name]["note"] = note
         for source in self.sources:
             source.reconcile(deployment, summary)
         self.deployer.prune(self.queue.deploys_in_use())

@@ -10,6 +10,7 @@ to the file's own directory, so it means the same from any working directory
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
-               "token_file", "branch_flows", "branch_runs"}
+               "token_file", "branch_flows", "branch_runs", "users"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -54,6 +55,7 @@ class Settings:
     stop_after: float | None = None  # stop by itself this long after the first cycle (quickstart)
     listen: str | None = None        # HOST:PORT of the HTTP hook
     token_file: str | None = None    # its bearer token (default: $PUPPEMON_HTTP_TOKEN)
+    users: UserGrants = field(default_factory=lambda: UserGrants({}))   # config only: OS users flows may run as
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -66,6 +68,47 @@ class Settings:
     def http_credentials(self) -> tuple[str | None, str | None]:
         """(bearer token, GitHub webhook secret) of the HTTP hook."""
         return read_token(self.token_file), os.environ.get("PUPPEMON_GITHUB_SECRET") or None
+
+
+@dataclass(frozen=True)
+class UserGrants:
+    """`users:` of the config file: each OS user, the flows (names or globs) that may run as it.
+    A flow names its user in the manifest (`user:`); it runs as that user only when granted here."""
+
+    grants: dict[str, tuple[str, ...]]
+    where: str = "the daemon's config file"
+
+    def refusal(self, flow: str, user: str | None) -> str | None:
+        """Why `flow` cannot run as `user` here (None when it can, or when it names no user)."""
+        from puppemon.run.users import current_name, lookup
+
+        if user is None or user == current_name():
+            return None
+        if not any(fnmatch.fnmatchcase(flow, g) for g in self.grants.get(user, ())):
+            return (f"flow {flow!r} asks to run as user {user!r}, which {self.where} does not grant to it "
+                    f"(add {flow!r} under users: {user}: there)")
+        if os.geteuid() != 0:
+            return (f"flow {flow!r} asks to run as user {user!r}, but this daemon runs as {current_name()!r}: "
+                    "only a daemon started as root can run flows as other users")
+        try:
+            lookup(user)
+        except PuppemonError as exc:
+            return f"flow {flow!r} asks to run as user {user!r}: {exc.message}"
+        return None
+
+
+def user_grants(value: Any, where: str) -> UserGrants:
+    """`users:` from a config file: a mapping of OS user names to a flow name or glob, or a list of them."""
+    if not isinstance(value, dict):
+        raise PuppemonError(f"{where}: users: expected a mapping of OS user names to lists of flows "
+                            "(users: {backup: [backup, \"backup-*\"]})")
+    grants = {}
+    for user, flows in value.items():
+        flows = [flows] if isinstance(flows, str) else flows
+        if not isinstance(user, str) or not isinstance(flows, list) or not all(isinstance(f, str) for f in flows):
+            raise PuppemonError(f"{where}: users.{user}: expected a list of flow names or globs")
+        grants[user] = tuple(flows)
+    return UserGrants(grants, where)
 
 
 def config_dirs() -> list[Path]:
@@ -161,6 +204,8 @@ def build_settings(options: dict[str, Any]) -> Settings:
         raise PuppemonError("--max-parallel must be at least 1")
     if not settings.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise PuppemonError(f"--name {settings.name!r}: use letters, digits, '.', '-' and '_' only")
+    if config.get("users") is not None:
+        settings.users = user_grants(config["users"], config_file)
     if merged.get("secrets"):
         settings.secrets_file = os.path.expanduser(str(merged["secrets"]))
     if merged.get("listen"):

@@ -17,12 +17,13 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import FLOW_NAME_RE, STATUSES, show
 from puppemon.project import triggers
 from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
-                                     kind_of, list_of, params, record, scalar, secret_name, string,
+                                     kind_of, list_of, named, params, record, scalar, secret_name, string,
                                      timezone_name, unknown)
 from puppemon.project.triggers import KINDS, Trigger
 
 MANIFEST_NAME = "puppemon.yaml"
 SCHEMA_VERSION = 1
+USER_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 ENTRYPOINT_RE = re.compile(
     r"(?:(?!/)(?:[^/:\s]+/)*[^/:\s]+\.py"                        # path/to/file.py
     r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"    # package.module
@@ -56,6 +57,7 @@ class Flow:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "fresh"
     notify: Notify | None = None
+    user: str | None = None                # the OS user to run as: the server's config must grant it
     line: int = 0
     # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -130,9 +132,11 @@ FLOW_FIELDS: dict[str, Checker] = {
     "env": env_map,
     "workdir": choice("fresh", "shared"),
     "notify": _notify,                                     # null = no notification
+    "user": named(USER_NAME_RE, "user name", "an OS user name: letters, digits, '_', '.' and '-'"),
     **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
 }
-DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir")
+DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir",
+                "user")
 DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
 
 
@@ -157,6 +161,10 @@ def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, A
     merged.update(values)
     if "env" in defaults and "env" in values:
         merged["env"] = {**defaults["env"], **values["env"]}
+    if merged.get("user") and merged.get("workdir") == "shared":
+        raise Invalid(keys.get("workdir") or keys.get("user") or key_node, path,
+                      "has both user: and workdir: shared (a run as another user works in its own copy of "
+                      "the code: drop workdir: shared)")
     trigger_list = triggers.build(merged, merged.get("timezone", "UTC"))
     return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, marks=marks, **merged)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from puppemon.project.manifest import Flow
+from puppemon.run.users import OSUser
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Launch:
     env: dict[str, str]
     flow: Flow          # a backend reads its own settings from the flow
     grace: float        # how long a stop waits between asking (SIGTERM) and forcing (SIGKILL)
+    user: OSUser | None = None   # run as this OS user (None: as this process)
 
 
 class StartFailed(Exception):

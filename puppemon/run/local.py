@@ -180,10 +180,13 @@ class LocalBackend:
     def start(self, launch: Launch, output: Callable[[bytes], None]) -> LocalExecution:
         become_subreaper()
         argv, cwd = launch.argv, launch.cwd
+        who = {}
+        if launch.user is not None:  # the daemon is root: drop to the user, groups first
+            who = {"user": launch.user.uid, "group": launch.user.gid, "extra_groups": list(launch.user.groups)}
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=launch.env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, **who)
         except FileNotFoundError:
             if "/" in argv[0] and os.path.isfile(os.path.join(cwd, argv[0])):
                 raise StartFailed(127, f"cannot execute {argv[0]}: its interpreter (#! line) was not found") from None

@@ -29,6 +29,7 @@ from puppemon.run import backends
 from puppemon.run.backend import Backend, Execution, Launch, StartFailed
 from puppemon.run.capture import Log
 from puppemon.run.spec import Attempt, Output, RunResult, RunSpec
+from puppemon.run.users import blocked, hand_over
 from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, rmtree
 from puppemon.secrets import redact, redact_json, secret_text
 
@@ -178,6 +179,24 @@ def _workdir(spec: RunSpec, area: Path) -> Path:
     raise ValueError(f"unknown workdir mode {mode!r}")
 
 
+def _hand_over(spec: RunSpec, area: Path, env: dict[str, str]) -> None:
+    """Give the run's area (its copy of the code, TMPDIR, outputs) to the OS user it runs as."""
+    user = spec.user
+    if (spec.workdir or spec.flow.workdir) == "shared":
+        raise _StartError(f"flow {spec.flow.name!r} runs as user {user.name!r}, so it cannot use workdir: shared")
+    if spec.flow.entrypoint:
+        import puppemon
+
+        for path, execute in ((sys.executable, True), (os.path.dirname(puppemon.__file__), False)):
+            stop = blocked(user, path, execute)
+            if stop:
+                raise _StartError(f"user {user.name!r} cannot {'run' if execute else 'read'} {path} ({stop} is "
+                                  "closed to it): install puppemon where that user can read it, e.g. a "
+                                  "virtual environment under /opt, or use a command flow")
+    hand_over(area, user)
+    env.update(user.env())
+
+
 def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Log, run: _Run,
               cancel: threading.Event | None, on_start: OnStart | None) -> None:
     flow = spec.flow
@@ -188,6 +207,8 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
     cwd = _workdir(spec, area)
     argv = _argv(flow, result_file)
     env = _env(spec, params, out_dir, tmp)
+    if spec.user is not None:
+        _hand_over(spec, area, env)
     total = flow.retries + 1
     waiter = cancel or threading.Event()
     for number in range(1, total + 1):
@@ -201,10 +222,12 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
                 break
             log.line(f"--- attempt {number} of {total} (after {flow.retry_delay:.1f}s delay) ---")
             empty_dir(out_dir)
+            if spec.user is not None:
+                hand_over(out_dir, spec.user)
             result_file.unlink(missing_ok=True)
             error_file.unlink(missing_ok=True)
         a_started, a_t0 = _now(), time.monotonic()
-        launch = Launch(spec.run_id, number, argv, cwd, env, flow, spec.grace)
+        launch = Launch(spec.run_id, number, argv, cwd, env, flow, spec.grace, spec.user)
         run.status, run.exit_code, run.error = attempt(backend, launch, flow.timeout, cancel, log, on_start)
         run.attempts.append(Attempt(number, run.status, run.exit_code, a_started, _now(),
                                     time.monotonic() - a_t0))

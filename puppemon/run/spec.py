@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from puppemon.project.manifest import Flow
+from puppemon.run.users import OSUser
 
 
 @dataclass
@@ -26,6 +27,7 @@ class RunSpec:
     grace: float = 10.0                 # SIGTERM -> SIGKILL on timeout or cancel
     base_env: dict | None = None        # the environment runs inherit (default: this process's)
     backend: str = "local"              # where it executes: a name in run/backends.py
+    user: OSUser | None = None          # the OS user it runs as (None: this process's); the caller checked the grant
 
 
 @dataclass
