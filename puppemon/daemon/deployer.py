@@ -16,8 +16,8 @@ from typing import Any
 
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
-from puppemon.gitstore import Store
-from puppemon.gitstore.worktree import FilterMissing, checkout
+from puppemon.gitstore import GitError, Store
+from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
 
 log = logging.getLogger("puppemon")
@@ -51,17 +51,20 @@ class Deployer:
         A GitError (a checkout that failed, say an LFS server that did not answer) is
         raised instead, and the next fetch tries again."""
         from puppemon.project.entrypoints import check_manifest, tree_reader
-        from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
+        from puppemon.project.manifest import MANIFEST_NAME, ManifestError, check_size, parse
 
         source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
         try:
+            entry = self.store.lookup(sha, MANIFEST_NAME)
+            if entry is not None and not entry.is_tree:
+                check_size(self.store.size(entry.oid, entry.mode), MANIFEST_NAME)  # before reading the blob
             data = self.store.read(sha, MANIFEST_NAME)
             if data is None:
                 raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
             manifest = parse(data, MANIFEST_NAME)
             check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
             directory = self._check_out(sha)
-        except (ManifestError, FilterMissing) as exc:
+        except (ManifestError, FilterMissing, UnsafeTree) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
@@ -78,7 +81,11 @@ class Deployer:
         if tmp.exists():  # left by a crash or a failed checkout
             set_writable(tmp, True)
             shutil.rmtree(tmp)
-        checkout(self.store, sha, tmp, remote=self.remote)
+        try:
+            checkout(self.store, sha, tmp, remote=self.remote)
+        except GitError:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half checked out stays behind
+            raise
         set_writable(tmp, False)  # `workdir: shared` runs in here: no run may change the deploy
         os.replace(tmp, directory)
         return directory

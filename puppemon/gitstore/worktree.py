@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from puppemon.gitstore.command import GitError, git_message, run_git
-from puppemon.gitstore.store import Store
+from puppemon.gitstore.store import TREE, Store
 
 
 def snapshot(store: Store, directory: str | os.PathLike) -> str:
@@ -49,6 +49,46 @@ class FilterMissing(GitError):
     """Files of a tree need a git filter driver (git-lfs, ...) this machine has not configured."""
 
 
+class UnsafeTree(GitError):
+    """A tree holds an entry no checkout may write: `..`, a name with `/`, `.git`, ..."""
+
+
+def unsafe_name(name: bytes) -> str | None:
+    """Why a tree entry called `name` must not be checked out, or None when it is a plain name.
+
+    git ends a name at NUL, so none holds one; `.git` in any case (a case-insensitive file system)."""
+    if name in (b"", b".", b".."):
+        return "is not a file name"
+    if b"/" in name:
+        return "has a '/' in it"
+    if name.lower() == b".git":
+        return "would be a .git directory"
+    return None
+
+
+def check_names(store: Store, treeish: str) -> None:
+    """Raise UnsafeTree if an entry of the tree, at any depth, has a name that would write outside a
+    checkout of it or into a .git (git plumbing can make such a tree; `git add` never does)."""
+    seen: set[str] = set()
+    stack = [("", store.tree(treeish))]
+    while stack:
+        prefix, tree = stack.pop()
+        if str(tree.id) in seen:
+            continue  # the same subtree again: its names are checked already
+        seen.add(str(tree.id))
+        names: set[bytes] = set()
+        for entry in tree:
+            raw = entry.raw_name
+            shown = prefix + raw.decode("utf-8", "replace")
+            why = unsafe_name(raw) or ("is twice in its directory" if raw in names else None)
+            if why:
+                raise UnsafeTree(f"refusing to check out {treeish[:7]}: the entry {shown!r} {why} "
+                                 "(a tree `git add` cannot make; push the project again with `puppemon push`)")
+            names.add(raw)
+            if entry.filemode == TREE:
+                stack.append((shown + "/", store.tree(str(entry.id))))
+
+
 def checkout(store: Store, treeish: str, dest: str | os.PathLike, remote: str | None = None) -> None:
     """Write the tree into the new directory `dest` as `git checkout` of it would on this machine.
 
@@ -57,12 +97,18 @@ def checkout(store: Store, treeish: str, dest: str | os.PathLike, remote: str | 
     machine lacks is FilterMissing, never a checkout of the raw blobs (LFS pointers).
     `remote` is where filters such as git-lfs fetch their objects from.
     """
+    check_names(store, treeish)
     dest = Path(dest)
     dest.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="puppemon-checkout-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         base = ["--git-dir", str(store.git_dir), "--work-tree", str(dest)]
-        run_git([*base, "read-tree", treeish], env=env)
+        proc = run_git([*base, "read-tree", treeish], env=env, check=False)
+        if proc.returncode != 0:
+            msg = git_message(proc.stderr)
+            if "invalid path" in msg:  # git's own checks (core.protectNTFS, protectHFS) go further than ours
+                raise UnsafeTree(f"refusing to check out {treeish[:7]}: {msg}")
+            raise GitError(f"could not check out {treeish[:7]}: {msg}")
         missing = {name: paths for name, paths in filters_needed(base, env).items() if not has_filter(base, name)}
         if missing:
             raise FilterMissing(_missing_message(missing))

@@ -205,6 +205,44 @@ def _manifest(root: yaml.Node | None) -> Manifest:
     return Manifest(version=version, variables=variables, flows=flows)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_BYTES = 1024 * 1024  # configuration, not data: a bigger file would hold the daemon's loop for seconds
+
+
+def check_size(size: int, filename: str = MANIFEST_NAME) -> None:
+    """Refuse a manifest of `size` bytes when it is larger than MAX_BYTES (ask before reading it)."""
+    if size > MAX_BYTES:
+        raise ManifestError(f"{filename}: {size} bytes, more than the {MAX_BYTES} (1 MiB) a manifest may "
+                            "hold (keep data in files of the project and read them from the flow)")
+
+
+def _compose(loader: yaml.SafeLoader) -> yaml.Node | None:
+    """The document's nodes; an escape that is no character is a ScannerError at the escape."""
+    try:
+        root = loader.get_single_node()
+    except (ValueError, OverflowError):
+        # PyYAML's scanner calls chr() on "\U00200000" or "\UFFFFFFFF" unchecked; it stands after the "\U"
+        mark = loader.get_mark()
+        mark = yaml.Mark(mark.name, mark.index - 2, mark.line, max(mark.column - 2, 0), None, None)
+        raise yaml.scanner.ScannerError(problem=f"the escape \\U{loader.prefix(8)} is not a Unicode character "
+                                        "(the largest is \\U0010FFFF)", problem_mark=mark) from None
+    stack, seen = [root], set()
+    while stack:  # a lone surrogate ("\uD800") is no character either, and no file can hold it as UTF-8
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            half = _SURROGATE.search(node.value)
+            if half:
+                raise yaml.scanner.ScannerError(problem=f"U+{ord(half.group()):04X} is half of a UTF-16 surrogate pair, "
+                                                "not a character (write the character itself, or \\U and "
+                                                "its code point)", problem_mark=node.start_mark)
+        else:
+            stack.extend(n for item in node.value for n in (item if isinstance(item, tuple) else (item,)))
+    return root
+
+
 def _decode(data: bytes, filename: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
@@ -221,13 +259,13 @@ def _decode(data: bytes, filename: str) -> str:
 
 def parse(text: str | bytes, filename: str = MANIFEST_NAME) -> Manifest:
     """Validate the text of a puppemon.yaml; raises ManifestError only."""
+    check_size(len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass")), filename)
     if isinstance(text, bytes):
         text = _decode(text, filename)
     loader = None
     try:
         loader = yaml.SafeLoader(text)
-        root = loader.get_single_node()
-        return _manifest(root)
+        return _manifest(_compose(loader))
     except Invalid as exc:
         line, col = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
         where = f"{filename}:{line}:{col}"
@@ -271,7 +309,9 @@ def load(directory) -> Manifest:
     """Read and validate DIRECTORY/puppemon.yaml."""
     path = Path(directory) / MANIFEST_NAME
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            check_size(os.fstat(fh.fileno()).st_size)   # before reading it: a 50 MB file is refused at once
+            data = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(f"no {MANIFEST_NAME} in {os.fspath(directory)}; "
                             "run `puppemon init` to create one") from None
