@@ -241,6 +241,6 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
     except (OSError, ValueError) as exc:
         log.line(f"puppemon: could not read the result: {exc}")
     try:
-        run.outputs, run.outputs_note = collect_outputs(out_dir, spec.outputs_limit)
+        run.outputs, run.outputs_note = collect_outputs(out_dir, spec.outputs_limit, spec.secrets)
     except OSError as exc:
         run.outputs_note = f"outputs could not be collected: {exc}"

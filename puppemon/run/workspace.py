@@ -1,26 +1,46 @@
-"""A run's files: its working copy of the code, and the outputs it leaves (capped, never followed)."""
+"""A run's files: its working copy of the code, and the outputs it leaves (capped, redacted, never followed)."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
 
 from puppemon.formats import format_size, plural
 from puppemon.run.spec import Output
+from puppemon.secrets import needles, redact
+
+MAX_DEPTH = 100      # directories below the output dir; deeper ones are skipped (one fd is open per level)
+SHOWN = 10           # names listed in a note, per kind
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in after the scan must not block the open.
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Names git refuses in a tree or `git fsck --strict` rejects (.git in any case, with HFS-ignored
+# characters or NTFS trailing dots and spaces, 8.3 short names), and the .git* files fsck parses.
+_GIT_SPECIAL = re.compile(r"(\.git(modules|attributes)?|(git|gi[a-z0-9]{4})~[0-9]+)(:.*)?")
 
 
 def rmtree(path: Path) -> None:
-    """Remove a tree the flow may have made read-only in places."""
-    for root, dirs, _ in os.walk(path):
+    """Remove a tree the flow may have made read-only in places; a symlink in its place is only unlinked.
+
+    Nothing is followed: fwalk does not descend into a symlink, and chmod without
+    following refuses one, so the directories a link points to keep their modes.
+    """
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    for _, dirs, _, fd in os.fwalk(path, follow_symlinks=False):
         for d in dirs:
-            p = os.path.join(root, d)
-            if not os.path.islink(p):
-                try:
-                    os.chmod(p, 0o700)
-                except OSError:
-                    pass
+            try:
+                os.chmod(d, 0o700, dir_fd=fd, follow_symlinks=False)
+            except (OSError, ValueError):  # ValueError: `d` is a symlink (to a directory)
+                pass
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -41,48 +61,157 @@ def empty_dir(path: Path) -> None:
     path.mkdir()
 
 
-def collect_outputs(root: Path, limit: int) -> tuple[list[Output], str | None]:
-    """The regular files below `root`, up to `limit` bytes in all, and a note on what was left out."""
-    found: list[tuple[str, int, bool]] = []
-    skipped: list[str] = []
+def collect_outputs(root: Path, limit: int, secrets: dict | None = None) -> tuple[list[Output], str | None]:
+    """The regular files below `root`, up to `limit` bytes in all, redacted, and a note on what was left out.
 
-    def walk(directory: Path, prefix: str) -> None:
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            rel = prefix + entry.name
-            if entry.is_symlink():
-                skipped.append(f"{rel} (symlink to {os.readlink(entry.path)})")
-            elif entry.is_dir(follow_symlinks=False):
-                walk(Path(entry.path), rel + "/")
-            elif entry.is_file(follow_symlinks=False):
-                st = entry.stat(follow_symlinks=False)
-                found.append((rel, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
-            else:
-                skipped.append(f"{rel} (not a regular file)")
+    Nothing is followed: every directory is opened relative to its parent's descriptor with
+    O_NOFOLLOW, so a symlink swapped in for `root` or for a directory being walked is never
+    read through. The note never holds a secret value (it is redacted as the log is).
+    """
+    secrets = secrets or {}
+    collector = _Collector(limit, secrets)
+    try:
+        parent = os.open(root.parent, _DIR)  # the run's area: the flow may own it and swap it too
+    except OSError as exc:
+        return [], f"the output directory could not be read ({exc.strerror}): nothing in it was recorded"
+    try:
+        try:
+            fd = os.open(root.name, _DIR, dir_fd=parent)
+        except OSError as exc:
+            return [], redact(_gone(parent, root.name, exc), secrets)
+        collector.walk(fd, "", 0)
+    finally:
+        os.close(parent)
+    return collector.outputs, collector.note()
 
-    walk(root, "")
-    found.sort()
-    outputs: list[Output] = []
-    total = 0
-    left_out = left_bytes = 0
-    for rel, size, executable in found:
-        if left_out or total + size > limit:
-            left_out += 1
-            left_bytes += size
-            continue
-        fd = os.open(root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(limit - total + 1)
-        if len(data) > limit - total:  # grew after the stat
-            left_out += 1
-            left_bytes += len(data)
-            continue
-        total += len(data)
-        outputs.append(Output(rel, len(data), hashlib.sha256(data).hexdigest(), data, executable))
-    notes = []
-    if left_out:
-        notes.append(f"{plural(left_out, 'file')} ({format_size(left_bytes)}) not recorded: "
-                     f"outputs are capped at {format_size(limit)} per run")
-    if skipped:
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        notes.append("skipped " + ", ".join(skipped[:10]) + more)
-    return outputs, "; ".join(notes) or None
+
+def _gone(parent: int, name: str, exc: OSError) -> str:
+    try:
+        target = os.readlink(name, dir_fd=parent)
+    except OSError:
+        what = "removed" if exc.errno == errno.ENOENT else f"unreadable ({exc.strerror})"
+        return f"the output directory was {what}: nothing in it was recorded"
+    return f"the output directory was replaced by a symlink to {_shown(target)}: nothing in it was recorded"
+
+
+def _shown(name: str) -> str:
+    """A name as a note can hold it: bytes that are not UTF-8 as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def _is_text(data: bytes) -> bool:
+    """Text is valid UTF-8 without NUL bytes: what the log's byte-wise redaction handles exactly.
+    Anything else (an image, a zip, UTF-16) may hold a value in a form no pattern matches."""
+    if b"\0" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _Collector:
+    """One walk of an output dir, in path order: what is recorded, and what is left out and why."""
+
+    def __init__(self, limit: int, secrets: dict) -> None:
+        self.limit, self.secrets = limit, secrets
+        self.texts = needles(secrets)
+        self.needles = [n.encode() for n in self.texts]
+        self.outputs: list[Output] = []
+        self.total = 0
+        self.over: list[tuple[str, int]] = []   # left out for the cap: (path, size)
+        self.skipped: list[str] = []            # "path (why)"
+
+    def walk(self, fd: int, prefix: str, depth: int) -> None:
+        """Record what is below the directory open as `fd` (closed here)."""
+        try:
+            with os.scandir(fd) as it:
+                # A directory sorts as "name/", so the walk goes in the order of the whole paths
+                # (the order the cap is applied in, whatever the nesting).
+                entries = sorted(it, key=lambda e: e.name + ("/" if e.is_dir(follow_symlinks=False) else ""))
+            for entry in entries:
+                self.entry(fd, entry, prefix + entry.name, depth)
+        finally:
+            os.close(fd)
+
+    def entry(self, fd: int, entry: os.DirEntry, rel: str, depth: int) -> None:
+        name = entry.name
+        if any(n in rel for n in self.texts):
+            return self.skip(rel, "a secret value in its name")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return self.skip(rel, "a name that is not UTF-8")
+        if _GIT_SPECIAL.fullmatch("".join(c for c in name if c.isascii()).lower().rstrip(". ")):
+            return self.skip(rel, "a name git does not record")
+        if entry.is_symlink():
+            return self.skip(rel, self.why(fd, name))
+        if entry.is_file(follow_symlinks=False):
+            return self.file(fd, name, rel)
+        if not entry.is_dir(follow_symlinks=False):
+            return self.skip(rel, "not a regular file")
+        if depth >= MAX_DEPTH:
+            return self.skip(rel, f"more than {MAX_DEPTH} directories deep")
+        try:
+            sub = os.open(name, _DIR, dir_fd=fd)
+        except OSError as exc:  # swapped for a symlink since the scan, closed to us, ...
+            return self.skip(rel, self.why(fd, name, exc))
+        self.walk(sub, rel + "/", depth + 1)
+
+    def why(self, fd: int, name: str, exc: OSError | None = None) -> str:
+        """Why `name` is not read: the symlink it is (now), or the error opening it."""
+        try:
+            return f"symlink to {_shown(os.readlink(name, dir_fd=fd))}"
+        except OSError as not_a_link:
+            return f"unreadable ({(exc or not_a_link).strerror})"
+
+    def file(self, fd: int, name: str, rel: str) -> None:
+        room = self.limit - self.total
+        try:
+            handle = os.fdopen(os.open(name, _FILE, dir_fd=fd), "rb")
+        except OSError as exc:
+            return self.skip(rel, self.why(fd, name, exc))
+        with handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return self.skip(rel, "not a regular file")
+            if st.st_size > room:
+                return self.over.append((rel, st.st_size))
+            data = handle.read(room + 1)
+        if len(data) > room:  # grew after the scan
+            return self.over.append((rel, max(st.st_size, len(data))))
+        data = self.redacted(data)
+        if data is None:
+            return self.skip(rel, "binary, with a secret value in it: only text files are redacted")
+        if len(data) > room:  # a short secret's *** made it longer
+            return self.over.append((rel, len(data)))
+        self.total += len(data)
+        self.outputs.append(Output(rel, len(data), hashlib.sha256(data).hexdigest(), data,
+                                   bool(st.st_mode & stat.S_IXUSR)))
+
+    def redacted(self, data: bytes) -> bytes | None:
+        """The file as it is recorded: text redacted like the log; None for binary holding a secret."""
+        if not self.needles:
+            return data
+        if _is_text(data):
+            return redact(data, self.secrets)
+        return None if any(n in data for n in self.needles) else data
+
+    def skip(self, rel: str, why: str) -> None:
+        self.skipped.append(f"{_shown(rel)} ({why})")
+
+    def note(self) -> str | None:
+        notes = []
+        if self.over:
+            size = sum(size for _, size in self.over)
+            notes.append(f"{plural(len(self.over), 'file')} ({format_size(size)}) not recorded: outputs are "
+                         f"capped at {format_size(self.limit)} per run ({_listed([_shown(p) for p, _ in self.over])})")
+        if self.skipped:
+            notes.append("skipped " + _listed(self.skipped))
+        return redact("; ".join(notes), self.secrets) or None
