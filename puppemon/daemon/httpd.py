@@ -27,6 +27,9 @@ log = logging.getLogger("puppemon")
 
 MAX_BODY = 1024 * 1024
 DRAIN_LIMIT = 16 * MAX_BODY
+MAX_DEPTH = 32      # nesting of a body's JSON: the same limit as for run requests written through git
+BACKLOG = 1024      # connections waiting to be accepted (Python's default of 5 resets a burst of them)
+MAX_HANDLERS = 32   # requests handled at once; more wait in the backlog
 FLOW_RUNS = re.compile(r"^/flows/([^/]+)/runs$")
 
 
@@ -69,6 +72,48 @@ class Control(Protocol):
         """Fetch and deploy at the next moment."""
 
 
+def nesting(value) -> int:
+    """How deep lists and objects nest in `value`, counted without recursion (at most MAX_DEPTH + 1)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class _Server(ThreadingHTTPServer):
+    """At most MAX_HANDLERS handler threads: while they are all busy, new connections wait in the backlog."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address, handler) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        self.closing = False
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        while not self.slots.acquire(timeout=0.2):
+            if self.closing:  # stop() is waiting: do not hold it up for a slot
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class HttpHook:
     """A ThreadingHTTPServer in a daemon thread, serving one daemon."""
 
@@ -81,10 +126,9 @@ class HttpHook:
         self.control = control
         self.token, self.github_secret = token, github_secret
         try:
-            self.server = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), {"hook": self}))
+            self.server = _Server((host, port), type("Handler", (_Handler,), {"hook": self}))
         except OSError as exc:
             raise PuppemonError(f"--listen {listen}: cannot listen there ({exc.strerror})") from None
-        self.server.daemon_threads = True
         self.thread: threading.Thread | None = None
 
     @property
@@ -98,6 +142,7 @@ class HttpHook:
 
     def stop(self) -> None:
         if self.thread is not None:
+            self.server.closing = True
             self.server.shutdown()
             self.thread.join()
             self.thread = None
@@ -111,6 +156,8 @@ class HttpHook:
         params = body.get("params", {})
         if not isinstance(params, dict):
             return 400, {"error": "params must be a JSON object"}
+        if nesting(params) > MAX_DEPTH:
+            return 400, {"error": f"params nest deeper than {MAX_DEPTH} levels"}
         deployed = self.control.deployed_flows()
         if deployed is None:
             return 503, {"error": "nothing is deployed yet"}
@@ -216,20 +263,29 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(202, {"fetch": True})
         try:
             body = json.loads(raw) if raw.strip() else {}
+        except RecursionError:  # json's scanner recurses once per level: a 50k-deep body gets here
+            return self._send(400, {"error": f"the body nests deeper than {MAX_DEPTH} levels"})
         except ValueError:
             return self._send(400, {"error": "the body is not JSON"})
         if not isinstance(body, dict):
             return self._send(400, {"error": "the body must be a JSON object"})
         return self._send(*self.hook.run_flow(FLOW_RUNS.match(path).group(1), body, self.client_address[0]))
 
+    def _serve(self, method: str) -> None:
+        try:
+            self._route(method)
+        except Exception:  # a bug must still answer, not drop the connection
+            log.exception("http %s %s failed", method, self.path.split("?", 1)[0])
+            self._send(500, {"error": "internal error (the daemon's log has the details)"})
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._route("GET")
+        self._serve("GET")
 
     def do_POST(self) -> None:  # noqa: N802
-        self._route("POST")
+        self._serve("POST")
 
     def do_PUT(self) -> None:  # noqa: N802
-        self._route("PUT")
+        self._serve("PUT")
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self._route("DELETE")
+        self._serve("DELETE")
