@@ -47,7 +47,7 @@ class RunExecutor:
         else:
             result = execute(spec, cancel=active.cancel, on_start=lambda _n, ex: self._started(active, ex))
             record = self.ledger.run(ctx, result)
-        self.state.unjournal(p.run_id)
+        # the Ledger drops the journal entry once the record is committed (a full disk can delay it)
         log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
 
     def _user(self, flow) -> OSUser | None:

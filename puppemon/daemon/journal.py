@@ -6,6 +6,7 @@ Layout::
     STATE/mirror.git/          bare mirror of the remote
     STATE/deploys/<sha>/       checked-out deploys
     STATE/journal/<run>.json   one file per run in flight; left behind only by a crash
+    STATE/journal/<key>.record a record the runs branch could not take yet (a full disk)
     STATE/fires.json           last scheduled fire time per flow (for catch-up)
     STATE/deployed             the flows commit deployed last
 
@@ -14,8 +15,10 @@ backend needs to find its processes again after a crash (`backend`, `handle`).
 """
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -24,7 +27,10 @@ from typing import Any
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import parse_iso, utc_iso
+from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunContext
+
+log = logging.getLogger("puppemon")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -87,21 +93,34 @@ class StateDir:
             self._lock_fh = None
 
     # -- journal ---------------------------------------------------------------
-    def _write(self, run_id: str, entry: dict[str, Any]) -> None:
-        write_atomic(self.journal_dir / f"{run_id}.json", json.dumps(entry).encode())
+    def _try_write(self, path: Path, data: bytes, what: str) -> bool:
+        """write_atomic, or (a full disk) one log line saying what was not written and why."""
+        try:
+            write_atomic(path, data)
+            return True
+        except OSError as exc:
+            path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+            log.warning("%s not written to %s: %s", what, path.parent, disk_words(exc))
+            return False
 
     def journal(self, ctx: RunContext, started: datetime, backend: str) -> None:
-        """Note a run that is starting; it stays noted until `unjournal` (a crash leaves it)."""
+        """Note a run that is starting; it stays noted until `unjournal` (a crash leaves it).
+
+        A full disk does not stop the run: it is only not noted (a crash then goes unrecorded)."""
         entry = {**asdict(ctx), "scheduled": utc_iso(ctx.scheduled), "started": utc_iso(started),
                  "backend": backend, "handle": None}
-        self._write(ctx.run_id, entry)
+        self._try_write(self.journal_dir / f"{ctx.run_id}.json", json.dumps(entry).encode(),
+                        f"the journal entry of run {ctx.run_id}")
 
     def journal_handle(self, run_id: str, handle: dict) -> None:
         """Add what the backend needs to stop the run's processes after a crash."""
         path = self.journal_dir / f"{run_id}.json"
-        entry = json.loads(path.read_text())
+        try:
+            entry = json.loads(path.read_text())
+        except OSError:
+            return  # not noted at its start (the disk was full)
         entry["handle"] = handle
-        self._write(run_id, entry)
+        self._try_write(path, json.dumps(entry).encode(), f"the journal entry of run {run_id}")
 
     def unjournal(self, run_id: str) -> None:
         (self.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
@@ -117,6 +136,33 @@ class StateDir:
                 path.unlink(missing_ok=True)  # a torn write from before the rename: nothing started
         return found
 
+    # -- records waiting for the disk (daemon/ledger.py) -------------------------
+    def save_record(self, key: str, files: dict, message: str, record: dict | None) -> bool:
+        """Keep a record the runs branch could not take yet; False when there is no room here either."""
+        encoded = {path: None if value is None else
+                   [base64.b64encode(value if isinstance(value, bytes) else value[0]).decode(),
+                    None if isinstance(value, bytes) else value[1]]
+                   for path, value in files.items()}
+        data = json.dumps({"key": key, "message": message, "record": record, "files": encoded}).encode()
+        return self._try_write(self.journal_dir / f"{key}.record", data, f"the waiting record {key}")
+
+    def saved_records(self) -> list[tuple[str, dict, str, dict | None]]:
+        """(key, files, message, run.json or None) of each record kept by `save_record`, oldest first."""
+        found = []
+        for path in sorted(self.journal_dir.glob("*.record")):
+            try:
+                data = json.loads(path.read_bytes())
+                files = {p: None if v is None else (base64.b64decode(v[0]) if v[1] is None
+                                                    else (base64.b64decode(v[0]), v[1]))
+                         for p, v in data["files"].items()}
+                found.append((data["key"], files, data["message"], data.get("record")))
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+                log.warning("unreadable waiting record %s left as it is: %s", path, exc)
+        return found
+
+    def drop_record(self, key: str) -> None:
+        (self.journal_dir / f"{key}.record").unlink(missing_ok=True)
+
     # -- last fire times -------------------------------------------------------
     def last_fires(self) -> dict[str, datetime]:
         path = self.path / "fires.json"
@@ -128,7 +174,7 @@ class StateDir:
 
     def save_fires(self, fires: dict[str, datetime]) -> None:
         data = {flow: utc_iso(moment) for flow, moment in sorted(fires.items())}
-        write_atomic(self.path / "fires.json", json.dumps(data, indent=1).encode())
+        self._try_write(self.path / "fires.json", json.dumps(data, indent=1).encode(), "the last fire times")
 
     # -- the deployed flows commit ---------------------------------------------
     def deployed(self) -> str | None:
@@ -138,7 +184,7 @@ class StateDir:
             return None
 
     def set_deployed(self, sha: str) -> None:
-        write_atomic(self.path / "deployed", sha.encode() + b"\n")
+        self._try_write(self.path / "deployed", sha.encode() + b"\n", "the deployed flows commit")
 
 
 def _leftover(entry: dict[str, Any]) -> Leftover:

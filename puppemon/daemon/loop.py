@@ -33,7 +33,7 @@ from puppemon.daemon.sources import SOURCES, Source, SourceContext
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural, run_dir, utc_iso
 from puppemon.gitstore import GitError, Store
-from puppemon.history.recorder import Recorder
+from puppemon.history.recorder import Recorder, disk_words
 from puppemon.history.status import StatusPublisher
 
 log = logging.getLogger("puppemon")
@@ -83,7 +83,7 @@ class Daemon:
         self.store = Store.open_or_init_bare(self.state.mirror_dir)
         self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
                                  author_name=f"puppemon {s.name}")
-        self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded)
+        self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
@@ -181,7 +181,7 @@ class Daemon:
             self.wake.wait(0.2)
             self.wake.clear()
         code = self._shutdown()
-        if code == 0 and (self.failures or self.recorder.unpublished()):
+        if code == 0 and (self.failures or self.recorder.unpublished() or self.ledger.waiting()):
             return 1  # the remote was not reached, or records are still waiting to go out
         return code
 
@@ -204,6 +204,10 @@ class Daemon:
         while self.queue.busy() and time.monotonic() < deadline and not self.forced:
             time.sleep(0.05)
         self.queue.cancel_all()
+        self.ledger.retry()
+        if self.ledger.waiting():
+            log.warning("stopping with %s not written (see above): the next start tries again",
+                        plural(self.ledger.waiting(), "record"))
         self.publish()
         self.push_status(final=True)
         log.info("daemon %s stopped", self.s.name)
@@ -232,6 +236,7 @@ class Daemon:
             log.warning("%s", exc.message)
         if self.s.keep and self.failures == 0:
             self.retain()
+        self.ledger.retry()  # records a full disk kept from the runs branch
         self.publish()
         self.push_status()
 
@@ -245,6 +250,10 @@ class Daemon:
             deployment = self.deployer.deploy(sha)
         except GitError as exc:
             log.warning("deploy %s: %s; trying again at the next fetch", sha[:7], exc.message)
+            return
+        except OSError as exc:  # its checkout, on a full disk
+            log.warning("deploy %s: cannot check it out: %s; trying again at the next fetch", sha[:7],
+                        disk_words(exc))
             return
         if deployment is None:
             return
@@ -305,6 +314,8 @@ class Daemon:
 
         for left in self.state.leftovers():
             ctx = left.context
+            if self.ledger.waiting(ctx.run_id):
+                continue  # it finished: its true record, kept in the journal (a full disk), goes out
             try:
                 killed = backends.get(left.backend).recover(left.handle) if left.handle else None
             except PuppemonError as exc:
@@ -315,7 +326,8 @@ class Daemon:
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
                 self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
                 log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
-            self.state.unjournal(ctx.run_id)
+            if not self.ledger.waiting(ctx.run_id):
+                self.state.unjournal(ctx.run_id)
 
     def publish(self) -> None:
         count = self.recorder.unpublished()

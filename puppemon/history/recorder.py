@@ -10,7 +10,9 @@ cannot be reached the records wait locally and go out on the next publish.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from typing import Callable, Mapping
@@ -21,6 +23,21 @@ from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, Store, 
 log = logging.getLogger("puppemon")
 
 Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
+
+
+class RecordWriteError(GitError):
+    """The local repository could not be written (a full disk, a quota, a read-only file system)."""
+
+
+def disk_words(exc: OSError) -> str:
+    """What an OSError from writing to disk means, in words a log line can say ("no space left on device").
+
+    pygit2 raises OSError without an errno ("failed to write out file: No space left on device")."""
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        if exc.errno == code or os.strerror(code) in text:
+            return os.strerror(code).lower()
+    return exc.strerror or text
 
 
 class Recorder:
@@ -44,7 +61,15 @@ class Recorder:
 
     # -- local ---------------------------------------------------------------
     def add(self, files: Files, message: str) -> str:
-        """Commit `files` (path -> bytes or (bytes, mode), or None to delete) on the local runs ref."""
+        """Commit `files` (path -> bytes or (bytes, mode), or None to delete) on the local runs ref.
+
+        RecordWriteError when the repository cannot be written (the disk is full): nothing was committed."""
+        try:
+            return self._add(files, message)
+        except OSError as exc:
+            raise RecordWriteError(f"cannot write to {self.store.git_dir}: {disk_words(exc)}") from None
+
+    def _add(self, files: Files, message: str) -> str:
         blobs: dict[str, tuple[str, int] | None] = {}
         for path, value in files.items():
             if value is None:
@@ -84,10 +109,17 @@ class Recorder:
     def sync(self, push: bool = True, attempts: int = 5) -> bool:
         """Bring the local ref and the remote together; True when the remote has every local record.
 
-        Raises GitError when the remote cannot be reached: records stay queued locally.
+        Raises GitError when the remote cannot be reached, or RecordWriteError when the local
+        repository cannot be written: records stay queued locally.
         """
         if self.remote is None:
             return True
+        try:
+            return self._sync(push, attempts)
+        except OSError as exc:
+            raise RecordWriteError(f"cannot write to {self.store.git_dir}: {disk_words(exc)}") from None
+
+    def _sync(self, push: bool, attempts: int) -> bool:
         delay = 0.2
         for attempt in range(1, attempts + 1):
             with self._lock:

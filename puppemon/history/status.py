@@ -15,6 +15,7 @@ from typing import Callable
 
 from puppemon.formats import parse_iso
 from puppemon.gitstore import GitError, RemoteMissingRef, Store
+from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunStore, dump_json
 
 log = logging.getLogger("puppemon")
@@ -44,11 +45,13 @@ class StatusPublisher:
         due = final or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= HEARTBEAT
         if not due and not (changed and last_time == 0.0):
             return
-        tree = self.store.update_tree(None, {"status.json": (self.store.blob(dump_json(status)), 0o100644)})
-        commit = self.store.commit(tree, [], f"status of {self.name}\n")
         try:
+            tree = self.store.update_tree(None, {"status.json": (self.store.blob(dump_json(status)), 0o100644)})
+            commit = self.store.commit(tree, [], f"status of {self.name}\n")
             self.store.push(self.remote, [f"+{commit}:{self.ref}"], timeout=30)
             self._pushed = (now, key)
+        except OSError as exc:  # a full disk under the daemon's repository
+            log.warning("status not written: %s", disk_words(exc))
         except GitError as exc:
             log.debug("status not pushed: %s", exc.message)
 
