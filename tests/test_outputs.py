@@ -123,6 +123,16 @@ def test_a_retry_after_the_output_dir_became_a_symlink_gets_a_fresh_dir_and_the_
     assert (place / "stolen.txt").read_text() == "not the run's\n"
 
 
+def test_a_run_area_swapped_for_a_symlink_is_not_followed_either(tmp_path):
+    # A flow run as another user owns its area (the output dir's parent) and may rename it away.
+    place = tmp_path / "elsewhere"
+    (place / "outputs").mkdir(parents=True)
+    (place / "outputs" / "stolen.txt").write_text("not the run's\n")
+    os.symlink(place, tmp_path / "area")
+    assert collect_outputs(tmp_path / "area" / "outputs", 1000) == (
+        [], f"the output directory's parent was replaced by a symlink to {place}: nothing in it was recorded")
+
+
 SWAPPER = """\
 import os, sys
 os.chdir(sys.argv[1])

@@ -71,27 +71,28 @@ def collect_outputs(root: Path, limit: int, secrets: dict | None = None) -> tupl
     secrets = secrets or {}
     collector = _Collector(limit, secrets)
     try:
-        parent = os.open(root.parent, _DIR)  # the run's area: the flow may own it and swap it too
+        parent = os.open(root.parent, _DIR)  # the run's area: a flow run as another user owns it
     except OSError as exc:
-        return [], f"the output directory could not be read ({exc.strerror}): nothing in it was recorded"
+        return [], redact(_gone(None, str(root.parent), exc, "the output directory's parent"), secrets)
     try:
         try:
             fd = os.open(root.name, _DIR, dir_fd=parent)
         except OSError as exc:
-            return [], redact(_gone(parent, root.name, exc), secrets)
+            return [], redact(_gone(parent, root.name, exc, "the output directory"), secrets)
         collector.walk(fd, "", 0)
     finally:
         os.close(parent)
     return collector.outputs, collector.note()
 
 
-def _gone(parent: int, name: str, exc: OSError) -> str:
+def _gone(parent: int | None, name: str, exc: OSError, what: str) -> str:
+    """Why nothing was recorded: `what` (`name` in `parent`) could not be opened as a directory."""
     try:
         target = os.readlink(name, dir_fd=parent)
     except OSError:
-        what = "removed" if exc.errno == errno.ENOENT else f"unreadable ({exc.strerror})"
-        return f"the output directory was {what}: nothing in it was recorded"
-    return f"the output directory was replaced by a symlink to {_shown(target)}: nothing in it was recorded"
+        how = "removed" if exc.errno == errno.ENOENT else f"unreadable ({exc.strerror})"
+        return f"{what} was {how}: nothing in it was recorded"
+    return f"{what} was replaced by a symlink to {_shown(target)}: nothing in it was recorded"
 
 
 def _shown(name: str) -> str:
