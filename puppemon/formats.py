@@ -18,10 +18,17 @@ UTC = timezone.utc
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "crashed", "skipped")
 
 # A run id (and a request id, which is the id of the run it asks for): UTC start and 6 hex digits.
-RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]+$")
+# ASCII digits only and \Z, not $ (which lets a trailing newline through): ids become paths and trailers.
+RUN_ID = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T[0-9]{6}Z-[0-9a-f]{1,32}\Z")
 FLOW_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 SECRET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+FLOW_NAME_MAX = 100
+
+
+def is_flow_name(value) -> bool:
+    """A flow name as a manifest may spell it: lowercase letters, digits, `-` and `_`, at most 100 of them."""
+    return isinstance(value, str) and len(value) <= FLOW_NAME_MAX and FLOW_NAME_RE.match(value) is not None
 
 
 # --- ids and the paths dated by them ------------------------------------------------------

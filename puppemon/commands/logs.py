@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from puppemon.commands.common import write_bytes
+from puppemon.commands.common import warn, write_bytes
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_duration, local_time
-from puppemon.history.records import RunStore, trigger_text
+from puppemon.history.records import RunStore, one_line, trigger_text
 
 
 def find_run(runs: RunStore, which: str) -> dict:
@@ -20,7 +20,7 @@ def find_run(runs: RunStore, which: str) -> dict:
 
 def header(record: dict) -> str:
     """`hello 20261125T083000Z-7f3a9c succeeded (schedule) started 2026-11-25 16:30:00 CST, 0.4s, flows 1a2b3c4`."""
-    line = (f"{record['flow']} {record['id']} {record.get('status', '?')} "
+    line = (f"{record['flow']} {record['id']} {one_line(record.get('status', '?'), 40)} "
             f"({trigger_text(record.get('trigger') or {})}) started {local_time(record.get('started'), True)}, "
             f"{format_duration(record.get('duration'))}")
     if record.get("flows_commit"):
@@ -28,7 +28,7 @@ def header(record: dict) -> str:
     elif record.get("source_commit"):
         line += f", source {record['source_commit'][:7]}"
     if record.get("daemon"):
-        line += f", on {record['daemon']}"
+        line += f", on {one_line(record['daemon'], 100)}"
     return line
 
 
@@ -40,7 +40,11 @@ def main(which: str, remote: str | None = None, fetch: bool = True, result: bool
     _, runs, _ = open_runs(directory, remote, fetch)
     if not runs.tip:
         raise PuppemonError("no runs recorded yet")
-    record = find_run(runs, which)
+    try:
+        record = find_run(runs, which)
+    finally:
+        if runs.skipped_note():
+            warn(runs.skipped_note())
     print(header(record), file=sys.stderr)
     if record.get("error") and record.get("status") != "succeeded":
         print(f"error: {record['error']}", file=sys.stderr)

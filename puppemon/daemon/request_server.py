@@ -6,6 +6,11 @@ remote holds starts the run. A claimed run request is served when a run record n
 it (run.json `request`); a daemon that finds its own published claim with no record
 and no such run in flight (it stopped in between) starts that run again.
 
+Anyone who can push to the remote can write a request, so every request and claim is
+checked (history/requests.py `check_request`, `check_claim`) before any value of it is
+used; one that fails is refused: a `<id>.done.json` with the reason, so no daemon reads
+it again, and the cycle goes on with the others.
+
 A cancel request is done when a daemon that has the run in flight (or queued) stops
 it, or when the run is found already recorded; otherwise it waits. Only the last
 `DAYS` date directories are read, so a request nobody can serve expires after that
@@ -13,8 +18,8 @@ and the cost of a cycle does not grow with history.
 """
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 from datetime import datetime
 from typing import Callable
@@ -23,11 +28,15 @@ from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.formats import RUN_ID, new_id, request_base, utc_iso
-from puppemon.gitstore import Store
-from puppemon.history.records import dump_json, find_record
-from puppemon.history.requests import DAYS, SCHEMA, recent_dirs, request_files, request_message, run_request
+from puppemon.errors import PuppemonError
+from puppemon.gitstore import EXEC, FILE, Store
+from puppemon.history.records import dump_json, find_record, is_recorded, one_line
+from puppemon.history.requests import (DAYS, MAX_SIZE, SCHEMA, BadRequest, check_claim, check_request, recent_dirs,
+                                       request_files, request_message, run_request)
 
 log = logging.getLogger("puppemon")
+# A file name a refusal can sit next to as `<name>.done.json` (any other is refused in memory only).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 
 
 class RequestServer:
@@ -47,40 +56,54 @@ class RequestServer:
     def cycle(self) -> None:
         if self.current() is None or self.queue.stopping:
             return
-        store = self.store
         claimed = False
-        local = store.ref(self.local_ref)
+        local = self.store.ref(self.local_ref)
         for base, names, rid in self._requests(local):
-            if f"{rid}.claim.json" in names:
-                continue  # a run request someone claimed: see below
-            body = self._body(local, base, rid)
-            if body is None:
-                continue
-            if body["kind"] == "run":
-                self._claim(body)
-                claimed = True
-            elif body["kind"] == "cancel":
-                if f"{rid}.done.json" in names:
-                    self.settled.add(rid)
-                else:
-                    self._cancel(body)
+            if f"{rid}.claim.json" not in names:  # a run request someone claimed: see below
+                claimed = self._guarded(rid, self._serve_new, local, base, rid) or claimed
         if claimed:
             self.publish()
         # Only a claim the remote holds counts: another daemon may have claimed first.
-        remote = store.ref(self.remote_ref)
-        local = store.ref(self.local_ref)
+        remote = self.store.ref(self.remote_ref)
+        local = self.store.ref(self.local_ref)
         for base, names, rid in self._requests(remote):
-            if f"{rid}.claim.json" not in names:
-                continue
-            claim = json.loads(store.read(remote, f"{base}/{rid}.claim.json"))
-            with self.lock:
-                mine = claim.get("daemon") == self.daemon and claim.get("run_id") not in self.submitted
-            if not mine or find_record(store, local, claim["run_id"], claim.get("flow")):
-                self.settled.add(rid)
-                continue
-            body = self._body(remote, base, rid)
-            if body is not None:
-                self._start(body, claim)
+            if f"{rid}.claim.json" in names:
+                self._guarded(rid, self._serve_claimed, remote, local, base, rid)
+
+    def _guarded(self, rid: str, serve: Callable, *args) -> bool:
+        """`serve(*args)`; an error is logged and the cycle goes on with the next request."""
+        try:
+            return bool(serve(*args))
+        except PuppemonError as exc:
+            log.warning("request %s: %s", one_line(rid, 100), exc.message)
+            return False
+
+    def _serve_new(self, tip: str, base: str, rid: str) -> bool:
+        """Claim an unclaimed run request, or act on a cancel request; True when it claimed."""
+        body = self._body(tip, base, rid)
+        if body is None:
+            return False
+        if body["kind"] == "run":
+            self._claim(body)
+            return True
+        self._cancel(body)
+        return False
+
+    def _serve_claimed(self, remote: str, local: str, base: str, rid: str) -> None:
+        """Start a run request whose claim on the remote is this daemon's and that nothing ran yet."""
+        try:
+            claim = check_claim(self._read(remote, f"{base}/{rid}.claim.json"), rid)
+        except BadRequest as exc:
+            self._refuse(base, rid, str(exc))
+            return
+        with self.lock:
+            mine = claim["daemon"] == self.daemon and claim["run_id"] not in self.submitted
+        if not mine or is_recorded(self.store, local, claim["run_id"], claim.get("flow")):
+            self.settled.add(rid)
+            return
+        body = self._body(remote, base, rid)
+        if body is not None:
+            self._start(body, claim)
 
     def _requests(self, tip):
         """(date dir, names in it, request id) of unsettled requests in the recent date dirs at `tip`."""
@@ -89,26 +112,45 @@ class RequestServer:
         for base in recent_dirs(self.clock(), self.days):
             names = {e.name for e in self.store.listdir(tip, base)}
             for name in sorted(names):
-                if name.endswith(".json") and not name.endswith((".claim.json", ".done.json")):
-                    rid = name[:-len(".json")]
-                    if rid not in self.settled:
-                        yield base, names, rid
+                if not name.endswith(".json") or name.endswith((".claim.json", ".done.json")):
+                    continue
+                rid = name[:-len(".json")]
+                if rid in self.settled:
+                    continue
+                if f"{rid}.done.json" in names:  # a cancel acted on, or a request refused
+                    self.settled.add(rid)
+                    continue
+                yield base, names, rid
 
-    def _body(self, tip, base, rid) -> dict | None:
+    def _read(self, tip: str, path: str) -> bytes:
+        """A request or claim file, its size checked before it is read."""
+        entry = self.store.lookup(tip, path)
+        if entry is None or entry.mode not in (FILE, EXEC):
+            raise BadRequest(f"{path.rsplit('/', 1)[-1]!r} is not a file")
+        if self.store.size(entry.oid) > MAX_SIZE:
+            raise BadRequest(f"the file is larger than {MAX_SIZE // 1024} KiB")
+        return self.store.data(entry.oid)
+
+    def _body(self, tip: str, base: str, rid: str) -> dict | None:
+        """The request `rid`, checked; None when it was refused."""
         try:
-            body = json.loads(self.store.read(tip, f"{base}/{rid}.json"))
-            if body.get("kind") not in ("run", "cancel") or body.get("id") != rid:
-                raise ValueError(f"kind {body.get('kind')!r}")
-            if body["kind"] == "run" and not (isinstance(body.get("flow"), str) and
-                                              isinstance(body.get("params", {}), dict)):
-                raise ValueError("no flow, or params that are not an object")
-            if body["kind"] == "cancel" and not RUN_ID.match(str(body.get("run_id"))):
-                raise ValueError("no run id")
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("ignoring request %s/%s.json: not a valid request (%s)", base, rid, exc)
-            self.settled.add(rid)
+            return check_request(self._read(tip, f"{base}/{rid}.json"), rid)
+        except BadRequest as exc:
+            self._refuse(base, rid, str(exc))
             return None
-        return body
+
+    def _refuse(self, base: str, rid: str, reason: str) -> None:
+        """Record `rid` as refused (`<rid>.done.json` with the reason), so no daemon reads it again."""
+        shown, reason = one_line(repr(rid), 80), one_line(reason)
+        log.warning("refusing request %s in %s: %s", shown, base, reason)
+        self.settled.add(rid)
+        if not SAFE_NAME.match(rid):
+            return  # no sibling file can be named after it: refused in memory (once per start)
+        done = {"schema": SCHEMA, "request": rid, "daemon": self.daemon, "outcome": "refused",
+                "reason": reason, "time": utc_iso(self.clock())}
+        trailer = f"Puppemon-Request: {rid}\n" if RUN_ID.match(rid) else ""
+        self.ledger.add({f"{base}/{rid}.done.json": dump_json(done)},
+                        f"refuse request {shown}: {reason}\n\n{trailer}Puppemon-Refused-By: {self.daemon}\n")
 
     # -- run requests ----------------------------------------------------------
     def _claim_body(self, rid: str, run_id: str, flow: str) -> dict:
@@ -123,7 +165,8 @@ class RequestServer:
 
     def _start(self, body: dict, claim: dict) -> None:
         rid, run_id = body["id"], claim["run_id"]
-        pending = Pending(body["flow"], {"kind": "request", "by": body.get("by")},
+        by = one_line(body["by"], 100) if body.get("by") else None  # free text: one line in records and logs
+        pending = Pending(body["flow"], {"kind": "request", "by": by},
                           params=body.get("params") or {}, request=rid, run_id=run_id)
         deployment = self.current()
         if body["flow"] not in deployment.manifest.flows:
@@ -137,7 +180,7 @@ class RequestServer:
         with self.lock:
             self.submitted.add(run_id)
         self.settled.add(rid)
-        log.info("request %s (%s by %s): run %s", rid, body["flow"], body.get("by"), run_id)
+        log.info("request %s (%s by %s): run %s", rid, body["flow"], by, run_id)
 
     def serve_http(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         """Record a request already claimed by this daemon, and start its run now; None when stopping."""
@@ -167,10 +210,11 @@ class RequestServer:
             error = f"cancelled before it started (cancel request {rid})"
             self.ledger.synthetic(withdrawn.context(self.daemon), "cancelled", error)
         if outcome is None:
-            record = find_record(self.store, self.store.ref(self.local_ref), run_id)
-            if record is None:
+            local = self.store.ref(self.local_ref)
+            record = find_record(self.store, local, run_id)
+            if record is None and not is_recorded(self.store, local, run_id):
                 return  # not in flight here, not recorded: another daemon's, or not started yet
-            outcome = f"already finished ({record['status']})"
+            outcome = f"already finished ({one_line(record['status'], 40) if record else 'unreadable record'})"
         log.info("cancel request %s: run %s %s", rid, run_id, outcome)
         done = {"schema": SCHEMA, "request": rid, "run_id": run_id, "daemon": self.daemon,
                 "outcome": outcome, "time": utc_iso(self.clock())}

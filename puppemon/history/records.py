@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import dated_path, format_duration, run_dir, utc_compact, utc_iso
+from puppemon.formats import (RUN_ID, dated_path, format_duration, is_flow_name, parse_iso, run_dir, utc_compact,
+                              utc_iso)
 from puppemon.gitstore import EXEC, FILE, Store
 
 SCHEMA = 1
@@ -74,20 +75,28 @@ def record_synthetic(recorder, ctx: RunContext, status: str, error: str, started
     return record
 
 
+def one_line(value, limit: int = 200) -> str:
+    """`value` as text that cannot add a line (to a commit message, a log, a table): every control or
+    line-separator character becomes a space, and it is cut at `limit` characters."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def trigger_text(trigger: dict) -> str:
-    kind = trigger.get("kind", "?")
+    kind = one_line(trigger.get("kind", "?"), 40)
     by = trigger.get("by")
-    return f"{kind} by {by}" if by and kind in ("manual", "request", "http", "cancel") else kind
+    return f"{kind} by {one_line(by, 100)}" if by and kind in ("manual", "request", "http", "cancel") else kind
 
 
 def run_message(record: dict) -> str:
-    """Subject `<flow>: <status> in <duration> (<trigger>)`, then the trailers plain git can grep."""
-    subject = (f"{record['flow']}: {record['status']} in {format_duration(record['duration'])} "
-               f"({trigger_text(record['trigger'])})")
-    lines = [f"Puppemon-Run: {record['id']}", f"Puppemon-Flow: {record['flow']}",
-             f"Puppemon-Status: {record['status']}"]
+    """Subject `<flow>: <status> in <duration> (<trigger>)`, then the trailers plain git can grep.
+
+    Every value goes through one_line: whatever a request carried, it cannot add a line (a trailer)."""
+    flow, status, run_id = (one_line(record[k], 100) for k in ("flow", "status", "id"))
+    subject = f"{flow}: {status} in {format_duration(record['duration'])} ({trigger_text(record['trigger'])})"
+    lines = [f"Puppemon-Run: {run_id}", f"Puppemon-Flow: {flow}", f"Puppemon-Status: {status}"]
     if record.get("request"):
-        lines.append(f"Puppemon-Request: {record['request']}")
+        lines.append(f"Puppemon-Request: {one_line(record['request'], 100)}")
     return subject + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -119,25 +128,74 @@ def dump_json(value: Any) -> bytes:
 
 
 def trailers(message: str) -> dict[str, str]:
-    """Puppemon-* trailers of a commit message."""
-    found = {}
-    for line in message.splitlines():
+    """Puppemon-* trailers of a commit message: its last paragraph, as git reads trailers, the first of
+    each key (so a line forged into a subject or a value, by older versions, does not override ours)."""
+    paragraphs = re.split(r"\n[ \t]*\n", message.strip("\n"))
+    found: dict[str, str] = {}
+    if len(paragraphs) < 2:
+        return found  # a subject alone has no trailers
+    for line in paragraphs[-1].split("\n"):
         key, sep, value = line.partition(": ")
-        if sep and key.startswith("Puppemon-"):
+        if sep and key.startswith("Puppemon-") and key not in found:
             found[key] = value.strip()
     return found
 
 
-def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> dict | None:
-    """run.json of `run_id` at `tip` (looked up in `flow`, else in every flow), or None."""
-    if not tip:
-        return None
-    flows = [flow] if flow else [e.name for e in store.listdir(tip, "runs") if e.is_tree]
-    for name in flows:
-        data = store.read(tip, f"{run_dir(name, run_id)}/run.json")
-        if data is not None:
-            return json.loads(data)
+def record_problem(record: Any, run_id: str | None = None) -> str | None:
+    """Why `record` (a parsed run.json) cannot be shown, or None: the fields readers rely on, checked."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not (isinstance(record.get("id"), str) and RUN_ID.match(record["id"])):
+        return "no run id"
+    if run_id is not None and record["id"] != run_id:
+        return f"its id is not {run_id}"
+    for key, kinds in (("flow", str), ("status", str), ("trigger", (dict, type(None))),
+                       ("duration", (int, float, type(None))), ("error", (str, type(None))),
+                       ("flows_commit", (str, type(None))), ("source_commit", (str, type(None))),
+                       ("daemon", (str, type(None))), ("outputs", (list, type(None))),
+                       ("outputs_note", (str, type(None)))):
+        if not isinstance(record.get(key), kinds) or isinstance(record.get(key), bool):
+            return f"{key} is {type(record.get(key)).__name__}"
+    for key in ("scheduled", "started", "finished"):
+        try:
+            parse_iso(record.get(key))
+        except (TypeError, ValueError, AttributeError):
+            return f"{key} is not a time"
+    if not all(isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("size"), int)
+               for o in record.get("outputs") or []):
+        return "outputs are not a list of files"
     return None
+
+
+def parse_record(data: bytes, run_id: str | None = None) -> dict | None:
+    """run.json from its bytes, or None when it is not one a reader can show."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return None if record_problem(record, run_id) else record
+
+
+def _record_paths(store: Store, tip: str | None, run_id: str, flow: str | None) -> list[str]:
+    if not tip or not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        return []
+    flows = [flow] if flow else [e.name for e in store.listdir(tip, "runs") if e.is_tree]
+    return [f"{run_dir(name, run_id)}/run.json" for name in flows if is_flow_name(name)]
+
+
+def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> dict | None:
+    """run.json of `run_id` at `tip` (looked up in `flow`, else in every flow), or None: when there is
+    none, or none that can be read (see is_recorded)."""
+    for path in _record_paths(store, tip, run_id, flow):
+        data = store.read(tip, path)
+        if data is not None:
+            return parse_record(data, run_id)
+    return None
+
+
+def is_recorded(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> bool:
+    """Whether a run.json of `run_id` is at `tip`, readable or not (a run to start no more)."""
+    return any(store.lookup(tip, path) is not None for path in _record_paths(store, tip, run_id, flow))
 
 
 # -- reading -------------------------------------------------------------------
@@ -145,28 +203,45 @@ def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = N
 class RunStore:
     """Read access to a runs branch (newest first, without walking more history than asked)."""
 
+    # Anyone who can push to the remote can write to the branch: what is not a record a reader can show
+    # (a name that is no date or run id, a run.json that does not parse) is skipped and counted here.
     def __init__(self, store: Store, ref: str = "refs/heads/runs") -> None:
         self.store = store
         self.ref = ref
         self.tip = store.ref(ref)
+        self.skipped = 0
 
     def _run_json(self, flow: str, run_id: str) -> dict | None:
-        return find_record(self.store, self.tip, run_id, flow)
+        data = self.store.read(self.tip, f"{run_dir(flow, run_id)}/run.json") if is_flow_name(flow) else None
+        record = parse_record(data, run_id) if data is not None else None
+        if data is not None and (record is None or record["flow"] != flow):
+            self.skipped += 1
+            return None
+        return record
 
     def flows(self) -> list[str]:
         if not self.tip:
             return []
-        return sorted(e.name for e in self.store.listdir(self.tip, "runs") if e.is_tree)
+        return sorted(e.name for e in self.store.listdir(self.tip, "runs") if e.is_tree and is_flow_name(e.name))
+
+    def _names(self, path: str, pattern: str) -> list[str]:
+        """Names in the directory at `path` that match `pattern`, newest first; the others are counted."""
+        names = [e.name for e in self.store.listdir(self.tip, path)]
+        good = [n for n in names if re.fullmatch(pattern, n, re.ASCII)]
+        self.skipped += len(names) - len(good)
+        return sorted(good, reverse=True)
 
     def _flow_run_ids(self, flow: str) -> Iterator[str]:
         """Run ids of one flow, newest first, by walking its dated trees in reverse."""
-        listdir = self.store.listdir
+        if not is_flow_name(flow):
+            return
         base = f"runs/{flow}"
-        for year in sorted((e.name for e in listdir(self.tip, base)), reverse=True):
-            for month in sorted((e.name for e in listdir(self.tip, f"{base}/{year}")), reverse=True):
-                for day in sorted((e.name for e in listdir(self.tip, f"{base}/{year}/{month}")), reverse=True):
-                    names = [e.name for e in listdir(self.tip, f"{base}/{year}/{month}/{day}")]
-                    yield from sorted(names, reverse=True)
+        for year in self._names(base, r"[0-9]{4}"):
+            for month in self._names(f"{base}/{year}", r"[0-9]{2}"):
+                for day in self._names(f"{base}/{year}/{month}", r"[0-9]{2}"):
+                    for run_id in self._names(f"{base}/{year}/{month}/{day}", RUN_ID.pattern):
+                        if run_id.startswith(f"{year}{month}{day}"):
+                            yield run_id
 
     def list(self, flow: str | None = None, status: str | None = None, since: datetime | None = None,
              limit: int | None = None) -> list[dict]:
@@ -200,21 +275,25 @@ class RunStore:
         for commit in self.store.first_parent_log(self.tip):
             t = trailers(commit.message)
             run_id, flow = t.get("Puppemon-Run"), t.get("Puppemon-Flow")
-            if run_id and flow and run_id not in seen:
-                seen.add(run_id)
+            if not (run_id and flow) or run_id in seen:
+                continue
+            seen.add(run_id)
+            if RUN_ID.match(run_id) and is_flow_name(flow):
                 yield flow, run_id
+            else:
+                self.skipped += 1  # a run commit whose trailers name no run puppemon could have recorded
 
     def find(self, id_or_prefix: str) -> dict:
         """run.json of the run whose id is, or uniquely starts with, `id_or_prefix`."""
         if not self.tip:
             raise PuppemonError("there are no runs recorded yet")
         matches: list[tuple[str, str]] = []
-        date = re.match(r"^(\d{4})(\d{2})(\d{2})", id_or_prefix)
+        date = re.match(r"^([0-9]{4})([0-9]{2})([0-9]{2})", id_or_prefix)
         if date:
             yyyy, mm, dd = date.groups()
             for flow in self.flows():
                 for entry in self.store.listdir(self.tip, f"runs/{flow}/{yyyy}/{mm}/{dd}"):
-                    if entry.name.startswith(id_or_prefix):
+                    if entry.name.startswith(id_or_prefix) and RUN_ID.match(entry.name):
                         matches.append((flow, entry.name))
         else:
             matches = [(f, r) for f, r in self._ids_from_history() if id_or_prefix in r]
@@ -224,8 +303,19 @@ class RunStore:
             shown = ", ".join(r for _, r in matches[:5])
             raise PuppemonError(f"{id_or_prefix!r} matches {len(matches)} runs ({shown}); give more of the id")
         record = self._run_json(*matches[0])
-        assert record is not None
+        if record is None:
+            self.skipped -= 1  # said in the error, not counted
+            raise PuppemonError(f"the record of run {matches[0][1]} ({run_dir(*matches[0])}/run.json) cannot be "
+                                f"read: it is not a run.json this version of puppemon understands")
         return record
+
+    def skipped_note(self) -> str | None:
+        """`2 records on runs could not be read (skipped)`, once a reader has skipped any."""
+        if not self.skipped:
+            return None
+        branch = self.ref.removeprefix("refs/heads/")
+        return (f"{self.skipped} record{'s' if self.skipped != 1 else ''} on {branch} could not be read "
+                f"(skipped)")
 
     def latest(self, flow: str) -> dict | None:
         runs = self.list(flow=flow, limit=1)

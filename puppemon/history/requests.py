@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_duration, new_id, request_base, utc_iso
-from puppemon.history.records import dump_json
+from puppemon.history.records import dump_json, one_line
 
 SCHEMA = 1
 DAYS = 7   # requests older than this are not served (nor read, so a cycle's cost does not grow)
@@ -33,7 +33,7 @@ def cancel_request(run_id: str, by: str, now: datetime) -> dict:
 
 def request_message(body: dict) -> str:
     what = f"run {body['flow']}" if body["kind"] == "run" else f"cancel {body['run_id']}"
-    return (f"request: {what} (by {body['by']})\n\nPuppemon-Request: {body['id']}\n"
+    return (f"request: {one_line(what, 140)} (by {one_line(body['by'], 100)})\n\nPuppemon-Request: {body['id']}\n"
             f"Puppemon-Request-Kind: {body['kind']}\n")
 
 
@@ -81,3 +81,87 @@ def exit_code(record: dict) -> int:
 
 def describe(record: dict) -> str:
     return f"run {record['id']} ({record['flow']}): {record['status']} in {format_duration(record['duration'])}"
+
+
+# -- checking what was read from the remote (anyone who can push can write it) ------------------
+
+MAX_SIZE = 64 * 1024   # bytes of one request or claim file
+MAX_DEPTH = 32         # nesting of a request's params
+
+
+class BadRequest(ValueError):
+    """A request or claim file that cannot be served; its message says why, on one line."""
+
+
+def _nesting(value) -> int:
+    """How deep lists and objects nest in `value` (without recursion, however deep it is)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _object(data: bytes, what: str) -> dict:
+    if len(data) > MAX_SIZE:
+        raise BadRequest(f"{what} is larger than {MAX_SIZE // 1024} KiB")
+    try:
+        body = json.loads(data.decode("utf-8"))  # JSON on the branch is UTF-8, whatever its first bytes say
+    except RecursionError:
+        raise BadRequest(f"{what} nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise BadRequest(f"{what} is not JSON ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} is not a JSON object")
+    return body
+
+
+def check_request(data: bytes, request_id: str) -> dict:
+    """The request read from the file `<request_id>.json`, checked before anything uses a value of it;
+    BadRequest says why it cannot be served."""
+    from puppemon.formats import RUN_ID, is_flow_name, show
+
+    body = _object(data, "the request")
+    if body.get("schema") != SCHEMA:
+        raise BadRequest(f"schema {show(body.get('schema'))}: this version reads schema {SCHEMA}")
+    if body.get("id") != request_id:
+        raise BadRequest(f"its id {show(body.get('id'))} is not its file name's")
+    if not RUN_ID.match(request_id):
+        raise BadRequest(f"{show(request_id)} is not a request id (e.g. 20261125T083000Z-7f3a9c)")
+    if body.get("by") is not None and not isinstance(body["by"], str):
+        raise BadRequest("`by` is not text")
+    if body.get("kind") == "run":
+        if not is_flow_name(body.get("flow")):
+            raise BadRequest(f"flow {show(body.get('flow'))} is not a flow name "
+                             "(lowercase letters, digits, - and _, at most 100)")
+        params = body.get("params", {})
+        if not isinstance(params, dict):
+            raise BadRequest("params are not a JSON object")
+        if _nesting(params) > MAX_DEPTH:
+            raise BadRequest(f"params nest deeper than {MAX_DEPTH} levels")
+    elif body.get("kind") == "cancel":
+        if not (isinstance(body.get("run_id"), str) and RUN_ID.match(body["run_id"])):
+            raise BadRequest(f"run_id {show(body.get('run_id'))} is not a run id")
+    else:
+        raise BadRequest(f"kind {show(body.get('kind'))}: expected run or cancel")
+    return body
+
+
+def check_claim(data: bytes, request_id: str) -> dict:
+    """A claim read from `<request_id>.claim.json`, checked; BadRequest says why it is not one."""
+    from puppemon.formats import RUN_ID, is_flow_name, show
+
+    claim = _object(data, "its claim")
+    if not (isinstance(claim.get("daemon"), str) and claim["daemon"]):
+        raise BadRequest("its claim names no daemon")
+    if not (isinstance(claim.get("run_id"), str) and RUN_ID.match(claim["run_id"])):
+        raise BadRequest(f"its claim's run_id {show(claim.get('run_id'))} is not a run id")
+    if claim.get("flow") is not None and not is_flow_name(claim["flow"]):
+        raise BadRequest(f"its claim's flow {show(claim.get('flow'))} is not a flow name")
+    if claim.get("request", request_id) != request_id:
+        raise BadRequest(f"its claim is for request {show(claim.get('request'))}")
+    return claim
