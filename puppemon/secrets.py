@@ -82,14 +82,29 @@ def for_flow(store: SecretStore | None, flow: str, asked) -> dict[str, Any]:
 
 
 def check_permissions(path: str) -> None:
-    """Refuse a secrets file that its group or others may read (as ssh does for private keys)."""
+    """Refuse a secrets file that its group or others may read, or that another user owns (who could
+    change its values and grants), as ssh does for private keys."""
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        info = os.stat(path)
     except OSError as exc:
         raise PuppemonError(f"cannot read secrets file {path}: {exc.strerror}") from None
+    mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise PuppemonError(f"secrets file {path} is readable by others (mode {mode:04o}); "
                             f"run chmod 600 {path}")
+    if info.st_uid != os.geteuid():
+        me = _user_name(os.geteuid())
+        raise PuppemonError(f"secrets file {path} is owned by {_user_name(info.st_uid)}, not by {me} "
+                            f"(the user puppemon runs as); run chown {me} {path}")
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)  # no name: chown takes the number too
 
 
 def load(path: str | os.PathLike) -> SecretStore:

@@ -46,7 +46,8 @@ def test_registry_names_the_backends():
 def test_output_and_exit_status_come_back(tmp_path):
     out: list[bytes] = []
     execution = LocalBackend().start(launch(tmp_path, "sh", "-c", "echo one; echo two >&2; exit 3"), out.append)
-    assert execution.handle() == {"pid": execution.pid, "pid_start": process_start_time(execution.pid)}
+    assert execution.handle() == {"pid": execution.pid, "pid_start": process_start_time(execution.pid),
+                                  "run_id": "20261125T080000Z-abcdef"}
     assert run_to_end(execution, out) == 3
     assert b"".join(out) == b"one\ntwo\n"
     assert not execution.running

@@ -12,6 +12,10 @@ Layout::
 
 A journal entry holds the run's context (what its record will say) and what its
 backend needs to find its processes again after a crash (`backend`, `handle`).
+
+The directory and the ones the daemon keeps in it are 0700, the files it writes
+0600: secrets reach the deploys (a flow's own files) and the journal (params);
+a state directory made by an older version is tightened when it is opened.
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import parse_iso, utc_iso
+from puppemon.formats import RUN_ID, parse_iso, utc_iso
 from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunContext
 
@@ -36,7 +41,7 @@ log = logging.getLogger("puppemon")
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file, fsync and rename, so a crash leaves the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -66,13 +71,14 @@ class StateDir:
     def open(self) -> None:
         """Create the layout and take the lock; refuse when another daemon holds it."""
         try:
-            for d in (self.path, self.journal_dir, self.deploys_dir):
-                d.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.path, 0o700)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for d in (self.path, self.journal_dir, self.deploys_dir, self.mirror_dir):
+                d.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(d, 0o700)  # also one an older version made with the umask's mode
         except OSError as exc:
             raise PuppemonError(f"cannot use state directory {self.path}: {exc.strerror}; "
                                 f"pass --state DIR with a directory you can write") from None
-        fh = open(self.path / "daemon.lock", "a+")
+        fh = open(os.open(self.path / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -81,6 +87,7 @@ class StateDir:
             fh.close()
             raise PuppemonError(f"another puppemon daemon (pid {holder}) is using {self.path}; "
                                 f"stop it or pass a different --state") from None
+        os.fchmod(fh.fileno(), 0o600)
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -185,6 +192,21 @@ class StateDir:
 
     def set_deployed(self, sha: str) -> None:
         self._try_write(self.path / "deployed", sha.encode() + b"\n", "the deployed flows commit")
+
+
+def remove_work_areas(run_id: str) -> int:
+    """Remove the work areas a run left in the temp directory (run/runner.py makes them with
+    mkdtemp, prefix `puppemon-<run id>-`), as a crash leaves them; how many there were."""
+    from puppemon.run.workspace import rmtree
+
+    if not RUN_ID.match(run_id):  # from our own journal, but never a glob pattern
+        return 0
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"puppemon-{run_id}-*"):
+        if path.is_dir() and not path.is_symlink():
+            rmtree(path)
+            removed += 1
+    return removed
 
 
 def _leftover(entry: dict[str, Any]) -> Leftover:

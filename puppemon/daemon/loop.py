@@ -23,7 +23,7 @@ from typing import Callable
 from puppemon import __version__
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
-from puppemon.daemon.journal import StateDir
+from puppemon.daemon.journal import StateDir, remove_work_areas
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.queue import Pending, RunQueue
@@ -116,7 +116,9 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------
     def run(self) -> int:
         import puppemon.run.runner  # noqa: F401 - now, not on the scheduler thread at the first fire
+        from puppemon.run.local import become_undumpable
 
+        become_undumpable()  # a run of our own user cannot read our environ (its secrets) nor our memory
         self.open()
         try:
             self._install_signals()
@@ -321,6 +323,7 @@ class Daemon:
             except PuppemonError as exc:
                 killed = None
                 log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
+            remove_work_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
             tip = self.store.ref(self.recorder.ref)
             if not (tip and self.store.lookup(tip, f"{run_dir(ctx.flow, ctx.run_id)}/run.json")):
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")

@@ -93,8 +93,9 @@ class BadRequest(ValueError):
     """A request or claim file that cannot be served; its message says why, on one line."""
 
 
-def _nesting(value) -> int:
-    """How deep lists and objects nest in `value` (without recursion, however deep it is)."""
+def nesting(value) -> int:
+    """How deep lists and objects nest in `value`, counted without recursion and up to MAX_DEPTH + 1
+    (for the HTTP hook and `trigger --params-json` too)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -141,7 +142,7 @@ def check_request(data: bytes, request_id: str) -> dict:
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise BadRequest("params are not a JSON object")
-        if _nesting(params) > MAX_DEPTH:
+        if nesting(params) > MAX_DEPTH:
             raise BadRequest(f"params nest deeper than {MAX_DEPTH} levels")
     elif body.get("kind") == "cancel":
         if not (isinstance(body.get("run_id"), str) and RUN_ID.match(body["run_id"])):

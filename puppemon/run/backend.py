@@ -44,6 +44,8 @@ class StartFailed(Exception):
 class Execution(Protocol):
     """A started attempt. Only `kill` may be called from another thread."""
 
+    escaped: int | None  # once it is over: how many processes it left running outside what `kill` reaches
+
     @property
     def running(self) -> bool:
         """True until the attempt's main process has exited."""

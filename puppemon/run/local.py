@@ -4,6 +4,14 @@ The attempt leads a new session (so a terminal's Ctrl-C or the daemon's own
 signals never reach it, and the whole group can be signalled). Once its main
 process exits, whatever it left running in its group is stopped too, as a CI job
 does; the daemon becomes a child subreaper so it can tell when those are gone.
+
+A process that leaves the group (`setsid`, a double fork) is adopted by the
+daemon when its parent exits, as the subreaper. When the attempt's group is gone,
+every process below the daemon that still carries the run's `PUPPEMON_RUN_ID`
+in its environment is killed with its process group and reaped, and counted
+(`escaped`). What cannot be told apart is one that changed its environment (and
+user, whose /proc/<pid>/environ we cannot read): only a container or a cgroup
+holds those.
 """
 from __future__ import annotations
 
@@ -37,23 +45,40 @@ def become_subreaper() -> None:
         if _subreaper_done or not sys.platform.startswith("linux"):
             return
         _subreaper_done = True
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-        except (OSError, AttributeError):
-            pass
+        _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid from ours."""
+def become_undumpable() -> bool:
+    """Make this process's /proc entries (environ, mem, ...) root's and refuse ptrace (Linux), so
+    a run under the same OS user cannot read the secrets in its environment or memory. A child's
+    exec makes the child dumpable again: runs of one user can still read each other's."""
+    return sys.platform.startswith("linux") and _prctl(4, 0)  # PR_SET_DUMPABLE
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on; None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid from ours."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def group_alive(pgid: int) -> bool:
@@ -80,11 +105,115 @@ def signal_group(pgid: int, signum: int) -> None:
         pass
 
 
+# -- processes a run left running outside its group ------------------------------------------
+
+RUN_MARK = "PUPPEMON_RUN_ID"
+
+
+def _process_table() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, parent pid, process group) of every process this one can see."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))):
+            table[int(entry)] = (fields[0], int(fields[1]), int(fields[2]))
+    return table
+
+
+def _below(table: dict[int, tuple[str, int, int]], root: int) -> set[int]:
+    """The pids whose chain of parents leads to `root`."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _above(table: dict[int, tuple[str, int, int]], pid: int) -> set[int]:
+    """`pid` and its chain of parents."""
+    found = set()
+    while pid in table and pid not in found:
+        found.add(pid)
+        pid = table[pid][1]
+    return found
+
+
+def _carries(pid: int, mark: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return mark in fh.read().split(b"\0")
+    except OSError:  # gone, or not ours to read (another user's): cannot be told apart
+        return False
+
+
+def left_running(run_id: str, anywhere: bool = False) -> list[int]:
+    """Live processes whose environment holds this run's PUPPEMON_RUN_ID: those below this process
+    (orphans it adopted as the subreaper), or with `anywhere` every one it may read (after a crash,
+    when they went to PID 1), never this process nor its parents."""
+    mark = f"{RUN_MARK}={run_id}".encode()
+    table = _process_table()
+    me = os.getpid()
+    candidates = set(table) - _above(table, me) if anywhere else _below(table, me)
+    return sorted(pid for pid in candidates if table[pid][0] not in ("Z", "X") and _carries(pid, mark))
+
+
+def _kill_with_group(pid: int, own_group: int) -> None:
+    try:
+        pgid = os.getpgid(pid)
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    if pgid != own_group:  # an escaped process leads its own group (setsid): take what it started too
+        signal_group(pgid, signal.SIGKILL)
+
+
+def _reap(pids: set[int], deadline: float) -> None:
+    """Wait for our killed orphans to exit and reap them (a grandchild becomes ours once its parent dies)."""
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pending.discard(pid)
+            except ChildProcessError:
+                if _stat_fields(pid) is None:  # gone, reaped by its own parent
+                    pending.discard(pid)
+        if pending:
+            time.sleep(0.01)
+
+
+def stop_left_running(run_id: str, anywhere: bool = False) -> int:
+    """Kill what `run_id` left running outside its process group (see `left_running`), each with its
+    process group, and reap those this process adopted; how many there were."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    own_group = os.getpgid(0)
+    stopped: set[int] = set()
+    deadline = time.monotonic() + GIVE_UP
+    # Again until none is left: one may fork while the others are being killed.
+    while (found := left_running(run_id, anywhere)) and time.monotonic() < deadline:
+        for pid in found:
+            _kill_with_group(pid, own_group)
+        stopped.update(found)
+        if anywhere:  # not our children (they went to PID 1): nothing to reap, only wait for them to go
+            time.sleep(0.01)
+        else:
+            _reap(set(found), deadline)
+    return len(stopped)
+
+
 class LocalExecution:
     """One attempt running as the process group led by `pid`."""
 
-    def __init__(self, proc: subprocess.Popen, output: Callable[[bytes], None], grace: float) -> None:
+    def __init__(self, proc: subprocess.Popen, output: Callable[[bytes], None], grace: float,
+                 run_id: str = "") -> None:
         self.proc, self.pid, self.output, self.grace = proc, proc.pid, output, grace
+        self.run_id = run_id
+        self.escaped: int | None = None  # how many it left running outside its group, once swept
         self.start_time = process_start_time(proc.pid)
         self.sel = selectors.DefaultSelector()
         self.fd = proc.stdout.fileno()
@@ -116,6 +245,7 @@ class LocalExecution:
             self.kill()
         if exited and not group and self.gone_at is None:
             self.gone_at = now
+            self._sweep()  # what escaped the group may hold the pipe: stop it now rather than drain
         if self.gone_at is not None and (not self.pipe_open or now >= self.gone_at + DRAIN):
             return self._finished()
         if exited and self.killed_at is not None and now >= self.killed_at + GIVE_UP:
@@ -135,8 +265,13 @@ class LocalExecution:
         return None
 
     def _finished(self) -> int:
+        self._sweep()
         self.done = True
         return self.proc.returncode
+
+    def _sweep(self) -> None:
+        if self.escaped is None:
+            self.escaped = stop_left_running(self.run_id) if self.run_id else 0
 
     def stop(self) -> None:
         if self.term_at is None:
@@ -156,7 +291,7 @@ class LocalExecution:
         signal_group(self.pid, signal.SIGCONT)
 
     def handle(self) -> dict:
-        return {"pid": self.pid, "pid_start": self.start_time}
+        return {"pid": self.pid, "pid_start": self.start_time, "run_id": self.run_id}
 
     def close(self) -> None:
         if not self.done:  # an exception (e.g. from the output callback): never leave the flow running
@@ -165,6 +300,7 @@ class LocalExecution:
             give_up = time.monotonic() + GIVE_UP
             while group_alive(self.pid) and time.monotonic() < give_up:
                 time.sleep(0.01)
+            self._sweep()
         self.sel.close()
         if self.pidfd is not None:
             os.close(self.pidfd)
@@ -195,15 +331,27 @@ class LocalBackend:
             raise StartFailed(126, f"permission denied: cannot execute {argv[0]}") from None
         except OSError as exc:
             raise StartFailed(126, f"cannot execute {argv[0]}: {exc.strerror or exc}") from None
-        return LocalExecution(proc, output, launch.grace)
+        return LocalExecution(proc, output, launch.grace, launch.run_id)
 
     def recover(self, handle: dict) -> str | None:
-        """Kill the process group of a crashed run if it is still alive and really ours."""
-        pid = handle.get("pid")
-        if not pid or handle.get("pid_start") is None or process_start_time(pid) != handle["pid_start"]:
-            return None
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the run leads its own process group
-        except (ProcessLookupError, PermissionError):
-            return None
-        return f"its leftover processes (group {pid}) were killed"
+        """Kill the process group of a crashed run if it is still alive and really ours, and what
+        it left running outside the group (which went to PID 1 when the daemon died)."""
+        killed = []
+        if _recover_group(handle):
+            killed.append(f"its leftover processes (group {handle['pid']})")
+        escaped = stop_left_running(handle["run_id"], anywhere=True) if handle.get("run_id") else 0
+        if escaped:
+            killed.append(f"{escaped} {'process' if escaped == 1 else 'processes'} it left running "
+                          f"outside its group")
+        return " and ".join(killed) + " were killed" if killed else None
+
+
+def _recover_group(handle: dict) -> bool:
+    pid = handle.get("pid")
+    if not pid or handle.get("pid_start") is None or process_start_time(pid) != handle["pid_start"]:
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the run leads its own process group
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from puppemon import env_name
-from puppemon.formats import format_duration
+from puppemon.formats import format_duration, plural
 from puppemon.project.manifest import Flow
 from puppemon.run import backends
 from puppemon.run.backend import Backend, Execution, Launch, StartFailed
@@ -79,12 +79,13 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
 
 
 def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: threading.Event | None,
-            log: Log, on_start: OnStart | None) -> tuple[str, int | None, str | None]:
-    """Run one attempt to its end; returns (status, exit_code, error)."""
+            log: Log, on_start: OnStart | None) -> tuple[str, int | None, str | None, int]:
+    """Run one attempt to its end; returns (status, exit_code, error, how many processes it left
+    running outside its process group, which the backend stopped)."""
     try:
         execution = backend.start(launch, log.write)
     except StartFailed as exc:
-        return "failed", exc.exit_code, exc.error
+        return "failed", exc.exit_code, exc.error, 0
     deadline = time.monotonic() + timeout if timeout else None
     reason = None  # "timed_out" | "cancelled" once we started stopping it
     try:
@@ -103,6 +104,12 @@ def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: thr
                 break
     finally:
         execution.close()
+        escaped = _note_escaped(execution, log)
+    return (*_outcome(reason, rc, timeout, cancel), escaped)
+
+
+def _outcome(reason: str | None, rc: int, timeout: float | None,
+             cancel: threading.Event | None) -> tuple[str, int | None, str | None]:
     if reason is None and rc != 0 and cancel is not None and cancel.is_set():
         reason = "cancelled"  # killed from outside while a cancel was pending (a forced daemon stop)
     if reason == "timed_out":
@@ -116,6 +123,15 @@ def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: thr
     if rc == 127:
         return "failed", rc, "exited with code 127 (command not found)"
     return "failed", rc, f"exited with code {rc}"
+
+
+def _note_escaped(execution: Execution, log: Log) -> int:
+    """How many processes the attempt left running outside its group (stopped by the backend), logged."""
+    escaped = execution.escaped or 0
+    if escaped:
+        log.line(f"puppemon: stopped {plural(escaped, 'process', 'processes')} this run left running "
+                 f"outside its process group (setsid, a double fork)")
+    return escaped
 
 
 def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
@@ -147,7 +163,7 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
         log=log.render(secrets), result=redact_json(run.result, secrets),
         has_result=run.result is not None, outputs=run.outputs,
         outputs_note=redact(run.outputs_note, secrets) if run.outputs_note else None,
-        error=redact(run.error, secrets) if run.error else None, params=params,
+        error=redact(run.error, secrets) if run.error else None, params=params, escaped=run.escaped,
     )
 
 
@@ -160,6 +176,7 @@ class _Run:
     result: Any = None
     outputs: list[Output] = field(default_factory=list)
     outputs_note: str | None = None
+    escaped: int = 0
 
 
 class _StartError(Exception):
@@ -228,7 +245,9 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
             error_file.unlink(missing_ok=True)
         a_started, a_t0 = _now(), time.monotonic()
         launch = Launch(spec.run_id, number, argv, cwd, env, flow, spec.grace, spec.user)
-        run.status, run.exit_code, run.error = attempt(backend, launch, flow.timeout, cancel, log, on_start)
+        run.status, run.exit_code, run.error, escaped = attempt(backend, launch, flow.timeout, cancel, log,
+                                                                on_start)
+        run.escaped += escaped
         run.attempts.append(Attempt(number, run.status, run.exit_code, a_started, _now(),
                                     time.monotonic() - a_t0))
         if run.status in ("succeeded", "cancelled"):

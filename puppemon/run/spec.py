@@ -66,3 +66,4 @@ class RunResult:
     outputs_note: str | None
     error: str | None
     params: dict
+    escaped: int = 0    # processes it left running outside its process group, stopped at its end
