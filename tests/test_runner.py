@@ -526,3 +526,16 @@ def test_default_outputs_cap_is_20_mib(code):
     assert result.outputs_note == (
         "1 file (6 MiB) not recorded: outputs are capped at 20 MiB per run (b); skipped "
         + ", ".join(f"p{i:02d} (not a regular file)" for i in range(10)) + " and 2 more")
+
+
+@pytest.mark.parametrize("name, status", [("result.json.error", "failed"), ("result.json", "succeeded")])
+def test_a_result_or_error_file_swapped_for_a_symlink_is_not_followed(code, tmp_path, name, status):
+    # A flow run as another user owns its area; the daemon, reading as root, must not fetch a file for it.
+    private = tmp_path / "private.txt"
+    private.write_text('"private to the daemon"\n')
+    area = '"$(dirname "$PUPPEMON_OUTPUT_DIR")"'
+    result = run(code, make_flow(command=f"ln -sf {private} {area}/{name}; "
+                                         f"{'exit 1' if status == 'failed' else 'true'}"))
+    assert result.status == status
+    assert "private" not in (result.error or "") and result.result is None
+    assert f"puppemon: could not read the result: {name} is a symlink (not followed)" in result.log.decode()

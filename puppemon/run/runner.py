@@ -30,10 +30,11 @@ from puppemon.run.backend import Backend, Execution, Launch, StartFailed
 from puppemon.run.capture import Log
 from puppemon.run.spec import Attempt, Output, RunResult, RunSpec
 from puppemon.run.users import blocked, hand_over
-from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, rmtree
+from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, read_left, rmtree
 from puppemon.secrets import redact, redact_json, secret_text
 
 POLL = 0.05
+RESULT_LIMIT = 5 * 1024**2   # result.json is JSON for the record, not a data store
 
 OnStart = Callable[[int, Execution], None]   # (attempt number, the started attempt)
 
@@ -239,8 +240,8 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
                 break
             log.line(f"--- attempt {number} of {total} (after {flow.retry_delay:.1f}s delay) ---")
             empty_dir(out_dir)
-            if spec.user is not None:
-                hand_over(out_dir, spec.user)
+            if spec.user is not None:  # a new, empty directory: only itself to hand over
+                os.lchown(out_dir, spec.user.uid, spec.user.gid)
             result_file.unlink(missing_ok=True)
             error_file.unlink(missing_ok=True)
         a_started, a_t0 = _now(), time.monotonic()
@@ -253,10 +254,10 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
         if run.status in ("succeeded", "cancelled"):
             break
     try:
-        if run.status == "failed" and error_file.is_file():
-            run.error = error_file.read_text(encoding="utf-8", errors="replace").strip() or run.error
-        if run.status == "succeeded" and result_file.is_file():
-            run.result = json.loads(result_file.read_text(encoding="utf-8"))
+        if run.status == "failed" and (error := read_left(error_file, 64 * 1024)) is not None:
+            run.error = error.decode("utf-8", "replace").strip() or run.error
+        if run.status == "succeeded" and (result := read_left(result_file, RESULT_LIMIT)) is not None:
+            run.result = json.loads(result)
     except (OSError, ValueError) as exc:
         log.line(f"puppemon: could not read the result: {exc}")
     try:

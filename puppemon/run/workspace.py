@@ -56,6 +56,27 @@ def copy_code(code_dir: Path, dest: Path) -> None:
                     os.chmod(path, stat.S_IMODE(mode) | stat.S_IWUSR)
 
 
+def read_left(path: Path, limit: int) -> bytes | None:
+    """A file the flow left in its area (result.json, its error text): None when there is none, and
+    never through a symlink nor from anything but a regular file (a flow run as another user owns
+    the area; the daemon reading as root must not fetch /etc/shadow for it). At most `limit` bytes."""
+    try:
+        fd = os.open(path, _FILE)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(f"{path.name} is a symlink (not followed)") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path.name} is larger than {format_size(limit)}")
+    return data
+
+
 def empty_dir(path: Path) -> None:
     rmtree(path)
     path.mkdir()
