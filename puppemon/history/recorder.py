@@ -10,17 +10,23 @@ cannot be reached the records wait locally and go out on the next publish.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import fcntl
 import os
+import random
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import plural
 from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, Store, signature
 
 log = logging.getLogger("puppemon")
+
+PATIENCE = 10.0  # seconds a publish keeps trying while other writers keep moving the remote's runs
 
 Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
 
@@ -38,6 +44,35 @@ def disk_words(exc: OSError) -> str:
         if exc.errno == code or os.strerror(code) in text:
             return os.strerror(code).lower()
     return exc.strerror or text
+
+
+@contextlib.contextmanager
+def writer_lock(store: Store, patience: float) -> Iterator[None]:
+    """Hold the lock that makes the puppemon commands of one checkout write its runs branch one at a time.
+
+    Without it, two commands in one checkout move the same local ref and tracking ref
+    under each other (a lost update, or an error for a request that went out)."""
+    path = store.git_dir / "puppemon-runs.lock"
+    deadline = time.monotonic() + patience
+    try:
+        fh = open(path, "a")
+    except OSError:  # a repository we cannot write: the commit itself will say so
+        yield
+        return
+    with fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PuppemonError(f"another puppemon command kept {path} locked for {patience:g}s; "
+                                        f"try again when it has finished") from None
+                time.sleep(random.uniform(0.02, 0.1))
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class Recorder:
@@ -106,22 +141,26 @@ class Recorder:
             return None
         return self.store.fetch_optional(self.remote, self.ref, self.tracking)
 
-    def sync(self, push: bool = True, attempts: int = 5) -> bool:
+    def sync(self, push: bool = True, patience: float = PATIENCE) -> bool:
         """Bring the local ref and the remote together; True when the remote has every local record.
 
-        Raises GitError when the remote cannot be reached, or RecordWriteError when the local
-        repository cannot be written: records stay queued locally.
+        A push that loses a race with another writer is tried again after a random pause
+        (jitter, so writers that collided do not collide again in step) for `patience` seconds.
+        Raises GitError when the remote cannot be reached
+        or kept moving, RecordWriteError when the local repository cannot be written: records
+        stay queued locally either way.
         """
         if self.remote is None:
             return True
         try:
-            return self._sync(push, attempts)
+            return self._sync(push, time.monotonic() + patience)
         except OSError as exc:
             raise RecordWriteError(f"cannot write to {self.store.git_dir}: {disk_words(exc)}") from None
 
-    def _sync(self, push: bool, attempts: int) -> bool:
-        delay = 0.2
-        for attempt in range(1, attempts + 1):
+    def _sync(self, push: bool, deadline: float) -> bool:
+        delay, attempt, started = 0.2, 0, time.monotonic()
+        while True:
+            attempt += 1
             with self._lock:
                 remote_tip = self.fetch()
                 local_tip = self.store.ref(self.ref)
@@ -137,9 +176,12 @@ class Recorder:
                 else:
                     self.store.force_ref(self.tracking, new_tip)
                     return True
-            self.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        raise GitError(f"could not publish runs to {self.remote}: it kept moving ({attempts} tries)")
+            if time.monotonic() >= deadline:
+                break
+            self.sleep(random.uniform(0.05, delay))
+            delay = min(delay * 2, 2.0)
+        raise GitError(f"could not publish runs to {self.remote}: it kept moving "
+                       f"({plural(attempt, 'try', 'tries')} in {time.monotonic() - started:.0f}s)")
 
     def publish(self) -> bool:
         """Push queued records; False (and a log line) when the remote is unreachable."""

@@ -19,6 +19,7 @@ from puppemon.history.records import dump_json, one_line
 
 SCHEMA = 1
 DAYS = 7   # requests older than this are not served (nor read, so a cycle's cost does not grow)
+PATIENCE = 60.0  # seconds `trigger` and `cancel` keep trying when other writers keep moving the runs branch
 
 
 def run_request(flow: str, params: dict, by: str, now: datetime, request_id: str | None = None) -> dict:
@@ -41,18 +42,38 @@ def request_files(body: dict) -> dict[str, bytes]:
     return {f"{request_base(body['id'])}.json": dump_json(body)}
 
 
-def send(store, remote: str, body: dict, branch: str = "runs") -> None:
-    """Commit a request on the local runs branch of `store` and push it to `remote`."""
+def send(store, remote: str, body: dict, branch: str = "runs", patience: float = PATIENCE) -> None:
+    """Commit a request on the local runs branch of `store` and push it to `remote`.
+
+    Writers of one checkout take turns (writer_lock); a push that loses a race with other
+    writers is tried again, with jitter, for `patience` seconds. When it still fails, the
+    remote is asked whether the request went out anyway (with another writer's push): only
+    a request that is not there is an error."""
     from puppemon.gitstore import GitError
-    from puppemon.history.recorder import Recorder
+    from puppemon.history.recorder import Recorder, writer_lock
 
     recorder = Recorder(store, remote=remote, branch=branch, author_name=body["by"])
-    recorder.add(request_files(body), request_message(body))
+    path = f"{request_base(body['id'])}.json"
+    with writer_lock(store, patience):
+        recorder.add(request_files(body), request_message(body))
+        try:
+            recorder.sync(push=True, patience=patience)
+        except GitError as exc:
+            if _on_remote(store, recorder, path):
+                return
+            raise PuppemonError(f"{exc.message}\nthe request {body['id']} is committed on the local "
+                                f"{branch} branch and will go out with the next trigger or cancel") from None
+
+
+def _on_remote(store, recorder, path: str) -> bool:
+    """Whether the remote's runs branch holds `path` (False when it cannot be asked)."""
+    from puppemon.gitstore import GitError
+
     try:
-        recorder.sync(push=True)
-    except GitError as exc:
-        raise PuppemonError(f"{exc.message}\nthe request {body['id']} is committed on the local "
-                            f"{branch} branch and will go out with the next trigger or cancel") from None
+        tip = recorder.fetch()
+    except GitError:
+        return False
+    return bool(tip) and store.lookup(tip, path) is not None
 
 
 def read_claim(store, tip: str | None, request_id: str) -> dict | None:
