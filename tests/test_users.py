@@ -131,3 +131,34 @@ def test_users_in_the_config_must_be_a_mapping_of_lists(tmp_path, bare_remote):
     assert proc.returncode == 1
     assert proc.stderr == (f"Error: {cfg}: users: expected a mapping of OS user names to lists of flows "
                            "(users: {backup: [backup, \"backup-*\"]})\n")
+
+
+def test_what_a_flow_run_as_another_user_leaves_running_is_stopped_without_ptrace(tmp_path, bare_remote, shared):
+    # Root in a container has no CAP_SYS_PTRACE and may not open another user's /proc/<pid>/environ,
+    # where a run's processes carry its id: the daemon asks grep, as that user, instead.
+    import subprocess
+    import sys
+
+    from tests.test_escaped import alive, escape_with_setsid, kill_leftovers, read_pid
+
+    cfg = config(tmp_path, shared, "  nobody: [leaves]\n")
+    pid_file = shared / "left.pid"
+    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  leaves:\n    user: nobody\n"
+                            f"    command: \"{escape_with_setsid(pid_file)}; echo started\"\n"
+                            "    run_on_deploy: true\n")
+    puppemon("push", cwd=repo)
+    left = None
+    try:
+        proc = subprocess.run(["setpriv", "--bounding-set", "-sys_ptrace", sys.executable, "-m", "puppemon",
+                               "daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "state"),
+                               "--name", "d1", "--once", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        left = read_pid(pid_file)
+        assert proc.returncode == 0, proc.stderr
+        assert not alive(left)
+        [record] = of_flow(remote_records(bare_remote), "leaves")
+        assert (record["status"], record["escaped"]) == ("succeeded", 1)
+        fsck(bare_remote)
+    finally:
+        if left:
+            kill_leftovers(left)

@@ -116,7 +116,7 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------
     def run(self) -> int:
         import puppemon.run.runner  # noqa: F401 - now, not on the scheduler thread at the first fire
-        from puppemon.run.local import become_undumpable
+        from puppemon.run.processes import become_undumpable
 
         become_undumpable()  # a run of our own user cannot read our environ (its secrets) nor our memory
         self.open()
