@@ -148,3 +148,21 @@ def test_a_real_daemon_then_a_new_deploy(tmp_path, bare_remote):
     second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
     out = puppemon("status", cwd=repo).stdout.splitlines()
     assert out[1] == f"  deployed {first[:7]}: behind: deploying {second[:7]}"
+
+
+def test_status_refs_anyone_could_push_are_skipped_and_counted(pushed, bare_remote, capsys):
+    project, tip = pushed
+    write_status(bare_remote, "good", flows_commit=tip, host="[bold red]srv[/]")
+    store = Store(bare_remote)
+    for name, body in [("a-list", b"[1, 2]\n"), ("bad-time", dump_json({"heartbeat": "yesterday"})),
+                       ("bad-flow", dump_json({"name": "x", "flows": {"../x": {"next": None}}})),
+                       ("deep", b"[" * 100_000 + b"]" * 100_000), ("huge", b" " * (1024**2 + 1) + b"{}")]:
+        tree = store.update_tree(None, {"status.json": (store.blob(body), 0o100644)})
+        store.force_ref(f"refs/puppemon/status/{name}", store.commit(tree, [], "status\n"))
+    store.force_ref("refs/puppemon/status/a-blob", store.blob(b"{}"))
+    assert show(project, capsys).splitlines()[0] == (
+        "good on [bold red]srv[/] (pid 4242, puppemon 0.1.0): running, heartbeat 12 s ago")
+    assert capsys.readouterr().err == ""  # show() read it: the warning went with the first call
+    proc = puppemon("status", cwd=project)
+    assert proc.stderr == "warning: 6 status refs under refs/puppemon/status/ could not be read (skipped)\n"
+    assert proc.stdout.startswith("good on [bold red]srv[/] (pid 4242")

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from rich.markup import escape
+
 from puppemon.commands.common import styled_status, warn
 from puppemon.errors import PuppemonError
-from puppemon.formats import format_age, local_time
+from puppemon.formats import format_age, local_time, plural
 from puppemon.gitstore import GitError
 from puppemon.history.clone import open_runs
 from puppemon.history.status import collect, fetch_status
@@ -18,8 +20,9 @@ def render(daemon: dict) -> list[str]:
     beat = format_age(age) if age is not None else "never"
     beat = f"[red]{beat}[/]" if daemon.get("stale") else beat
     state = daemon.get("state", "?")
-    lines = [f"[bold]{daemon.get('name', '?')}[/] on {daemon.get('host', '?')} (pid {daemon.get('pid', '?')}, "
-             f"puppemon {daemon.get('version', '?')}): {state}, heartbeat {beat}"]
+    name, host, version = (escape(str(daemon.get(k) or "?")) for k in ("name", "host", "version"))
+    lines = [f"[bold]{name}[/] on {host} (pid {daemon.get('pid', '?')}, "
+             f"puppemon {version}): {escape(str(state))}, heartbeat {beat}"]
     deployed, tip = daemon.get("flows_commit"), daemon.get("flows_tip")
     if not deployed:
         where = "nothing deployed" + (f" (behind: deploying {tip[:7]})" if tip else "")
@@ -48,7 +51,7 @@ def render(daemon: dict) -> list[str]:
     if not in_flight:
         lines.append("  no runs in flight")
     for run in in_flight:
-        lines.append(f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}")
+        lines.append(escape(f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}"))
     if daemon.get("unpublished"):
         lines.append(f"  [yellow]{daemon['unpublished']} records not yet pushed[/]")
     return lines
@@ -68,7 +71,9 @@ def main(as_json: bool = False, remote: str | None = None, fetch: bool = True, d
             fetch_status(store, remote)
         except GitError as exc:
             warn(f"{exc.message}; showing the status last fetched")
-    tip, daemons = collect(store, runs, now or datetime.now(timezone.utc))
+    tip, daemons, unreadable = collect(store, runs, now or datetime.now(timezone.utc))
+    if unreadable:
+        warn(f"{plural(unreadable, 'status ref')} under refs/puppemon/status/ could not be read (skipped)")
     if as_json:
         print(json.dumps({"remote": remote, "flows_tip": tip, "daemons": daemons}, indent=2))
         return 0

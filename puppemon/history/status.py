@@ -13,8 +13,8 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from puppemon.formats import parse_iso
-from puppemon.gitstore import GitError, RemoteMissingRef, Store
+from puppemon.formats import is_flow_name, parse_iso
+from puppemon.gitstore import EXEC, FILE, GitError, RemoteMissingRef, Store
 from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunStore, dump_json
 
@@ -25,6 +25,7 @@ FLOWS_TIP = "refs/puppemon/remote-flows"
 HEARTBEAT = 60.0
 MIN_INTERVAL = 5.0
 STALE_AFTER = 180.0  # three missed heartbeats
+MAX_STATUS = 1024**2  # a status.json larger than this is not read (a daemon's is a few KiB)
 
 
 class StatusPublisher:
@@ -87,17 +88,42 @@ def fetch_status(store: Store, remote: str, branch: str = "flows") -> None:
             store.delete_ref(name)
 
 
-def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict]]:
-    """(the remote's flows tip, each daemon's status.json with what `status` works out from it)."""
+def _time_or_none(value) -> bool:
+    try:
+        return value is None or isinstance(value, str) and (not value or parse_iso(value) is not None)
+    except ValueError:
+        return False
+
+
+def readable(status) -> bool:
+    """Whether a status.json has the shape `status` reads: anyone who can push may write one."""
+    if not isinstance(status, dict) or not _time_or_none(status.get("heartbeat")):
+        return False
+    if not all(isinstance(status.get(k), (str, type(None))) for k in ("name", "host", "version", "state",
+                                                                      "flows_commit")):
+        return False
+    if not all(isinstance(status.get(k), (int, type(None))) for k in ("pid", "unpublished")):
+        return False
+    flows, in_flight = status.get("flows") or {}, status.get("in_flight") or []
+    return (isinstance(flows, dict) and isinstance(in_flight, list)
+            and all(is_flow_name(f) and isinstance(i, dict) and _time_or_none(i.get("next")) for f, i in flows.items())
+            and all(isinstance(r, dict) and _time_or_none(r.get("started")) for r in in_flight))
+
+
+def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict], int]:
+    """(the remote's flows tip, each daemon's status.json with what `status` works out from it, how many
+    status refs could not be read)."""
     tip = store.ref(FLOWS_TIP)
-    daemons = []
+    daemons, unreadable = [], 0
     for _name, sha in sorted(store.refs(STATUS_REFS).items()):
-        data = store.read(sha, "status.json")
-        if data is None:
-            continue
         try:
-            status = json.loads(data)
-        except ValueError:
+            entry = store.lookup(sha, "status.json")
+            small = entry is not None and entry.mode in (FILE, EXEC) and store.size(entry.oid) <= MAX_STATUS
+            status = json.loads(store.data(entry.oid)) if small else None
+        except (ValueError, KeyError, RecursionError, GitError):  # a ref to a blob, say: not a daemon's
+            status = None
+        if not readable(status):
+            unreadable += 1
             continue
         beat = parse_iso(status.get("heartbeat"))
         age = (now - beat).total_seconds() if beat else None
@@ -112,4 +138,4 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
                                 if last else None)
         status["flows"] = flows
         daemons.append(status)
-    return tip, daemons
+    return tip, daemons, unreadable
