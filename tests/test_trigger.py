@@ -169,6 +169,24 @@ def test_trigger_wait_times_out_with_exit_2(tmp_path, bare_remote):
                            "it stays on the runs branch and will still be served\n")
 
 
+def test_trigger_wait_ignores_a_claim_that_is_not_one(tmp_path, bare_remote):
+    # Anyone who can push may write <id>.claim.json; --wait reads it as no claim, as the daemons do.
+    repo = setup_project(tmp_path, bare_remote)
+    proc = subprocess.Popen([sys.executable, "-m", "puppemon", "trigger", "hello", "--wait", "--timeout", "4"],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rid = proc.stdout.readline().strip()
+    [path] = remote_files(bare_remote, "requests/")
+    store = Store(bare_remote)
+    tip = store.ref("refs/heads/runs")
+    tree = store.update_tree(tip, {path.replace(".json", ".claim.json"): (store.blob(b"[1]\n"), 0o100644)})
+    store.set_ref("refs/heads/runs", store.commit(tree, [tip], "a claim that is not one\n"), tip)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err == (f"waiting for a daemon to take request {rid} ...\n"
+                   f"Error: timed out after 4s waiting for request {rid} (no daemon has taken it yet); "
+                   "it stays on the runs branch and will still be served\n")
+
+
 @pytest.mark.slow
 def test_trigger_wait_follows_the_run_and_exits_with_its_code(tmp_path, bare_remote, daemons):
     repo = setup_project(tmp_path, bare_remote)

@@ -77,8 +77,15 @@ def _on_remote(store, recorder, path: str) -> bool:
 
 
 def read_claim(store, tip: str | None, request_id: str) -> dict | None:
+    """The claim of a request at `tip`; None when there is none, or none that reads as a claim (anyone
+    who can push may write one: the daemons ignore it too)."""
     data = store.read(tip, f"{request_base(request_id)}.claim.json") if tip else None
-    return json.loads(data) if data is not None else None
+    if data is None:
+        return None
+    try:
+        return check_claim(data, request_id)
+    except BadRequest:
+        return None
 
 
 def recent_dirs(now: datetime, days: int = DAYS) -> list[str]:
