@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
 from puppemon.errors import PuppemonError
+from puppemon.history.requests import MAX_DEPTH, nesting
 
 log = logging.getLogger("puppemon")
 
 MAX_BODY = 1024 * 1024
 DRAIN_LIMIT = 16 * MAX_BODY
-MAX_DEPTH = 32      # nesting of a body's JSON: the same limit as for run requests written through git
 BACKLOG = 1024      # connections waiting to be accepted (Python's default of 5 resets a burst of them)
 MAX_HANDLERS = 32   # requests handled at once; more wait in the backlog
 FLOW_RUNS = re.compile(r"^/flows/([^/]+)/runs$")
@@ -70,19 +70,6 @@ class Control(Protocol):
 
     def fetch_now(self) -> None:
         """Fetch and deploy at the next moment."""
-
-
-def nesting(value) -> int:
-    """How deep lists and objects nest in `value`, counted without recursion (at most MAX_DEPTH + 1)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            if depth > MAX_DEPTH:
-                break
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 class _Server(ThreadingHTTPServer):

@@ -68,14 +68,6 @@ def synthetic_record(ctx: RunContext, status: str, error: str | None, started: d
     return _record(ctx, status, started, finished, (finished - started).total_seconds(), dict(ctx.params), error)
 
 
-def record_synthetic(recorder, ctx: RunContext, status: str, error: str, started: datetime,
-                     finished: datetime | None = None) -> dict:
-    """Commit the record of a run that never ran to its end, with `error` as its log; return run.json."""
-    record = synthetic_record(ctx, status, error, started, finished)
-    recorder.add(run_files(record, f"puppemon: {error}\n".encode()), run_message(record))
-    return record
-
-
 def one_line(value, limit: int = 200) -> str:
     """`value` as text that cannot add a line (to a commit message, a log, a table): every control or
     line-separator character becomes a space, and it is cut at `limit` characters."""
