@@ -180,6 +180,32 @@ def test_bad_deploy_is_refused_recorded_once_and_the_old_one_keeps_running(tmp_p
     assert linear(bare_remote)
 
 
+def test_a_restart_on_a_refused_tip_goes_on_with_the_deploy_before_it(tmp_path, bare_remote, caplog):
+    caplog.set_level(logging.INFO, "puppemon")
+    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n"
+                                                          "    every: 1h\n")
+    deploy(repo)
+    good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    with running(bare_remote, tmp_path / "state", Clock()) as daemon:
+        daemon.cycle()
+    clone = tmp_path / "clone"  # a bad manifest bypassing push's validation, while no daemon runs
+    git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(clone))
+    (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
+    git("commit", "--quiet", "-am", "broken", cwd=clone)
+    git("push", "--quiet", "origin", "flows", cwd=clone)
+    bad = git("rev-parse", "HEAD", cwd=clone).strip()
+    with running(bare_remote, tmp_path / "state", Clock(T0 + timedelta(hours=2))) as daemon:
+        daemon.cycle()
+        assert daemon.deployer.current is not None and daemon.deployer.current.sha == good
+        daemon.fire("tick", T0 + timedelta(hours=3))
+        idle(daemon)
+    assert f"the flows tip {bad[:7]} is refused: going on with {good[:7]}, deployed before" in caplog.text
+    assert [d["status"] for d in deploy_records(bare_remote)].count("deployed") == 1  # resumed, not redeployed
+    runs = of_flow(remote_records(bare_remote), "tick")
+    assert runs and all(r["status"] == "succeeded" and r["flows_commit"] == good for r in runs)
+    fsck(bare_remote)
+
+
 def test_status_and_heartbeat_follow_the_injected_clock(tmp_path, bare_remote):
     deploy(manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n"
                                                           "    every: 1h\n"))

@@ -229,6 +229,8 @@ class Daemon:
             tip = self.deployer.current.sha if self.deployer.current else None
         if self.deployer.is_new(tip):
             self.deploy(tip)
+        if self.deployer.current is None:
+            self._resume_last_good(tip)
         if self.deployer.current is not None and catch_up:
             for source in self.sources:
                 source.catch_up(self.deployer.current, once)
@@ -241,6 +243,19 @@ class Daemon:
         self.ledger.retry()  # records a full disk kept from the runs branch
         self.publish()
         self.push_status()
+
+    def _resume_last_good(self, tip: str | None) -> None:
+        """Started on a flows tip that is refused: go on with the deploy that ran before the restart, as a
+        daemon that kept running would (its checkout is in the state dir, its commit in the mirror)."""
+        last = self.state.deployed()
+        if not last or last == tip or not self.deployer.is_new(last):
+            return
+        try:
+            self.store.get_commit(last)
+        except (KeyError, ValueError):
+            return
+        log.info("the flows tip %s is refused: going on with %s, deployed before", (tip or "")[:7], last[:7])
+        self.deploy(last)
 
     def deploy(self, sha: str) -> None:
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
