@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from puppemon.daemon.ledger import Ledger
 from puppemon.gitstore import GitError, Store
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
+from puppemon.run.environments import EnvError, EnvStore, request_for
 
 log = logging.getLogger("puppemon")
 
@@ -31,15 +32,19 @@ class Deployment:
     directory: Path
     manifest: Any          # project.manifest.Manifest
     source_commit: str
+    environments: dict = field(default_factory=dict)   # flow name -> run.environments.Environment
 
 
 class Deployer:
     """Holds the current Deployment and makes new ones."""
 
-    def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str) -> None:
+    def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str,
+                 envs: EnvStore | None = None) -> None:
         self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
+        self.envs = envs or EnvStore(state.envs_dir)
         self.current: Deployment | None = None
         self.refused: set[str] = set()
+        self.env_keys: dict[str, set[str]] = {}   # deploy sha -> the environments it runs in
 
     def is_new(self, sha: str | None) -> bool:
         """Whether `sha` is a flows commit still to deploy (not the current one, not refused)."""
@@ -64,13 +69,42 @@ class Deployer:
             manifest = parse(data, MANIFEST_NAME)
             check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
             directory = self._check_out(sha)
-        except (ManifestError, FilterMissing, UnsafeTree) as exc:
+            environments = self._environments(manifest, directory)
+        except (ManifestError, FilterMissing, UnsafeTree, EnvError) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
             return None
-        self.current = Deployment(sha, directory, manifest, source)
+        self.current = Deployment(sha, directory, manifest, source, environments)
+        self.env_keys[sha] = {env.key for env in environments.values()}
         return self.current
+
+    def _environments(self, manifest, directory: Path) -> dict:
+        """Build (or find built) the environment of every flow that declares `python:`, before the deploy is
+        swapped in; EnvError naming the flow when one cannot be built."""
+        from puppemon.project.entrypoints import directory_reader
+
+        built = {}
+        for flow in manifest.flows.values():
+            if flow.python is None:
+                continue
+            try:
+                request = request_for(flow, directory, directory_reader(directory))
+                built[flow.name] = self.envs.ensure(request)
+            except (EnvError, ValueError) as exc:
+                raise EnvError(f"flows.{flow.name}.python ({flow.python.describe()}): "
+                               f"{getattr(exc, 'message', exc)}") from None
+            log.info("%s: environment %s (Python %s, %d packages)", flow.name, built[flow.name].key[:12],
+                     built[flow.name].python, len(built[flow.name].packages))
+        return built
+
+    def environments_record(self, deployment: Deployment) -> dict:
+        """For the deploy record: each environment once, with its resolved packages and the flows in it."""
+        found: dict[str, dict] = {}
+        for name, env in sorted(deployment.environments.items()):
+            entry = found.setdefault(env.key, {"python": env.python, "packages": list(env.packages), "flows": []})
+            entry["flows"].append(name)
+        return {"environments": found} if found else {}
 
     def _check_out(self, sha: str) -> Path:
         """The read-only checkout of `sha`, made once (a restart on the same commit reuses it)."""
@@ -113,6 +147,9 @@ class Deployer:
             if d.name not in keep:
                 set_writable(d, True)
                 shutil.rmtree(d, ignore_errors=True)
+        envs = set().union(*(self.env_keys.get(sha, set()) for sha in keep))
+        for key in self.envs.collect(envs):
+            log.info("removed environment %s (no deploy or run uses it)", key[:12])
 
 
 def set_writable(root: Path, writable: bool) -> None:

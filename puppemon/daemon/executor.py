@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Callable
 
@@ -11,6 +12,7 @@ from puppemon.daemon.queue import Active, Pending
 from puppemon.daemon.settings import UserGrants
 from puppemon.errors import PuppemonError
 from puppemon.run.backend import Execution
+from puppemon.run.environments import flow_api
 from puppemon.run.users import OSUser, current_name, lookup
 from puppemon.secrets import SecretStore, for_flow
 
@@ -37,6 +39,10 @@ class RunExecutor:
         spec = RunSpec(run_id=p.run_id, flow=flow, code_dir=deployment.directory, params=p.params,
                        flows_commit=deployment.sha, variables=deployment.manifest.variables,
                        grace=self.kill_grace)
+        environment = getattr(deployment, "environments", {}).get(flow.name)
+        if environment is not None:  # built at deploy time (daemon/deployer.py)
+            spec.environment, spec.flow_api = environment, flow_api(self.state.envs_dir)
+            ctx = replace(ctx, environment=environment.record())
         self.state.journal(ctx, started, spec.backend)
         log.info("%s: started run %s (%s)", p.flow, p.run_id, p.trigger.get("kind"))
         try:

@@ -66,6 +66,7 @@ class StateDir:
         self.journal_dir = self.path / "journal"
         self.deploys_dir = self.path / "deploys"
         self.mirror_dir = self.path / "mirror.git"
+        self.envs_dir = self.path / "envs"        # Python environments (run/environments.py)
         self._lock_fh = None
 
     def open(self) -> None:

@@ -289,7 +289,8 @@ class Daemon:
             return
         self.state.set_deployed(sha)
         log.info("deployed %s (%s)%s", sha[:7], count, f", replacing {previous.sha[:7]}" if previous else "")
-        self.ledger.deploy(sha, deployment.source_commit, {"status": "deployed", "flows": summary})
+        self.ledger.deploy(sha, deployment.source_commit, {"status": "deployed", "flows": summary,
+                                                           **self.deployer.environments_record(deployment)})
         for source in self.sources:
             source.deployed(deployment)
 

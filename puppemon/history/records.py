@@ -29,6 +29,7 @@ class RunContext:
     source_commit: str = ""
     daemon: str = ""
     request: str | None = None
+    environment: dict | None = None    # the Python environment it ran in: {key, python}
 
 
 def _record(ctx: RunContext, status: str, started: datetime, finished: datetime, duration: float,
@@ -39,7 +40,7 @@ def _record(ctx: RunContext, status: str, started: datetime, finished: datetime,
         "source_commit": ctx.source_commit, "scheduled": utc_iso(ctx.scheduled), "started": utc_iso(started),
         "finished": utc_iso(finished), "duration": round(duration, 3), "attempt": 0, "attempts": [],
         "exit_code": None, "daemon": ctx.daemon, "host": socket.gethostname(), "outputs": [],
-        "outputs_note": None, "has_result": False, "error": error,
+        "outputs_note": None, "has_result": False, "error": error, "environment": ctx.environment,
     }
 
 

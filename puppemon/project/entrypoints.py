@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from puppemon.errors import PuppemonError
+from puppemon.project.python import inputs
 
 Reader = Callable[[str], "bytes | None"]   # a project path -> its content, None when there is no such file
 UNKNOWN = b"\0unknown"                      # a reader's answer for a file that exists but cannot be read here
@@ -116,6 +117,12 @@ def check_manifest(manifest, read: Reader, filename: str, where: str) -> None:
     from puppemon.project.manifest import ManifestError
 
     for flow in manifest.flows.values():
+        if flow.python is not None:
+            try:
+                inputs(flow, read, UNKNOWN)
+            except ValueError as exc:
+                line, col = flow.marks.get("python", (flow.line, 1))
+                raise ManifestError(f"{filename}:{line}:{col}: flows.{flow.name}.python: {exc}") from None
         if not flow.entrypoint:
             continue
         try:

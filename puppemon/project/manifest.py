@@ -19,6 +19,7 @@ from puppemon.project import triggers
 from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
                                      kind_of, list_of, named, params, record, scalar, secret_name, string,
                                      timezone_name, unknown)
+from puppemon.project.python import PythonEnv, python_field
 from puppemon.project.triggers import KINDS, Trigger
 
 MANIFEST_NAME = "puppemon.yaml"
@@ -58,6 +59,7 @@ class Flow:
     workdir: str = "fresh"
     notify: Notify | None = None
     user: str | None = None                # the OS user to run as: the server's config must grant it
+    python: PythonEnv | None = None        # its Python environment (python.py); None: the daemon's interpreter
     line: int = 0
     # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -132,11 +134,12 @@ FLOW_FIELDS: dict[str, Checker] = {
     "env": env_map,
     "workdir": choice("fresh", "shared"),
     "notify": _notify,                                     # null = no notification
+    "python": python_field,
     "user": named(USER_NAME_RE, "user name", "an OS user name: letters, digits, '_', '.' and '-'"),
     **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
 }
 DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir",
-                "user")
+                "user", "python")
 DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
 
 

@@ -50,9 +50,9 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _argv(flow: Flow, result_file: Path) -> list[str]:
+def _argv(flow: Flow, result_file: Path, python: str = sys.executable) -> list[str]:
     if flow.entrypoint:
-        return [sys.executable, "-m", "puppemon.run.bootstrap", flow.entrypoint, str(result_file)]
+        return [python, "-m", "puppemon.run.bootstrap", flow.entrypoint, str(result_file)]
     if isinstance(flow.command, str):
         return ["/bin/sh", "-c", flow.command]
     if flow.command:
@@ -76,6 +76,10 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
         "PUPPEMON_FLOWS_COMMIT": spec.flows_commit,
         "TMPDIR": str(tmp),
     })
+    if spec.environment is not None:  # its interpreter and console scripts first; the flow API importable
+        env["VIRTUAL_ENV"] = str(spec.environment.path)
+        env["PATH"] = os.pathsep.join([str(spec.environment.path / "bin"), *filter(None, [env.get("PATH")])])
+        env["PYTHONPATH"] = os.pathsep.join([str(spec.flow_api), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -205,7 +209,9 @@ def _hand_over(spec: RunSpec, area: Path, env: dict[str, str]) -> None:
     if spec.flow.entrypoint:
         import puppemon
 
-        for path, execute in ((sys.executable, True), (os.path.dirname(puppemon.__file__), False)):
+        python, api = ((str(spec.environment.interpreter), str(spec.flow_api)) if spec.environment
+                       else (sys.executable, os.path.dirname(puppemon.__file__)))
+        for path, execute in ((python, True), (api, False)):
             stop = blocked(user, path, execute)
             if stop:
                 raise _StartError(f"user {user.name!r} cannot {'run' if execute else 'read'} {path} ({stop} is "
@@ -223,7 +229,7 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
     tmp.mkdir()
     out_dir.mkdir()
     cwd = _workdir(spec, area)
-    argv = _argv(flow, result_file)
+    argv = _argv(flow, result_file, str(spec.environment.interpreter) if spec.environment else sys.executable)
     env = _env(spec, params, out_dir, tmp)
     if spec.user is not None:
         _hand_over(spec, area, env)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from puppemon.project.manifest import Flow
+from puppemon.run.environments import Environment
 from puppemon.run.users import OSUser
 
 
@@ -28,6 +29,8 @@ class RunSpec:
     base_env: dict | None = None        # the environment runs inherit (default: this process's)
     backend: str = "local"              # where it executes: a name in run/backends.py
     user: OSUser | None = None          # the OS user it runs as (None: this process's); the caller checked the grant
+    environment: Environment | None = None   # its Python environment (run/environments.py); None: this Python
+    flow_api: Path | None = None        # with an environment: the directory that makes `import puppemon` work
 
 
 @dataclass
