@@ -103,6 +103,16 @@ def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
           record=record, push=not no_push, remote=remote)
 
 
+@cli.command("env")
+@click.argument("flow")
+@click.option("--rebuild", is_flag=True, help="Build the environment again even if it is cached.")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="The project directory (default: the one you are in).")
+def env_command(flow, rebuild, directory) -> None:
+    """Show (and build, when needed) the Python environment FLOW runs in: its path and packages."""
+    _call("env", flow=flow, rebuild=rebuild, directory=directory)
+
+
 def _history_options(f):
     """--remote, --no-fetch and -C, shared by the commands that read the runs branch."""
     f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Iterable
 
 import click
+
+from puppemon.errors import PuppemonError
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "red", "timed_out": "red",
                 "cancelled": "yellow", "skipped": "yellow"}
@@ -79,3 +82,14 @@ def parse_params(pairs: Iterable[str], params_json: str | None) -> dict:
             raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="'-p'")
         params[key.strip()] = _scalar(text)
     return params
+
+
+def load_flow(directory: str | os.PathLike, name: str) -> tuple[Any, Any]:
+    """The manifest in `directory` and its flow `name`."""
+    from puppemon.project import manifest
+
+    loaded = manifest.load(directory)
+    flow = loaded.flows.get(name)
+    if flow is None:
+        raise PuppemonError(f"no flow {name!r} in puppemon.yaml (flows: {', '.join(sorted(loaded.flows))})")
+    return loaded, flow

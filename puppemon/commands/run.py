@@ -5,24 +5,13 @@ import json
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Iterable
 
-from puppemon.commands.common import parse_params, write_bytes
-from puppemon.errors import PuppemonError
+from puppemon.commands.common import load_flow, parse_params, write_bytes
 from puppemon.formats import format_duration, new_id
 from puppemon.project import manifest
 from puppemon.run.runner import execute
 from puppemon.run.spec import RunResult, RunSpec
-
-
-def load_flow(directory: str | Path, name: str) -> tuple[manifest.Manifest, manifest.Flow]:
-    """The manifest in `directory` and its flow `name`."""
-    loaded = manifest.load(directory)
-    flow = loaded.flows.get(name)
-    if flow is None:
-        raise PuppemonError(f"no flow {name!r} in puppemon.yaml (flows: {', '.join(sorted(loaded.flows))})")
-    return loaded, flow
 
 
 def execute_here(spec: RunSpec) -> RunResult:
@@ -73,6 +62,10 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
         target = open_target(project, remote, push)  # before the run: a bad repo or remote fails fast
     spec = RunSpec(run_id=new_id(), flow=found, code_dir=project, params=params,
                    variables=dict(loaded.variables), workdir="shared")
+    if found.python is not None:  # the same environment the daemon builds, cached for this user
+        from puppemon.commands.env import local_environment
+
+        spec.environment, spec.flow_api = local_environment(found, project)
     result = execute_here(spec)
     print(summary(result), file=sys.stderr)
     if result.has_result:

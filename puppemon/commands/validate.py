@@ -31,6 +31,21 @@ def render(manifest: Manifest, now: datetime) -> list[str]:
     return lines
 
 
+def unused_dependency_files(manifest: Manifest, root) -> list[str]:
+    """A hint for a requirements.txt or pyproject.toml at the project's root that no flow's `python:` uses."""
+    from pathlib import Path
+
+    used = {f.python.path for f in manifest.flows.values() if f.python is not None and f.python.path}
+    hints = []
+    if (Path(root) / "requirements.txt").is_file() and "requirements.txt" not in used:
+        hints.append("hint: requirements.txt is not used by any flow; flows run with the daemon's Python "
+                     "unless they say `python: {requirements: requirements.txt}`")
+    if (Path(root) / "pyproject.toml").is_file() and "." not in used:
+        hints.append("hint: pyproject.toml is not used by any flow; with a uv.lock, `python: {project: .}` "
+                     "installs it for a flow")
+    return hints
+
+
 def main(directory: str = ".", now: datetime | None = None) -> int:
     from puppemon.project.entrypoints import check_manifest, directory_reader
     from puppemon.project.manifest import find_root
@@ -39,7 +54,7 @@ def main(directory: str = ".", now: datetime | None = None) -> int:
     manifest = load(root)
     check_manifest(manifest, directory_reader(root), MANIFEST_NAME, "the project directory")
     now = now or datetime.now(timezone.utc)
-    lines = render(manifest, now)
+    lines = render(manifest, now) + unused_dependency_files(manifest, root)
     if sys.stdout.isatty():
         console = Console()
         console.print(lines[0], style="green", highlight=False)
