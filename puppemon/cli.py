@@ -186,15 +186,18 @@ def quickstart(directory, duration) -> None:
               help="Bearer token for the HTTP hook (default: $PUPPEMON_HTTP_TOKEN).")
 @click.option("--keep", default=None, metavar="DURATION",
               help="Retention: once an hour, prune records older than this (e.g. 90d) from the runs tip.")
+@click.option("--build-timeout", default=None, metavar="DURATION",
+              help="How long building one flow's Python environment may take before the deploy is "
+                   "refused (default 10m).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           config) -> None:
+           build_timeout, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, config=config)
+          keep=keep, build_timeout=build_timeout, config=config)
 
 
 @cli.command()

@@ -50,6 +50,18 @@ class Deployer:
         """Whether `sha` is a flows commit still to deploy (not the current one, not refused)."""
         return bool(sha) and (self.current is None or sha != self.current.sha) and sha not in self.refused
 
+    def last_good(self, tip: str | None) -> str | None:
+        """Started on a flows tip that is refused: the deploy that ran before the restart, to go on with as
+        a daemon that kept running would (its commit is in the mirror); None when there is none."""
+        last = self.state.deployed()
+        if not last or last == tip or not self.is_new(last):
+            return None
+        try:
+            self.store.get_commit(last)
+        except (KeyError, ValueError):
+            return None
+        return last
+
     def deploy(self, sha: str) -> Deployment | None:
         """Validate and check out `sha` and make it current; None (and a refusal record) when it cannot run.
 

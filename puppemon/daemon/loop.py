@@ -35,6 +35,7 @@ from puppemon.formats import plural, run_dir, utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
 from puppemon.history.status import StatusPublisher
+from puppemon.run.environments import EnvStore
 
 log = logging.getLogger("puppemon")
 
@@ -84,7 +85,8 @@ class Daemon:
         self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
-        self.deployer = Deployer(self.store, self.state, self.ledger, s.remote)
+        self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
+                                 EnvStore(self.state.envs_dir, s.build_timeout))
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
@@ -229,8 +231,9 @@ class Daemon:
             tip = self.deployer.current.sha if self.deployer.current else None
         if self.deployer.is_new(tip):
             self.deploy(tip)
-        if self.deployer.current is None:
-            self._resume_last_good(tip)
+        if self.deployer.current is None and (last := self.deployer.last_good(tip)):
+            log.info("the flows tip %s is refused: going on with %s, deployed before", (tip or "")[:7], last[:7])
+            self.deploy(last)
         if self.deployer.current is not None and catch_up:
             for source in self.sources:
                 source.catch_up(self.deployer.current, once)
@@ -243,19 +246,6 @@ class Daemon:
         self.ledger.retry()  # records a full disk kept from the runs branch
         self.publish()
         self.push_status()
-
-    def _resume_last_good(self, tip: str | None) -> None:
-        """Started on a flows tip that is refused: go on with the deploy that ran before the restart, as a
-        daemon that kept running would (its checkout is in the state dir, its commit in the mirror)."""
-        last = self.state.deployed()
-        if not last or last == tip or not self.deployer.is_new(last):
-            return
-        try:
-            self.store.get_commit(last)
-        except (KeyError, ValueError):
-            return
-        log.info("the flows tip %s is refused: going on with %s, deployed before", (tip or "")[:7], last[:7])
-        self.deploy(last)
 
     def deploy(self, sha: str) -> None:
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import GRACE, KILL_GRACE, MAX_PARALLEL, POLL
+from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, POLL
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
-               "token_file", "branch_flows", "branch_runs", "users"}
+               "token_file", "branch_flows", "branch_runs", "users", "build_timeout"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -56,6 +56,7 @@ class Settings:
     listen: str | None = None        # HOST:PORT of the HTTP hook
     token_file: str | None = None    # its bearer token (default: $PUPPEMON_HTTP_TOKEN)
     users: UserGrants = field(default_factory=lambda: UserGrants({}))   # config only: OS users flows may run as
+    build_timeout: float = BUILD_TIMEOUT   # building one Python environment (run/environments.py)
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -193,6 +194,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_parallel=int(merged.get("max_parallel", MAX_PARALLEL)),
         grace=option_seconds(merged.get("grace", GRACE), "--grace"),
         keep=option_seconds(merged["keep"], "--keep") if merged.get("keep") else None,
+        build_timeout=option_seconds(merged.get("build_timeout", BUILD_TIMEOUT), "--build-timeout"),
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),

@@ -36,7 +36,7 @@ FORMAT = 1
 MARKER = "puppemon-env.json"
 INDEX_SETTINGS = ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX", "UV_FIND_LINKS",
                   "UV_NO_INDEX", "UV_OFFLINE", "UV_INDEX_STRATEGY", "UV_CONFIG_FILE", "UV_NO_CONFIG")
-BUILD_TIMEOUT = 600.0
+BUILD_TIMEOUT = 600.0     # the daemon's default: puppemon.daemon.BUILD_TIMEOUT, --build-timeout
 KEEP_UNUSED = 3      # environments no deploy or run uses that `collect` keeps (the most recently used)
 ERROR_LINES = 15     # of uv's output, in a refusal
 
