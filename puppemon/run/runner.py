@@ -115,7 +115,7 @@ def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: thr
 
 def _outcome(reason: str | None, rc: int, timeout: float | None,
              cancel: threading.Event | None) -> tuple[str, int | None, str | None]:
-    if reason is None and rc != 0 and cancel is not None and cancel.is_set():
+    if reason is None and rc is not None and rc < 0 and cancel is not None and cancel.is_set():
         reason = "cancelled"  # killed from outside while a cancel was pending (a forced daemon stop)
     if reason == "timed_out":
         return reason, 124, f"timed out after {format_duration(timeout)}"
