@@ -509,3 +509,42 @@ def test_a_python_file_missing_from_the_project_is_a_manifest_error(tmp_path, ba
     push = puppemon("push", cwd=repo, check=False)
     assert (push.returncode, push.stderr) == (1, expected)
     assert git("--git-dir", str(bare_remote), "for-each-ref") == ""
+
+
+def deploys(bare: Path) -> list[dict]:
+    """The deploy records on the remote (none before its runs branch exists)."""
+    return deploy_records(bare) if git("--git-dir", str(bare), "branch", "--list", "runs").strip() else []
+
+
+@pytest.mark.timeout(45)
+def test_the_loop_goes_on_while_a_deploy_builds_and_the_new_deploy_comes_in_when_built(
+        tmp_path, bare_remote, wheels, monkeypatch):
+    server = HeldWheels(wheels)
+    monkeypatch.setenv("UV_FIND_LINKS", server.url)
+    tick = "version: 1\nflows:\n  tick:\n    command: echo tick\n"
+    try:
+        repo = manifest_project(tmp_path, str(bare_remote), tick)
+        deploy(repo)
+        first = flows_tip(bare_remote)
+        with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
+            wait_until(lambda: deploys(bare_remote), what="the first deploy", on_fail=lambda: daemon.log)
+            deploy(repo, tick + "  job:\n    entrypoint: flow.py:main\n    python: {requirements: requirements.txt}\n",
+                   {"flow.py": RETURNS_VERSION, "requirements.txt": "tinypkg==2.0\n"})
+            wait_until(server.asked.is_set, what="uv asking the held wheel server", on_fail=lambda: daemon.log)
+            # while uv waits, the daemon serves a request with the deploy it has
+            puppemon("trigger", "tick", cwd=repo)
+            [ticked] = wait_until(lambda: of_flow(remote_records(bare_remote), "tick"), timeout=20,
+                                  what="the request served during the build", on_fail=lambda: daemon.log)
+            assert ticked["status"] == "succeeded" and ticked["flows_commit"] == first
+            assert not server.answer.is_set() and len(deploys(bare_remote)) == 1
+            server.release()
+            wait_until(lambda: len(deploys(bare_remote)) == 2, timeout=30, what="the new deploy",
+                       on_fail=lambda: daemon.log)
+            puppemon("trigger", "job", cwd=repo)
+            [job] = wait_until(lambda: of_flow(remote_records(bare_remote), "job"), timeout=20,
+                               what="a run of the new flow", on_fail=lambda: daemon.log)
+            assert job["status"] == "succeeded" and result_of(bare_remote, job) == "2.0"
+            assert daemon.stop() == 0
+    finally:
+        server.close()
+    fsck(bare_remote)

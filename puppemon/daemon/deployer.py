@@ -12,14 +12,15 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.gitstore import GitError, Store
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
-from puppemon.run.environments import EnvError, EnvStore, request_for
+from puppemon.daemon.builds import Builds
+from puppemon.run.environments import EnvError, EnvStore
 
 log = logging.getLogger("puppemon")
 
@@ -39,9 +40,10 @@ class Deployer:
     """Holds the current Deployment and makes new ones."""
 
     def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str,
-                 envs: EnvStore | None = None) -> None:
+                 envs: EnvStore | None = None, wake: Callable[[], None] = lambda: None) -> None:
         self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
         self.envs = envs or EnvStore(state.envs_dir)
+        self.builds = Builds(self.envs, wake)
         self.current: Deployment | None = None
         self.refused: set[str] = set()
         self.env_keys: dict[str, set[str]] = {}   # deploy sha -> the environments it runs in
@@ -62,8 +64,9 @@ class Deployer:
             return None
         return last
 
-    def deploy(self, sha: str) -> Deployment | None:
-        """Validate and check out `sha` and make it current; None (and a refusal record) when it cannot run.
+    def deploy(self, sha: str, wait: bool = False) -> Deployment | None:
+        """Validate and check out `sha` and make it current; None (and a refusal record) when it cannot run,
+        None too while its environments build (in a thread: call again; `wait` waits for them).
 
         A GitError (a checkout that failed, say an LFS server that did not answer) is
         raised instead, and the next fetch tries again."""
@@ -81,7 +84,9 @@ class Deployer:
             manifest = parse(data, MANIFEST_NAME)
             check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
             directory = self._check_out(sha)
-            environments = self._environments(manifest, directory)
+            environments = self.builds.result(sha, manifest, directory, wait)
+            if environments is None:
+                return None  # building: the current deploy goes on meanwhile
         except (ManifestError, FilterMissing, UnsafeTree, EnvError) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
@@ -91,24 +96,6 @@ class Deployer:
         self.env_keys[sha] = {env.key for env in environments.values()}
         return self.current
 
-    def _environments(self, manifest, directory: Path) -> dict:
-        """Build (or find built) the environment of every flow that declares `python:`, before the deploy is
-        swapped in; EnvError naming the flow when one cannot be built."""
-        from puppemon.project.entrypoints import directory_reader
-
-        built = {}
-        for flow in manifest.flows.values():
-            if flow.python is None:
-                continue
-            try:
-                request = request_for(flow, directory, directory_reader(directory))
-                built[flow.name] = self.envs.ensure(request)
-            except (EnvError, ValueError) as exc:
-                raise EnvError(f"flows.{flow.name}.python ({flow.python.describe()}): "
-                               f"{getattr(exc, 'message', exc)}") from None
-            log.info("%s: environment %s (Python %s, %d packages)", flow.name, built[flow.name].key[:12],
-                     built[flow.name].python, len(built[flow.name].packages))
-        return built
 
     def environments_record(self, deployment: Deployment) -> dict:
         """For the deploy record: each environment once, with its resolved packages and the flows in it."""

@@ -86,7 +86,7 @@ class Daemon:
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
-                                 EnvStore(self.state.envs_dir, s.build_timeout))
+                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
@@ -230,9 +230,10 @@ class Daemon:
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
         if self.deployer.is_new(tip):
-            self.deploy(tip)
+            self.deploy(tip, wait=once)
         if self.deployer.current is None and (last := self.deployer.last_good(tip)):
-            log.info("the flows tip %s is refused: going on with %s, deployed before", (tip or "")[:7], last[:7])
+            log.info("the flows tip %s is not ready (refused, or still building): going on with %s, deployed "
+                     "before", (tip or "")[:7], last[:7])
             self.deploy(last)
         if self.deployer.current is not None and catch_up:
             for source in self.sources:
@@ -247,14 +248,14 @@ class Daemon:
         self.publish()
         self.push_status()
 
-    def deploy(self, sha: str) -> None:
+    def deploy(self, sha: str, wait: bool = False) -> None:
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
         from puppemon.project.triggers import describe
 
         resumed = self.deployer.current is None and self.state.deployed() == sha
         previous = self.deployer.current
         try:
-            deployment = self.deployer.deploy(sha)
+            deployment = self.deployer.deploy(sha, wait)
         except GitError as exc:
             log.warning("deploy %s: %s; trying again at the next fetch", sha[:7], exc.message)
             return
