@@ -206,12 +206,14 @@ def _hand_over(spec: RunSpec, area: Path, env: dict[str, str]) -> None:
     user = spec.user
     if (spec.workdir or spec.flow.workdir) == "shared":
         raise _StartError(f"flow {spec.flow.name!r} runs as user {user.name!r}, so it cannot use workdir: shared")
-    if spec.flow.entrypoint:
+    if spec.environment is not None and (stop := blocked(user, spec.environment.interpreter, True)):
+        raise _StartError(f"user {user.name!r} cannot run the flow's environment ({stop} is closed to it): "
+                          "environments live in the daemon's state directory, for the daemon's user only; "
+                          "give this flow `python: system`, or no user")
+    if spec.flow.entrypoint and spec.environment is None:
         import puppemon
 
-        python, api = ((str(spec.environment.interpreter), str(spec.flow_api)) if spec.environment
-                       else (sys.executable, os.path.dirname(puppemon.__file__)))
-        for path, execute in ((python, True), (api, False)):
+        for path, execute in ((sys.executable, True), (os.path.dirname(puppemon.__file__), False)):
             stop = blocked(user, path, execute)
             if stop:
                 raise _StartError(f"user {user.name!r} cannot {'run' if execute else 'read'} {path} ({stop} is "
