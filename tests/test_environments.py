@@ -548,3 +548,36 @@ def test_the_loop_goes_on_while_a_deploy_builds_and_the_new_deploy_comes_in_when
     finally:
         server.close()
     fsck(bare_remote)
+
+
+@pytest.mark.timeout(40)
+def test_puppemon_run_and_env_build_the_same_environment_here_as_the_daemon(tmp_path, bare_remote, wheels):
+    repo = manifest_project(tmp_path, str(bare_remote), ONE_FLOW,
+                            {"flow.py": RETURNS_VERSION, "requirements.txt": "tinypkg==2.0\n"})
+    ran = puppemon("run", "job", cwd=repo)
+    assert ran.stderr.splitlines()[-1] == 'result: "2.0"'
+    shown = puppemon("env", "job", cwd=repo).stdout.splitlines()
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "puppemon" / "envs"
+    key = shown[1].split()[1].rstrip(",")
+    assert shown == ["job: requirements requirements.txt", f"  environment {key}, Python {platform.python_version()}",
+                     f"  {cache / key}", "  tinypkg==2.0"]
+    before = (cache / key).stat().st_ino
+    puppemon("env", "job", "--rebuild", cwd=repo)
+    assert (cache / key).stat().st_ino != before  # built again, in place of the old one
+    deploy(repo)
+    once(bare_remote, tmp_path / "state")
+    [record] = of_flow(remote_records(bare_remote), "job")
+    assert record["environment"]["key"] == key  # what decides it is the same here and on the daemon
+    assert puppemon("env", "job", "-C", str(repo)).stdout.splitlines()[1] == shown[1]
+
+
+def test_validate_hints_at_dependency_files_no_flow_uses(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  job:\n    command: 'true'\n",
+                            {"requirements.txt": "requests\n", "pyproject.toml": "[project]\nname = 'x'\n"})
+    out = puppemon("validate", cwd=repo).stdout.splitlines()
+    assert out[-2:] == [
+        "hint: requirements.txt is not used by any flow; flows run with the daemon's Python unless they say "
+        "`python: {requirements: requirements.txt}`",
+        "hint: pyproject.toml is not used by any flow; with a uv.lock, `python: {project: .}` installs it for a flow"]
+    system = puppemon("env", "job", cwd=repo).stdout
+    assert system == f"job: python: system (runs with {sys.executable}, nothing to build)\n"
