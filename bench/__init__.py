@@ -19,6 +19,10 @@ FIGURES = {
     "overhead": "bench.fig_daemon",
     "trigger": "bench.fig_trigger",
     "idle": "bench.fig_idle",
+    "env-run": "bench.fig_envs",
+    "env-build": "bench.fig_envs",
+    "env-redeploy": "bench.fig_envs",
+    "env-lateness": "bench.fig_env_lateness",
 }
 
 
