@@ -13,9 +13,9 @@ from puppemon.run.environments import EnvError, EnvStore, request_for
 log = logging.getLogger("puppemon")
 
 
-def build_all(envs: EnvStore, manifest, directory: Path) -> dict:
-    """{flow name: Environment} for every flow that declares `python:`, built where not cached yet;
-    EnvError naming the flow when one cannot be built."""
+def build_all(envs: EnvStore, manifest, directory: Path, cached_only: bool = False) -> dict | None:
+    """{flow name: Environment} for every flow that declares `python:`, built where not cached yet (with
+    `cached_only`: None as soon as one is not); EnvError naming the flow when one cannot be built."""
     from puppemon.project.entrypoints import directory_reader
 
     built = {}
@@ -23,11 +23,14 @@ def build_all(envs: EnvStore, manifest, directory: Path) -> dict:
         if flow.python is None:
             continue
         try:
-            built[flow.name] = envs.ensure(request_for(flow, directory, directory_reader(directory)))
+            request = request_for(flow, directory, directory_reader(directory))
+            env = envs.cached(request) if cached_only else envs.ensure(request)
         except (EnvError, ValueError) as exc:
             raise EnvError(f"flows.{flow.name}.python ({flow.python.describe()}): "
                            f"{getattr(exc, 'message', exc)}") from None
-        env = built[flow.name]
+        if env is None:
+            return None
+        built[flow.name] = env
         log.info("%s: environment %s (Python %s, %s)", flow.name, env.key[:12], env.python,
                  plural(len(env.packages), "package"))
     return built
@@ -54,6 +57,9 @@ class Builds:
                     raise outcome
                 return outcome
             thread = self._threads.get(sha)
+            ready = build_all(self.envs, manifest, directory, cached_only=True) if thread is None else None
+            if ready is not None:
+                return ready  # all built already (a redeploy with the same dependencies): no thread, no wait
             if thread is None:
                 thread = self._threads[sha] = threading.Thread(target=self._build, args=(sha, manifest, directory),
                                                                name=f"build-{sha[:7]}", daemon=True)

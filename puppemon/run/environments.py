@@ -157,16 +157,28 @@ class Interpreter:
     implementation: str
 
 
+_found: dict[str, Interpreter] = {}   # version request -> interpreter, for the life of this process
+
+
 def find_python(version: str | None, uv: str) -> Interpreter:
-    """The interpreter for a version request (None: this process's own); EnvError naming what is installed."""
-    path = sys.executable
-    if version is not None:
-        proc = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, env=uv_env())
-        if proc.returncode:
-            raise EnvError(f"no Python {version} on this server, and uv may not fetch one "
-                           f"(installed: {', '.join(installed_pythons(uv)) or 'none found'}); install it, or "
-                           "allow downloads (UV_PYTHON_DOWNLOADS=automatic)")
-        path = proc.stdout.strip().splitlines()[-1]
+    """The interpreter for a version request (None: this process's own); EnvError naming what is installed.
+    A request found once is not asked again while its interpreter is there (a deploy pays no probe)."""
+    if version is None:
+        return Interpreter(os.path.realpath(sys.executable), platform.python_version(), sys.implementation.name)
+    known = _found.get(version)
+    if known is not None and os.path.exists(known.path):
+        return known
+    _found[version] = found = _probe(version, uv)
+    return found
+
+
+def _probe(version: str, uv: str) -> Interpreter:
+    proc = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, env=uv_env())
+    if proc.returncode:
+        raise EnvError(f"no Python {version} on this server, and uv may not fetch one "
+                       f"(installed: {', '.join(installed_pythons(uv)) or 'none found'}); install it, or "
+                       "allow downloads (UV_PYTHON_DOWNLOADS=automatic)")
+    path = proc.stdout.strip().splitlines()[-1]
     probe = "import platform, sys; print(platform.python_version(), sys.implementation.name)"
     out = subprocess.run([path, "-c", probe], capture_output=True, text=True).stdout.split()
     if len(out) != 2:
@@ -197,6 +209,10 @@ class EnvStore:
 
     def __init__(self, root: Path, timeout: float = BUILD_TIMEOUT) -> None:
         self.root, self.timeout = Path(root), timeout
+
+    def cached(self, request: Request) -> Environment | None:
+        """The environment for `request` if it is built already (nothing is built)."""
+        return self.get(key_of(request, find_python(request.version, find_uv())))
 
     def get(self, key: str) -> Environment | None:
         try:

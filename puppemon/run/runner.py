@@ -79,7 +79,8 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
     if spec.environment is not None:  # its interpreter and console scripts first; the flow API importable
         env["VIRTUAL_ENV"] = str(spec.environment.path)
         env["PATH"] = os.pathsep.join([str(spec.environment.path / "bin"), *filter(None, [env.get("PATH")])])
-        env["PYTHONPATH"] = os.pathsep.join([str(spec.flow_api), *filter(None, [env.get("PYTHONPATH")])])
+        # the flow API, and what the flow's own `env:` adds; never the daemon's PYTHONPATH
+        env["PYTHONPATH"] = os.pathsep.join([str(spec.flow_api), *filter(None, [spec.flow.env.get("PYTHONPATH")])])
     return env
 
 
