@@ -279,6 +279,10 @@ class EnvStore:
             pid = tmp.name.split("-")[2]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
                 shutil.rmtree(tmp, ignore_errors=True)
+        current = flow_api(self.root).name
+        for api in self.root.glob(".flow-api-*"):  # an older puppemon's, a day after it was last made
+            if api.name != current and time.time() - api.stat().st_mtime > 86400:
+                shutil.rmtree(api, ignore_errors=True)
         unused = sorted((d for d in self.root.iterdir() if not d.name.startswith(".") and d.name not in in_use),
                         key=lambda d: _last_used(d), reverse=True)
         for d in unused[keep:]:
