@@ -8,7 +8,6 @@ to the daemon's "deployed" line. p99 is nearest rank."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import wheels
-from bench.common import Context, Row, git, median, percentile
+from bench.common import Context, Row, git, median, percentile, stop_daemon
 from puppemon.formats import parse_iso
 
 GOAL = 0.020
@@ -66,15 +65,6 @@ class BuildWatch:
             elif building and not now:
                 self.intervals[-1][1] = time.time()
             building = now
-
-
-def stop_daemon(daemon: subprocess.Popen) -> None:
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(30)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
 
 
 def wait_for(log: Path, text: str, timeout: float, sha: str) -> float:
@@ -130,7 +120,7 @@ def measure(ctx: Context) -> list[Row]:
             time.sleep(quiet)
         finally:
             watch.stop.set()
-            stop_daemon(daemon)
+            stop_daemon(daemon, log)
     if daemon.returncode != 0:
         raise RuntimeError(f"daemon exited {daemon.returncode}: {log_path.read_text()[-3000:]}")
     builds = [(s, e) for s, e in watch.intervals if e is not None]
