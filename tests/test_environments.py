@@ -365,6 +365,7 @@ class HeldWheels:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda *_: None  # a client (uv) killed while held: nothing to report
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -581,3 +582,39 @@ def test_validate_hints_at_dependency_files_no_flow_uses(tmp_path, bare_remote):
         "hint: pyproject.toml is not used by any flow; with a uv.lock, `python: {project: .}` installs it for a flow"]
     system = puppemon("env", "job", cwd=repo).stdout
     assert system == f"job: python: system (runs with {sys.executable}, nothing to build)\n"
+
+
+@pytest.mark.timeout(40)
+def test_a_build_over_the_time_limit_is_stopped_and_refuses_the_deploy(tmp_path, bare_remote, wheels, monkeypatch):
+    server = HeldWheels(wheels)  # never answers while the daemon waits
+    monkeypatch.setenv("UV_FIND_LINKS", server.url)
+    try:
+        repo = manifest_project(tmp_path, str(bare_remote), ONE_FLOW,
+                                {"flow.py": RETURNS_VERSION, "requirements.txt": "tinypkg==2.0\n"})
+        deploy(repo)
+        proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--build-timeout", "2s")
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    [refused] = refusals(bare_remote)
+    assert refused["error"] == ("flows.job.python (requirements requirements.txt): building the environment "
+                                "(requirements requirements.txt) took longer than 2.0s: stopped")
+    assert leftovers(tmp_path / "state") == [] and envs(tmp_path / "state") == {}
+    fsck(bare_remote)
+
+
+def test_a_lock_made_against_another_index_than_the_servers_is_refused_saying_so(monkeypatch):
+    from puppemon.run.environments import EnvError, check_lock_index
+
+    lock = b'[[package]]\nname = "tinypkg"\nsource = { registry = "https://pypi.org/simple" }\n'
+    monkeypatch.setenv("UV_INDEX_URL", "https://mirror.example/simple/")
+    with pytest.raises(EnvError) as info:
+        check_lock_index({"uv.lock": lock})
+    assert info.value.message == (
+        "uv.lock was made against https://pypi.org/simple, but this server's index is "
+        "https://mirror.example/simple: a frozen install downloads from the URLs in the lock, so lock it again "
+        "against that index (uv lock --default-index https://mirror.example/simple) and push")
+    monkeypatch.setenv("UV_INDEX_URL", "https://pypi.org/simple")
+    check_lock_index({"uv.lock": lock})  # the same index: nothing to say
+    monkeypatch.delenv("UV_INDEX_URL")
+    check_lock_index({"uv.lock": lock})  # no index of the server's: uv's defaults
