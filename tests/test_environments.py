@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from puppemon.run.environments import MARKER, EnvStore
+from puppemon.run.environments import MARKER, EnvStore, find_uv
 from tests.conftest import git, puppemon
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
                                   remote_records, run_daemon_once, wait_until)
@@ -224,7 +224,7 @@ PYPROJECT = '[project]\nname = "tool"\nversion = "0"\nrequires-python = ">=3.8"\
 def test_a_locked_project_runs_and_a_stale_lock_is_refused_with_uvs_message(tmp_path, bare_remote, wheels):
     repo = manifest_project(tmp_path, str(bare_remote), PROJECT,
                             {"flow.py": RETURNS_VERSION, "tool/pyproject.toml": PYPROJECT % "2.0"})
-    subprocess.run(["uv", "lock", "--quiet"], cwd=repo / "tool", check=True)
+    subprocess.run([find_uv(), "lock", "--quiet"], cwd=repo / "tool", check=True)  # the daemon's uv
     assert 'version = "2.0"' in (repo / "tool" / "uv.lock").read_text()
     deploy(repo)
     state = tmp_path / "state"
