@@ -48,6 +48,14 @@ def scrubbed_env(tmp_path_factory, monkeypatch):
     return home
 
 
+def unavailable(message: str) -> None:
+    """A component a test needs is missing or not allowed here: skip on a developer machine, but fail in CI,
+    where .ci/run installs everything and runs as root (a skip there is a missing install step)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must provide it: see .ci/run)")
+    pytest.skip(message)
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
                on_fail: Callable[[], str] = lambda: "", interval: float = 0.05) -> object:
     """Poll `condition` until it returns something truthy (and return it); fail naming `what` after `timeout` s.

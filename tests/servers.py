@@ -32,7 +32,7 @@ from typing import IO
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import unavailable, wait_until
 
 LOCALHOST = "127.0.0.1"
 SSH_ALIAS = "puppemon-test"
@@ -60,10 +60,7 @@ def _tool(name: str, *extra_dirs: str) -> str | None:
 
 def _missing(what: str) -> None:
     """Skip on a developer machine without `what`; in CI (where .ci/run installs it) fail."""
-    message = f"{what} is not installed (`apt-get install openssh-server git`, or run .ci/run)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{what} is not installed (`apt-get install openssh-server git`, or run .ci/run)")
 
 
 def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:

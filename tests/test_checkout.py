@@ -8,9 +8,8 @@ import shutil
 import stat
 from pathlib import Path
 
-import pytest
 
-from tests.conftest import git, make_repo, puppemon
+from tests.conftest import git, make_repo, puppemon, unavailable
 from tests.daemon_helpers import deploy_records, manifest_project, remote_records, run_daemon_once
 
 RUN_IT = """\
@@ -111,9 +110,9 @@ def test_a_deploy_needing_a_filter_the_server_lacks_is_refused(tmp_path, bare_re
     assert not (state / "deploys" / sha).exists()
 
 
-@pytest.mark.skipif(shutil.which("git-lfs") is None,
-                    reason="git-lfs is not installed (`apt install git-lfs`; .ci/run installs it)")
 def test_git_lfs_files_round_trip_through_a_bare_remote(tmp_path, bare_remote):
+    if shutil.which("git-lfs") is None:
+        unavailable("git-lfs is not installed (`apt install git-lfs`)")
     git("lfs", "install", "--skip-repo")                       # filter.lfs.* in this (test) HOME's config
     data = os.urandom(4096)
     repo = manifest_project(tmp_path, str(bare_remote), RUN_IT, {})

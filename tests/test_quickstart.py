@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from puppemon.daemon.settings import build_settings, load_config
-from tests.conftest import git, puppemon, wait_until
+from tests.conftest import git, puppemon, unavailable, wait_until
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "examples" / "systemd"
 
@@ -111,8 +111,9 @@ def test_systemd_unit_stops_gracefully_within_its_timeout():
     assert settings["NoNewPrivileges"] == "yes" and settings["StateDirectory"] == "puppemon"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_unit_verifies(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        unavailable("systemd-analyze is not installed (`apt install systemd`)")
     unit = tmp_path / "puppemon-daemon.service"
     # verify checks that ExecStart's program exists: this machine's puppemon stands in for /opt/puppemon's
     installed = Path(sys.executable).parent / "puppemon"

@@ -19,7 +19,7 @@ from puppemon.project import manifest
 from puppemon.run.runner import execute
 from puppemon.run.spec import RunSpec
 from puppemon.secrets import redact
-from tests.conftest import wait_until
+from tests.conftest import unavailable, wait_until
 
 PY = sys.executable
 
@@ -449,7 +449,7 @@ print(json.dumps({{"before": before, "after": hwm(), "log": len(result.log), "st
                   "tail": result.log[-4:].decode(), "cut": result.log.count(b"bytes cut from the middle")}}))
 """
     if not Path("/proc/self/status").exists():
-        pytest.skip("needs /proc")
+        unavailable("needs /proc")
     proc = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(proc.stdout)

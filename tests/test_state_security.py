@@ -10,9 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
-from tests.conftest import git, puppemon
+from tests.conftest import git, puppemon, unavailable
 from tests.daemon_helpers import (DaemonProcess, deploy, fsck, manifest_project, of_flow, remote_records,
                                   run_daemon_once, wait_until)
 
@@ -63,7 +62,7 @@ def as_unprivileged_user() -> list[str]:
                                capture_output=True, text=True)
         if probe.returncode == 0:
             return [*base, *caps]
-    pytest.skip(f"cannot start this interpreter as nobody (uid 65534): {probe.stderr.strip()[-200:]}")
+    unavailable(f"cannot start this interpreter as nobody (uid 65534): {probe.stderr.strip()[-200:]}")
 
 
 class PrefixedDaemon(DaemonProcess):
@@ -140,8 +139,9 @@ def test_the_state_directory_is_the_daemons_alone_and_an_older_one_is_tightened(
         "journal": 0o700, "deploys": 0o700, "mirror.git": 0o700}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root (CI runs as root)")
 def test_a_secrets_file_owned_by_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        unavailable("giving a file to another user needs root")
     secrets = tmp_path / "secrets.yaml"
     secrets.write_text("tok:\n  value: abc\n  flows: ['*']\n")
     secrets.chmod(0o600)

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, puppemon
+from tests.conftest import git, puppemon, unavailable
 from tests.daemon_helpers import deploy_records, fsck, manifest_project, of_flow, remote_records, run_daemon_once
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="running flows as other OS users needs a daemon "
-                                                          "started as root (these tests run as root in CI)")
-
 VALUE = "tok-7d41c0ffee"
+
+
+@pytest.fixture(autouse=True)
+def as_root():
+    if os.geteuid() != 0:
+        unavailable("running flows as other OS users needs a daemon started as root")
 
 
 @pytest.fixture
