@@ -68,6 +68,8 @@ def test_params_json_first_then_p_over_it():
     (["=3"], None, "expected key=value, got '=3'"),
     ([], "{nope", "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
     ([], "[1, 2]", "must be a JSON object, like '{\"days\": 2}'"),
+    ([], '{"a": ' * 33 + "1" + "}" * 33, "nests deeper than 32 levels"),   # what a daemon would refuse
+    ([], "[" * 100_000 + "]" * 100_000, "nests deeper than 32 levels"),   # deeper than Python parses
 ])
 def test_bad_params_are_bad_parameters(pairs, params_json, message):
     with pytest.raises(click.BadParameter) as info:

@@ -68,13 +68,20 @@ def parse_params(pairs: Iterable[str], params_json: str | None) -> dict:
     """Params from `--params-json` (a JSON object), then `-p key=value` pairs over it."""
     params: dict = {}
     if params_json:
+        from puppemon.history.requests import MAX_DEPTH, nesting
+
+        deep = click.BadParameter(f"nests deeper than {MAX_DEPTH} levels", param_hint="'--params-json'")
         try:
             loaded = json.loads(params_json)
         except ValueError as exc:
             raise click.BadParameter(f"not valid JSON: {exc}", param_hint="'--params-json'") from None
+        except RecursionError:
+            raise deep from None
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object, like '{\"days\": 2}'",
                                      param_hint="'--params-json'")
+        if nesting(loaded) > MAX_DEPTH:  # the daemon would refuse the request (history/requests.py)
+            raise deep
         params.update(loaded)
     for pair in pairs:
         key, sep, text = pair.partition("=")

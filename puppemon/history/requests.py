@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import format_duration, new_id, request_base, utc_iso
+from puppemon.formats import RUN_ID, format_duration, is_flow_name, new_id, request_base, show, utc_iso
 from puppemon.history.records import dump_json, one_line
 
 SCHEMA = 1
@@ -152,8 +152,6 @@ def _object(data: bytes, what: str) -> dict:
 def check_request(data: bytes, request_id: str) -> dict:
     """The request read from the file `<request_id>.json`, checked before anything uses a value of it;
     BadRequest says why it cannot be served."""
-    from puppemon.formats import RUN_ID, is_flow_name, show
-
     body = _object(data, "the request")
     if body.get("schema") != SCHEMA:
         raise BadRequest(f"schema {show(body.get('schema'))}: this version reads schema {SCHEMA}")
@@ -182,8 +180,6 @@ def check_request(data: bytes, request_id: str) -> dict:
 
 def check_claim(data: bytes, request_id: str) -> dict:
     """A claim read from `<request_id>.claim.json`, checked; BadRequest says why it is not one."""
-    from puppemon.formats import RUN_ID, is_flow_name, show
-
     claim = _object(data, "its claim")
     if not (isinstance(claim.get("daemon"), str) and claim["daemon"]):
         raise BadRequest("its claim names no daemon")
