@@ -24,14 +24,13 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import RUN_ID, parse_iso, utc_iso
+from puppemon.formats import parse_iso, utc_iso
 from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunContext
 
@@ -193,21 +192,6 @@ class StateDir:
 
     def set_deployed(self, sha: str) -> None:
         self._try_write(self.path / "deployed", sha.encode() + b"\n", "the deployed flows commit")
-
-
-def remove_work_areas(run_id: str) -> int:
-    """Remove the work areas a run left in the temp directory (run/runner.py makes them with
-    mkdtemp, prefix `puppemon-<run id>-`), as a crash leaves them; how many there were."""
-    from puppemon.run.workspace import rmtree
-
-    if not RUN_ID.match(run_id):  # from our own journal, but never a glob pattern
-        return 0
-    removed = 0
-    for path in Path(tempfile.gettempdir()).glob(f"puppemon-{run_id}-*"):
-        if path.is_dir() and not path.is_symlink():
-            rmtree(path)
-            removed += 1
-    return removed
 
 
 def _leftover(entry: dict[str, Any]) -> Leftover:

@@ -23,7 +23,7 @@ from typing import Callable
 from puppemon import __version__
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
-from puppemon.daemon.journal import StateDir, remove_work_areas
+from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.queue import Pending, RunQueue
@@ -36,6 +36,7 @@ from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
 from puppemon.history.status import StatusPublisher
 from puppemon.run.environments import EnvStore
+from puppemon.run.workspace import remove_areas
 
 log = logging.getLogger("puppemon")
 
@@ -330,7 +331,7 @@ class Daemon:
             except PuppemonError as exc:
                 killed = None
                 log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
-            remove_work_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
+            remove_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
             tip = self.store.ref(self.recorder.ref)
             if not (tip and self.store.lookup(tip, f"{run_dir(ctx.flow, ctx.run_id)}/run.json")):
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from puppemon.run.backend import Backend, Execution, Launch, StartFailed
 from puppemon.run.capture import Log
 from puppemon.run.spec import Attempt, Output, RunResult, RunSpec
 from puppemon.run.users import blocked, hand_over
-from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, read_left, rmtree
+from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, new_area, read_left, rmtree
 from puppemon.secrets import redact, redact_json, secret_text
 
 POLL = 0.05
@@ -153,7 +152,7 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
     run = _Run(status="failed")
     area = None
     try:
-        area = Path(tempfile.mkdtemp(prefix=f"puppemon-{spec.run_id}-"))
+        area = new_area(spec.run_id)
         _attempts(spec, backend, area, params, log, run, cancel, on_start)
     except _StartError as exc:
         run.error = str(exc)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from puppemon.formats import format_size, plural
@@ -21,6 +22,25 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # Names git refuses in a tree or `git fsck --strict` rejects (.git in any case, with HFS-ignored
 # characters or NTFS trailing dots and spaces, 8.3 short names), and the .git* files fsck parses.
 _GIT_SPECIAL = re.compile(r"(\.git(modules|attributes)?|(git|gi[a-z0-9]{4})~[0-9]+)(:.*)?")
+
+
+def new_area(run_id: str) -> Path:
+    """A run's work area in the temp directory: its copy of the code, TMPDIR, outputs, result."""
+    return Path(tempfile.mkdtemp(prefix=f"puppemon-{run_id}-"))
+
+
+def remove_areas(run_id: str) -> int:
+    """Remove the work areas `new_area` made for `run_id` that a crash left behind; how many there were."""
+    from puppemon.formats import RUN_ID
+
+    if not RUN_ID.match(run_id):  # from the daemon's own journal, but never a glob pattern
+        return 0
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"puppemon-{run_id}-*"):
+        if path.is_dir() and not path.is_symlink():
+            rmtree(path)
+            removed += 1
+    return removed
 
 
 def rmtree(path: Path) -> None:
