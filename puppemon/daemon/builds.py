@@ -31,7 +31,12 @@ def build_all(envs: EnvStore, manifest, directory: Path, cached_only: bool = Fal
         if env is None:
             return None
         built[flow.name] = env
-        log.info("%s: environment %s (Python %s, %s)", flow.name, env.key[:12], env.python,
+    return built
+
+
+def _ready(sha: str, built: dict) -> dict:
+    for name, env in sorted(built.items()):
+        log.info("deploy %s: %s runs in environment %s (Python %s, %s)", sha[:7], name, env.key[:12], env.python,
                  plural(len(env.packages), "package"))
     return built
 
@@ -55,11 +60,11 @@ class Builds:
                 outcome = self._done.pop(sha)
                 if isinstance(outcome, EnvError):
                     raise outcome
-                return outcome
+                return _ready(sha, outcome)
             thread = self._threads.get(sha)
             ready = build_all(self.envs, manifest, directory, cached_only=True) if thread is None else None
             if ready is not None:
-                return ready  # all built already (a redeploy with the same dependencies): no thread, no wait
+                return _ready(sha, ready)  # all built already (a redeploy, the same dependencies): no thread
             if thread is None:
                 thread = self._threads[sha] = threading.Thread(target=self._build, args=(sha, manifest, directory),
                                                                name=f"build-{sha[:7]}", daemon=True)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from puppemon.daemon.builds import Builds
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.gitstore import GitError, Store
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
-from puppemon.daemon.builds import Builds
 from puppemon.run.environments import EnvError, EnvStore
 
 log = logging.getLogger("puppemon")
@@ -95,7 +95,6 @@ class Deployer:
         self.current = Deployment(sha, directory, manifest, source, environments)
         self.env_keys[sha] = {env.key for env in environments.values()}
         return self.current
-
 
     def environments_record(self, deployment: Deployment) -> dict:
         """For the deploy record: each environment once, with its resolved packages and the flows in it."""
