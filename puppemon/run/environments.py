@@ -31,6 +31,7 @@ from pathlib import Path
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_duration, utc_iso
+from puppemon.run.processes import dies_with_parent
 
 FORMAT = 1
 MARKER = "puppemon-env.json"
@@ -117,7 +118,7 @@ class Builder:
         left = self.deadline - time.monotonic()
         proc = subprocess.Popen([self.uv, *args], cwd=cwd, env={**uv_env(), **(env or {})},
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True, preexec_fn=_dies_with_us())
+                                text=True, start_new_session=True, preexec_fn=dies_with_parent())
         try:
             out, err = proc.communicate(timeout=max(left, 0.1))
         except subprocess.TimeoutExpired:
@@ -130,24 +131,6 @@ class Builder:
             raise EnvError(f"uv could not build the environment ({self.what}):\n" +
                            "\n".join(f"  {line}" for line in lines))
         return out
-
-
-def _dies_with_us():
-    """For Popen: the child is killed when this process dies, kill -9 included (Linux), so no uv of a dead
-    daemon goes on writing into a build directory the next start removes; None where that is not possible."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: after fork, only call it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # died before that: nobody would send it
-            os.kill(os.getpid(), signal.SIGKILL)
-    return arm
 
 
 @dataclass(frozen=True)

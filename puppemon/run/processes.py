@@ -44,13 +44,34 @@ def become_undumpable() -> bool:
     return sys.platform.startswith("linux") and _prctl(4, 0)  # PR_SET_DUMPABLE
 
 
-def _prctl(option: int, value: int) -> bool:
+def _libc_prctl():
+    """libc's prctl (Linux), or None; looked up before any fork, so a child only calls it."""
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+def _prctl(option: int, value: int) -> bool:
+    prctl = _libc_prctl()
+    return prctl is not None and prctl(option, value, 0, 0, 0) == 0
+
+
+def dies_with_parent():
+    """A Popen preexec_fn: the child is killed when this process dies, kill -9 included (Linux), so no
+    helper of a dead daemon (uv building an environment) goes on writing; None where that is not possible."""
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # died before that: nobody would send it
+            os.kill(os.getpid(), signal.SIGKILL)
+    return arm
 
 
 def _stat_fields(pid: int) -> list[str] | None:
