@@ -195,7 +195,10 @@ class EnvStore:
 
     def cached(self, request: Request) -> Environment | None:
         """The environment for `request` if it is built already (nothing is built)."""
-        return self.get(key_of(request, find_python(request.version, find_uv())))
+        found = self.get(key_of(request, find_python(request.version, find_uv())))
+        if found is not None:
+            _used(found)
+        return found
 
     def get(self, key: str) -> Environment | None:
         try:
@@ -215,7 +218,7 @@ class EnvStore:
             found = None if rebuild else self.get(key)
             if found is None:
                 found = self._build(key, request, python, uv)
-        os.utime(found.path / MARKER)  # last used, for `collect`
+        _used(found)
         return found
 
     def _build(self, key: str, request: Request, python: Interpreter, uv: str) -> Environment:
@@ -245,7 +248,7 @@ class EnvStore:
                     "interpreter": python.path, "packages": list(packages),
                     "built": utc_iso(datetime.now(timezone.utc))}
             (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
-            if (self.root / key).exists():  # a half one left by --rebuild: replace it
+            if (self.root / key).exists():  # --rebuild: the new one replaces the old
                 shutil.rmtree(self.root / key)
             os.rename(tmp, self.root / key)
         finally:
@@ -275,6 +278,14 @@ class EnvStore:
         return removed
 
 
+def _used(env: Environment) -> None:
+    """Note that `env` is used now (its marker's mtime), which `collect` keeps the most recent by."""
+    try:
+        os.utime(env.path / MARKER)
+    except OSError:
+        pass
+
+
 def _last_used(directory: Path) -> float:
     try:
         return (directory / MARKER).stat().st_mtime
@@ -300,9 +311,15 @@ def check_lock_index(files: dict[str, bytes]) -> None:
                        f"(uv lock --default-index {index}) and push")
 
 
+_api_dirs: dict[Path, Path] = {}   # root -> its flow-API directory, made once per process
+
+
 def flow_api(root: Path) -> Path:
     """A directory holding only the flow API (`puppemon`, and the bootstrap that calls a flow's function),
     for PYTHONPATH inside an environment: flow code imports puppemon without its dependencies."""
+    known = _api_dirs.get(Path(root))
+    if known is not None and known.is_dir():
+        return known
     import puppemon
     import puppemon.run.bootstrap as bootstrap
 
@@ -320,4 +337,5 @@ def flow_api(root: Path) -> Path:
             os.rename(tmp, target)
         except OSError:  # another process made it first
             shutil.rmtree(tmp, ignore_errors=True)
+    _api_dirs[Path(root)] = target
     return target
