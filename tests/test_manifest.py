@@ -214,6 +214,22 @@ BAD = [
      "puppemon.yaml:5:14: flows.a.catchup: 'some' is not allowed (use none | latest | all)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    workdir: tmp\n",
      "puppemon.yaml:5:14: flows.a.workdir: 'tmp' is not allowed (use fresh | shared)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: {version: 3.10}\n",
+     'puppemon.yaml:5:23: flows.a.python.version: 3.1 is not a string (quote the version: "3.10")'),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: {version: '3.x'}\n",
+     "puppemon.yaml:5:23: flows.a.python.version: '3.x' is not a Python version request "
+     '(use a version such as "3.12" or ">=3.11")'),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: {colour: 1}\n",
+     "puppemon.yaml:5:14: flows.a.python.colour: unknown key (allowed: project, requirements, script, version)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: {requirements: r.txt, project: .}\n",
+     "puppemon.yaml:5:13: flows.a.python: has both requirements and project (use one of requirements, project, "
+     "script)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: {requirements: ../r.txt}\n",
+     "puppemon.yaml:5:28: flows.a.python.requirements: '../r.txt' is not a path inside the project "
+     "(use a relative path)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    python: venv\n",
+     "puppemon.yaml:5:13: flows.a.python: expected `system` or a mapping (requirements, project, script, "
+     "version), got 'venv'"),
     ("version: 1\nflows:\n  a:\n    command: x\n    user: 'root; id'\n",
      "puppemon.yaml:5:11: flows.a.user: 'root; id' is not a valid user name (use an OS user name: letters, "
      "digits, '_', '.' and '-')"),

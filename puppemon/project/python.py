@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import yaml
 
 from puppemon.formats import show
-from puppemon.project.schema import Invalid, boolean, items, join, kind_of, string, unknown
+from puppemon.project.schema import Invalid, boolean, kind_of, record, scalar, string
 
 VERSION_RE = re.compile(r"(?:cpython|pypy)?(?:[<>=~!]=?)?\d+(?:\.\d+){0,2}(?:,[<>=~!]=?\d+(?:\.\d+){0,2})*\Z")
 SCRIPT_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
@@ -46,12 +46,8 @@ def python_field(node: yaml.Node, path: str) -> PythonEnv | None:
     if not isinstance(node, yaml.MappingNode):
         raise Invalid(node, path, f"expected `system` or a mapping (requirements, project, script, version), "
                       f"got {kind_of(node) if not isinstance(node, yaml.ScalarNode) else show(node.value)}")
-    fields = {"requirements": _relative, "project": _relative, "script": boolean, "version": _version}
-    values = {}
-    for key_node, key, value_node in items(node, path):
-        if key not in fields:
-            raise unknown(key_node, path, key, fields)
-        values[key] = fields[key](value_node, join(path, key))
+    values = record(node, path, {"requirements": _relative, "project": _relative, "script": boolean,
+                                 "version": _version})
     kinds = [k for k in ("requirements", "project", "script") if values.get(k)]
     if len(kinds) > 1:
         raise Invalid(node, path, f"has both {kinds[0]} and {kinds[1]} (use one of requirements, project, script)")
@@ -72,11 +68,12 @@ def _relative(node: yaml.Node, path: str) -> str:
 
 
 def _version(node: yaml.Node, path: str) -> str:
-    value = str(yaml.constructor.SafeConstructor().construct_object(node)) if isinstance(node, yaml.ScalarNode) \
-        else None
-    if value is None or not VERSION_RE.match(value.replace(" ", "")):
-        raise Invalid(node, path, f"{show(value if value is not None else kind_of(node))} is not a Python version "
-                      "request (use a quoted version such as \"3.12\" or \">=3.11\")")
+    value = scalar(node, path)
+    if not isinstance(value, str):  # unquoted, 3.10 is the number 3.1
+        raise Invalid(node, path, f"{show(value)} is not a string (quote the version: \"{node.value}\")")
+    if not VERSION_RE.match(value.replace(" ", "")):
+        raise Invalid(node, path, f"{show(value)} is not a Python version request "
+                      "(use a version such as \"3.12\" or \">=3.11\")")
     return value.replace(" ", "")
 
 
