@@ -17,7 +17,7 @@ from typing import Any, Callable
 from puppemon.daemon.builds import Builds
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
-from puppemon.gitstore import GitError, Store
+from puppemon.gitstore import GitError, Store, TooLarge
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
 from puppemon.run.environments import EnvError, EnvStore
@@ -71,14 +71,14 @@ class Deployer:
         A GitError (a checkout that failed, say an LFS server that did not answer) is
         raised instead, and the next fetch tries again."""
         from puppemon.project.entrypoints import check_manifest, tree_reader
-        from puppemon.project.manifest import MANIFEST_NAME, ManifestError, check_size, parse
+        from puppemon.project.manifest import MANIFEST_NAME, MAX_BYTES, ManifestError, check_size, parse
 
         source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
         try:
-            entry = self.store.lookup(sha, MANIFEST_NAME)
-            if entry is not None and not entry.is_tree:
-                check_size(self.store.size(entry.oid, entry.mode), MANIFEST_NAME)  # before reading the blob
-            data = self.store.read(sha, MANIFEST_NAME)
+            try:
+                data = self.store.read_limited(sha, MANIFEST_NAME, MAX_BYTES)
+            except TooLarge as exc:
+                check_size(exc.size, MANIFEST_NAME)
             if data is None:
                 raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
             manifest = parse(data, MANIFEST_NAME)

@@ -29,7 +29,7 @@ from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.formats import RUN_ID, new_id, request_base, utc_iso
 from puppemon.errors import PuppemonError
-from puppemon.gitstore import EXEC, FILE, Store
+from puppemon.gitstore import Store, TooLarge
 from puppemon.history.records import dump_json, find_record, is_recorded, one_line
 from puppemon.history.requests import (DAYS, MAX_SIZE, SCHEMA, BadRequest, check_claim, check_request, recent_dirs,
                                        request_files, request_message, run_request)
@@ -124,12 +124,13 @@ class RequestServer:
 
     def _read(self, tip: str, path: str) -> bytes:
         """A request or claim file, its size checked before it is read."""
-        entry = self.store.lookup(tip, path)
-        if entry is None or entry.mode not in (FILE, EXEC):
+        try:
+            data = self.store.read_limited(tip, path, MAX_SIZE)
+        except TooLarge:
+            raise BadRequest(f"the file is larger than {MAX_SIZE // 1024} KiB") from None
+        if data is None:
             raise BadRequest(f"{path.rsplit('/', 1)[-1]!r} is not a file")
-        if self.store.size(entry.oid) > MAX_SIZE:
-            raise BadRequest(f"the file is larger than {MAX_SIZE // 1024} KiB")
-        return self.store.data(entry.oid)
+        return data
 
     def _body(self, tip: str, base: str, rid: str) -> dict | None:
         """The request `rid`, checked; None when it was refused."""

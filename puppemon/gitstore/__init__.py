@@ -7,4 +7,4 @@ credentials apply; worktree.py turns directories into trees and back.
 from puppemon.gitstore.command import (GitError, PushRejected, RefConflict, RemoteMissingRef, git_env,  # noqa: F401
                                        git_message, run_git)
 from puppemon.gitstore.store import (EMPTY_TREE, EXEC, FILE, GITLINK, LINK, TREE, Change, Commit, Entry,  # noqa: F401
-                                     Store, signature)
+                                     Store, TooLarge, signature)

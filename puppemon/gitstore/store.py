@@ -25,6 +25,14 @@ def signature(name: str | None = None, email: str | None = None) -> pygit2.Signa
     return pygit2.Signature(name or "puppemon", email or f"puppemon@{host}")
 
 
+class TooLarge(ValueError):
+    """A blob over the size its reader allows (Store.read_limited); `size` is its size in bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -212,6 +220,17 @@ class Store:
         entry = self.lookup(treeish, path)
         if entry is None or entry.is_tree or entry.mode == GITLINK:
             return None
+        return self.repo[entry.oid].data
+
+    def read_limited(self, treeish: str, path: str, limit: int) -> bytes | None:
+        """The content of the file at `path` (None when there is no file there), its size asked before it
+        is read: TooLarge when it is over `limit` bytes (what others pushed may be any size)."""
+        entry = self.lookup(treeish, path)
+        if entry is None or entry.mode not in (FILE, EXEC, LINK):
+            return None
+        size = self.size(entry.oid)
+        if size > limit:
+            raise TooLarge(size)
         return self.repo[entry.oid].data
 
     def listdir(self, treeish: str, path: str = "") -> list[Entry]:

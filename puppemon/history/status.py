@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Callable
 
 from puppemon.formats import is_flow_name, parse_iso
-from puppemon.gitstore import EXEC, FILE, GitError, RemoteMissingRef, Store
+from puppemon.gitstore import GitError, RemoteMissingRef, Store
 from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunStore, dump_json
 
@@ -117,10 +117,9 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
     daemons, unreadable = [], 0
     for _name, sha in sorted(store.refs(STATUS_REFS).items()):
         try:
-            entry = store.lookup(sha, "status.json")
-            small = entry is not None and entry.mode in (FILE, EXEC) and store.size(entry.oid) <= MAX_STATUS
-            status = json.loads(store.data(entry.oid)) if small else None
-        except (ValueError, KeyError, RecursionError, GitError):  # a ref to a blob, say: not a daemon's
+            data = store.read_limited(sha, "status.json", MAX_STATUS)
+            status = json.loads(data) if data is not None else None
+        except (ValueError, KeyError, RecursionError, GitError):  # too large, a ref to a blob: not a daemon's
             status = None
         if not readable(status):
             unreadable += 1
