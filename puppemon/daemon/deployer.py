@@ -76,7 +76,7 @@ class Deployer:
         source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
         try:
             try:
-                data = self.store.read_limited(sha, MANIFEST_NAME, MAX_BYTES)
+                data = self.store.read(sha, MANIFEST_NAME, MAX_BYTES)
             except TooLarge as exc:
                 check_size(exc.size, MANIFEST_NAME)
             if data is None:

@@ -125,7 +125,7 @@ class RequestServer:
     def _read(self, tip: str, path: str) -> bytes:
         """A request or claim file, its size checked before it is read."""
         try:
-            data = self.store.read_limited(tip, path, MAX_SIZE)
+            data = self.store.read(tip, path, MAX_SIZE)
         except TooLarge:
             raise BadRequest(f"the file is larger than {MAX_SIZE // 1024} KiB") from None
         if data is None:

@@ -26,7 +26,7 @@ def signature(name: str | None = None, email: str | None = None) -> pygit2.Signa
 
 
 class TooLarge(ValueError):
-    """A blob over the size its reader allows (Store.read_limited); `size` is its size in bytes."""
+    """A blob over the size its reader allows (Store.read with a limit); `size` is its size in bytes."""
 
     def __init__(self, size: int) -> None:
         super().__init__(f"{size} bytes")
@@ -215,21 +215,13 @@ class Store:
             return None
         return Entry(obj.name, obj.filemode, str(obj.id))
 
-    def read(self, treeish: str, path: str) -> bytes | None:
-        """The content of the file at `path`, or None."""
+    def read(self, treeish: str, path: str, limit: int | None = None) -> bytes | None:
+        """The content of the file at `path`, or None; with `limit`, its size is asked before it is read
+        and TooLarge raised above it (what others pushed may be any size)."""
         entry = self.lookup(treeish, path)
         if entry is None or entry.is_tree or entry.mode == GITLINK:
             return None
-        return self.repo[entry.oid].data
-
-    def read_limited(self, treeish: str, path: str, limit: int) -> bytes | None:
-        """The content of the file at `path` (None when there is no file there), its size asked before it
-        is read: TooLarge when it is over `limit` bytes (what others pushed may be any size)."""
-        entry = self.lookup(treeish, path)
-        if entry is None or entry.mode not in (FILE, EXEC, LINK):
-            return None
-        size = self.size(entry.oid)
-        if size > limit:
+        if limit is not None and (size := self.size(entry.oid)) > limit:
             raise TooLarge(size)
         return self.repo[entry.oid].data
 

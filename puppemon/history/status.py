@@ -117,7 +117,7 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
     daemons, unreadable = [], 0
     for _name, sha in sorted(store.refs(STATUS_REFS).items()):
         try:
-            data = store.read_limited(sha, "status.json", MAX_STATUS)
+            data = store.read(sha, "status.json", MAX_STATUS)
             status = json.loads(data) if data is not None else None
         except (ValueError, KeyError, RecursionError, GitError):  # too large, a ref to a blob: not a daemon's
             status = None
