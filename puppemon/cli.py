@@ -98,7 +98,11 @@ def push(remote, branch, message, dry_run, watch, allow, directory) -> None:
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory, or one inside it (default: the current one).")
 def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
-    """Run FLOW here and now, streaming its output; exit with its exit code."""
+    """Run FLOW here and now, streaming its output; exit with its exit code.
+
+    A flow with `python:` runs in its environment, built here as the daemon builds it
+    (cached in ~/.cache/puppemon/envs; `puppemon env FLOW` shows it). It runs as you,
+    whatever its `user:`."""
     _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory,
           record=record, push=not no_push, remote=remote)
 

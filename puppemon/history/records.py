@@ -57,7 +57,7 @@ def run_record(result: Any, ctx: RunContext) -> dict:
         "outputs": [{"path": o.path, "size": o.size, "sha256": o.sha256} for o in result.outputs],
         "outputs_note": result.outputs_note,
         "has_result": bool(result.has_result),
-        "escaped": getattr(result, "escaped", 0),  # processes it left running outside its group, stopped
+        "escaped": result.escaped,  # processes it left running outside its group, stopped
     })
     return record
 
