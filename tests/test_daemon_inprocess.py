@@ -150,20 +150,25 @@ def test_a_queued_run_keeps_the_deploy_it_was_scheduled_on(tmp_path, bare_remote
     assert log == "old code\n"
 
 
+TICK = "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n    every: 1h\n"
+
+
+def push_broken_manifest(tmp_path: Path, bare: Path) -> str:
+    """Put an invalid manifest on the remote's flows branch, by hand (push's validation would refuse it)."""
+    clone = tmp_path / "clone"
+    git("clone", "--quiet", "--branch", "flows", str(bare), str(clone))
+    (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
+    git("commit", "--quiet", "-am", "broken", cwd=clone)
+    git("push", "--quiet", "origin", "flows", cwd=clone)
+    return git("rev-parse", "HEAD", cwd=clone).strip()
+
+
 def test_bad_deploy_is_refused_recorded_once_and_the_old_one_keeps_running(tmp_path, bare_remote, caplog):
-    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n"
-                                                          "    every: 1h\n")
-    deploy(repo)
+    deploy(manifest_project(tmp_path, str(bare_remote), TICK))
     good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
     with running(bare_remote, tmp_path / "state", Clock()) as daemon:
         daemon.cycle()
-        # a bad manifest can only reach the remote by bypassing push's validation: commit it by hand
-        clone = tmp_path / "clone"
-        git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(clone))
-        (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
-        git("commit", "--quiet", "-am", "broken", cwd=clone)
-        git("push", "--quiet", "origin", "flows", cwd=clone)
-        bad = git("rev-parse", "HEAD", cwd=clone).strip()
+        bad = push_broken_manifest(tmp_path, bare_remote)
         daemon.cycle()
         daemon.cycle()                            # a second look at the same commit records nothing more
         assert daemon.deployer.current.sha == good
@@ -182,18 +187,11 @@ def test_bad_deploy_is_refused_recorded_once_and_the_old_one_keeps_running(tmp_p
 
 def test_a_restart_on_a_refused_tip_goes_on_with_the_deploy_before_it(tmp_path, bare_remote, caplog):
     caplog.set_level(logging.INFO, "puppemon")
-    repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  tick:\n    command: [\"true\"]\n"
-                                                          "    every: 1h\n")
-    deploy(repo)
+    deploy(manifest_project(tmp_path, str(bare_remote), TICK))
     good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
     with running(bare_remote, tmp_path / "state", Clock()) as daemon:
         daemon.cycle()
-    clone = tmp_path / "clone"  # a bad manifest bypassing push's validation, while no daemon runs
-    git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(clone))
-    (clone / "puppemon.yaml").write_text("version: 1\nflows:\n  tick:\n    command: x\n    every: often\n")
-    git("commit", "--quiet", "-am", "broken", cwd=clone)
-    git("push", "--quiet", "origin", "flows", cwd=clone)
-    bad = git("rev-parse", "HEAD", cwd=clone).strip()
+    bad = push_broken_manifest(tmp_path, bare_remote)  # while no daemon runs
     with running(bare_remote, tmp_path / "state", Clock(T0 + timedelta(hours=2))) as daemon:
         daemon.cycle()
         assert daemon.deployer.current is not None and daemon.deployer.current.sha == good
