@@ -59,6 +59,14 @@ flows:
 """
 
 
+def deploy_escaping_flows(tmp_path: Path, bare_remote: Path) -> Path:
+    """Push escaping_flows; the directory their escaped processes write their pids to."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    deploy(manifest_project(tmp_path, str(bare_remote), escaping_flows(pids), {"daemonize.py": DAEMONIZE}))
+    return pids
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie does not)."""
     try:
@@ -82,10 +90,7 @@ def kill_leftovers(*pids: int) -> None:
 
 
 def test_a_running_daemon_stops_and_reaps_what_a_run_left_outside_its_group(tmp_path, bare_remote):
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    repo = manifest_project(tmp_path, str(bare_remote), escaping_flows(pids), {"daemonize.py": DAEMONIZE})
-    deploy(repo)
+    pids = deploy_escaping_flows(tmp_path, bare_remote)
     found: list[int] = []
     try:
         with DaemonProcess(str(bare_remote), tmp_path / "state") as daemon:
@@ -108,10 +113,7 @@ def test_a_running_daemon_stops_and_reaps_what_a_run_left_outside_its_group(tmp_
 
 
 def test_daemon_once_stops_what_its_runs_left_before_it_exits(tmp_path, bare_remote):
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    repo = manifest_project(tmp_path, str(bare_remote), escaping_flows(pids), {"daemonize.py": DAEMONIZE})
-    deploy(repo)
+    pids = deploy_escaping_flows(tmp_path, bare_remote)
     found: list[int] = []
     try:
         result = run_daemon_once(str(bare_remote), tmp_path / "state")
