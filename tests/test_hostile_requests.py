@@ -37,7 +37,9 @@ def setup(tmp_path: Path, bare: Path) -> Path:
 def push_raw(bare: Path, tmp_path: Path, files: dict[str, bytes], message: str = "mallory was here") -> None:
     """Commit `files` on the remote's runs branch with plain git, from a clone of it, and push."""
     clone = tmp_path / f"attacker-{len(list(tmp_path.glob('attacker-*')))}"
-    git("clone", "--quiet", "--branch", "runs", str(bare), str(clone))
+    # --no-local: a daemon may be pushing to `bare` meanwhile, and a local clone copies its object
+    # files, one of which git may move into a pack under it ("failed to copy file")
+    git("clone", "--quiet", "--no-local", "--branch", "runs", str(bare), str(clone))
     for path, data in files.items():
         (clone / path).parent.mkdir(parents=True, exist_ok=True)
         (clone / path).write_bytes(data)
