@@ -49,6 +49,12 @@ flows:
 """
 
 
+# What the daemon does as nobody: import itself, and start a run of this interpreter (some kernels let
+# setpriv exec a path under a directory nobody may not enter, but not nobody's own child).
+STARTS_AS_NOBODY = ("import subprocess, sys, pygit2, puppemon.daemon.loop;"
+                    " subprocess.run([sys.executable, '-c', ''], check=True)")
+
+
 def as_unprivileged_user() -> list[str]:
     """How to start a daemon as an unprivileged user: as root (whose CAP_SYS_PTRACE reads any process,
     and whose runs are root too), through setpriv as nobody; as anyone else, as it is. Where this
@@ -58,8 +64,7 @@ def as_unprivileged_user() -> list[str]:
         return []
     base = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     for caps in ([], ["--inh-caps=-all,+dac_override", "--ambient-caps=+dac_override"]):
-        probe = subprocess.run([*base, *caps, sys.executable, "-c", "import pygit2, puppemon.daemon.loop"],
-                               capture_output=True, text=True)
+        probe = subprocess.run([*base, *caps, sys.executable, "-c", STARTS_AS_NOBODY], capture_output=True, text=True)
         if probe.returncode == 0:
             return [*base, *caps]
     unavailable(f"cannot start this interpreter as nobody (uid 65534): {probe.stderr.strip()[-200:]}")
