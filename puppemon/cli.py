@@ -133,11 +133,13 @@ def _history_options(f):
               help="How many runs to show.")
 @click.option("--since", default=None, metavar="DATE|DURATION",
               help="Only runs started since then: 2h, 7d, 2026-11-25, 2026-11-25T08:00.")
+@click.option("--until", default=None, metavar="DATE|DURATION",
+              help="Only runs started before then (same forms); older days are read from the archive refs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run.json records.")
 @_history_options
-def runs(flow, status, limit, since, as_json, remote, no_fetch, directory) -> None:
+def runs(flow, status, limit, since, until, as_json, remote, no_fetch, directory) -> None:
     """List recorded runs, newest first (fetches the remote's runs branch first)."""
-    _call("runs", flow=flow, status=status, limit=limit, since=since, as_json=as_json, remote=remote,
+    _call("runs", flow=flow, status=status, limit=limit, since=since, until=until, as_json=as_json, remote=remote,
           fetch=not no_fetch, directory=directory)
 
 
@@ -190,6 +192,9 @@ def quickstart(directory, duration) -> None:
               help="Bearer token for the HTTP hook (default: $PUPPEMON_HTTP_TOKEN).")
 @click.option("--keep", default=None, metavar="DURATION",
               help="Retention: once an hour, prune records older than this (e.g. 90d) from the runs tip.")
+@click.option("--rotate-after", default=None, type=click.IntRange(min=1), metavar="COUNT",
+              help="Move closed days out of the runs tip into archive refs once it holds this many of their "
+                   f"records (default {daemon_defaults.ROTATE_AFTER}).")
 @click.option("--build-timeout", default=None, metavar="DURATION",
               help="How long building one flow's Python environment may take before the deploy is "
                    "refused (default 10m).")
@@ -197,11 +202,11 @@ def quickstart(directory, duration) -> None:
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           build_timeout, config) -> None:
+           rotate_after, build_timeout, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, build_timeout=build_timeout, config=config)
+          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, config=config)
 
 
 @cli.command()

@@ -59,6 +59,16 @@ def request_base(request_id: str) -> str:
     return f"requests/{id_day(request_id, 'request')}/{request_id}"
 
 
+ARCHIVE_PREFIX = "refs/puppemon/archive/"
+
+
+def archive_ref(day: str) -> str:
+    """`refs/puppemon/archive/<yyyy>-<mm>`: where records of `day` (`yyyy/mm/dd`, see id_day) go when
+    their day rotates out of the runs tip."""
+    yyyy, mm = day.split("/")[:2]
+    return f"{ARCHIVE_PREFIX}{yyyy}-{mm}"
+
+
 def dated_path(kind: str, moment: datetime, name: str) -> str:
     """`<kind>/<yyyy>/<mm>/<dd>/<name>` for records dated by when they were written (deploys)."""
     return f"{kind}/{moment.astimezone(UTC):%Y/%m/%d}/{name}"

@@ -26,7 +26,8 @@ def runs_table(records: list[dict]):
 
 
 def main(flow: str | None = None, status: str | None = None, limit: int = 20, since: str | None = None,
-         as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".") -> int:
+         as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".",
+         until: str | None = None) -> int:
     """Print the newest runs (a table, or a JSON array with `as_json`)."""
     from puppemon.ui import console
 
@@ -35,16 +36,17 @@ def main(flow: str | None = None, status: str | None = None, limit: int = 20, si
     if flow is not None and not is_flow_name(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     since_time = parse_moment(since, "--since") if since else None
+    until_time = parse_moment(until, "--until") if until else None
     _, runs, _ = open_runs(directory, remote, fetch)
-    records = runs.list(flow=flow, status=status, since=since_time, limit=limit)
+    records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
     if runs.skipped_note():
         warn(runs.skipped_note())
     if as_json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
         return 0
     if not records:
-        filtered = flow or status or since
-        print("no runs match" if filtered and runs.tip else "no runs recorded yet")
+        filtered = flow or status or since or until
+        print("no runs match" if filtered and (runs.tip or runs.archives) else "no runs recorded yet")
         return 0
     print_table(console(), runs_table(records))
     return 0

@@ -8,3 +8,4 @@ MAX_PARALLEL = 4       # runs at once
 GRACE = 30.0           # on SIGTERM, how long runs may finish before they are killed
 KILL_GRACE = 5.0       # a cancelled or timed-out run: SIGTERM, then SIGKILL this much later
 BUILD_TIMEOUT = 600.0    # building one flow's Python environment, before the deploy is refused
+ROTATE_AFTER = 500     # entries of closed days the runs tip holds before they rotate into archive refs

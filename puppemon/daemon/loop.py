@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 
 from puppemon import __version__
@@ -30,18 +30,17 @@ from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
 from puppemon.daemon.sources import SOURCES, Source, SourceContext
+from puppemon.daemon.upkeep import Upkeep
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural, run_dir, utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
+from puppemon.history.records import is_recorded
 from puppemon.history.status import StatusPublisher
 from puppemon.run.environments import EnvStore
 from puppemon.run.workspace import remove_areas
 
 log = logging.getLogger("puppemon")
-
-RETENTION_EVERY = 3600.0
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -60,7 +59,6 @@ class Daemon:
         self.forced = False
         self.started = clock()
         self.failures = 0
-        self._retained_at = float("-inf")
         self.secrets = settings.load_secrets()
         self.http = None
         if settings.listen:  # bound now: a bad --listen fails before anything else starts
@@ -102,6 +100,7 @@ class Daemon:
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
                                       self.publish, self.wake.set)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
+        self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
     def close(self) -> int:
         """Stop (as after SIGTERM: runs get the grace period), publish, and release the state directory."""
@@ -243,8 +242,8 @@ class Daemon:
             self.requests.cycle()
         except PuppemonError as exc:
             log.warning("%s", exc.message)
-        if self.s.keep and self.failures == 0:
-            self.retain()
+        if self.failures == 0:
+            self.upkeep.cycle()  # retention (--keep) and rotation of closed days into archive refs
         self.ledger.retry()  # records a full disk kept from the runs branch
         self.publish()
         self.push_status()
@@ -294,20 +293,6 @@ class Daemon:
         """Queue a run of the current deploy (what every trigger source calls); its run id, or None."""
         return self.queue.submit(pending)
 
-    def retain(self) -> None:
-        """Retention (--keep): once an hour, prune older days from the runs tip; history keeps them."""
-        from puppemon.history.retention import message, plan
-
-        now = time.monotonic()
-        if now - self._retained_at < RETENTION_EVERY:
-            return
-        self._retained_at = now
-        cutoff = self.clock() - timedelta(seconds=self.s.keep)
-        pruned = plan(self.store, self.store.ref(self.recorder.ref), cutoff)
-        if pruned.paths:
-            self.recorder.add({path: None for path in pruned.paths}, message(pruned))
-            log.info("pruned %s from the runs tip (--keep; still in history)", pruned.summary())
-
     # -- records -------------------------------------------------------------
     def _skip(self, pending: Pending) -> None:
         self.ledger.synthetic(pending.context(self.s.name), "skipped",
@@ -333,7 +318,7 @@ class Daemon:
                 log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
             remove_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
             tip = self.store.ref(self.recorder.ref)
-            if not (tip and self.store.lookup(tip, f"{run_dir(ctx.flow, ctx.run_id)}/run.json")):
+            if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
                 self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
                 log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, POLL
+from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, POLL, ROTATE_AFTER
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
-               "token_file", "branch_flows", "branch_runs", "users", "build_timeout"}
+               "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
+               "rotate_after"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -57,6 +58,7 @@ class Settings:
     token_file: str | None = None    # its bearer token (default: $PUPPEMON_HTTP_TOKEN)
     users: UserGrants = field(default_factory=lambda: UserGrants({}))   # config only: OS users flows may run as
     build_timeout: float = BUILD_TIMEOUT   # building one Python environment (run/environments.py)
+    rotate_after: int = ROTATE_AFTER       # entries of closed days the runs tip holds before they rotate out
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -177,6 +179,12 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get("PUPPEMON_HTTP_TOKEN") or None
 
 
+def _count(value, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit() or int(value) < 1:
+        raise PuppemonError(f"{option} {value!r}: expected a whole number of records, at least 1")
+    return int(value)
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -195,6 +203,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         grace=option_seconds(merged.get("grace", GRACE), "--grace"),
         keep=option_seconds(merged["keep"], "--keep") if merged.get("keep") else None,
         build_timeout=option_seconds(merged.get("build_timeout", BUILD_TIMEOUT), "--build-timeout"),
+        rotate_after=_count(merged.get("rotate_after", ROTATE_AFTER), "--rotate-after"),
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),

@@ -21,11 +21,12 @@ import time
 from typing import Callable, Iterator, Mapping
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import plural
-from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, Store, signature
+from puppemon.formats import ARCHIVE_PREFIX, plural
+from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, RemoteMissingRef, Store, signature
 
 log = logging.getLogger("puppemon")
 
+ARCHIVES = f"+{ARCHIVE_PREFIX}*:{ARCHIVE_PREFIX}*"  # history/rotation.py: always what the remote has
 PATIENCE = 10.0  # seconds a publish keeps trying while other writers keep moving the remote's runs
 
 Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
@@ -136,10 +137,16 @@ class Recorder:
 
     # -- remote --------------------------------------------------------------
     def fetch(self) -> str | None:
-        """Fetch the remote's runs into the tracking ref; return its tip (None when it has none)."""
+        """Fetch the remote's runs into the tracking ref, and its archive refs (rotated days) as they are;
+        return the runs tip (None when it has none)."""
         if self.remote is None:
             return None
-        return self.store.fetch_optional(self.remote, self.ref, self.tracking)
+        try:
+            self.store.fetch(self.remote, [f"+{self.ref}:{self.tracking}", ARCHIVES])
+        except RemoteMissingRef:
+            self.store.delete_ref(self.tracking)
+            return None
+        return self.store.ref(self.tracking)
 
     def sync(self, push: bool = True, patience: float = PATIENCE) -> bool:
         """Bring the local ref and the remote together; True when the remote has every local record.

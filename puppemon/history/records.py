@@ -1,6 +1,8 @@
 """The `runs` branch's records: run.json (schema 1), deploy records, commit messages, and reading them back."""
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import re
 import socket
@@ -9,8 +11,8 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import (RUN_ID, dated_path, format_duration, is_flow_name, parse_iso, run_dir, utc_compact,
-                              utc_iso)
+from puppemon.formats import (ARCHIVE_PREFIX, RUN_ID, archive_ref, dated_path, format_duration, id_day, is_flow_name,
+                              parse_iso, run_dir, utc_compact, utc_iso)
 from puppemon.gitstore import EXEC, FILE, Store
 
 SCHEMA = 1
@@ -177,25 +179,37 @@ def _record_paths(store: Store, tip: str | None, run_id: str, flow: str | None) 
     return [f"{run_dir(name, run_id)}/run.json" for name in flows if is_flow_name(name)]
 
 
+def record_tips(store: Store, tip: str | None, run_id: str) -> list[str]:
+    """Where the record of `run_id` can be: `tip`, then the archive of its month (its day rotated out)."""
+    archive = store.ref(archive_ref(id_day(run_id))) if isinstance(run_id, str) and RUN_ID.match(run_id) else None
+    return [t for t in (tip, archive) if t]
+
+
 def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> dict | None:
-    """run.json of `run_id` at `tip` (looked up in `flow`, else in every flow), or None: when there is
-    none, or none that can be read (see is_recorded)."""
-    for path in _record_paths(store, tip, run_id, flow):
-        data = store.read(tip, path)
-        if data is not None:
-            return parse_record(data, run_id)
+    """run.json of `run_id` at `tip` or in its month's archive (looked up in `flow`, else in every flow),
+    or None: when there is none, or none that can be read (see is_recorded)."""
+    for where in record_tips(store, tip, run_id):
+        for path in _record_paths(store, where, run_id, flow):
+            data = store.read(where, path)
+            if data is not None:
+                return parse_record(data, run_id)
     return None
 
 
 def is_recorded(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> bool:
-    """Whether a run.json of `run_id` is at `tip`, readable or not (a run to start no more)."""
-    return any(store.lookup(tip, path) is not None for path in _record_paths(store, tip, run_id, flow))
+    """Whether a run.json of `run_id` is at `tip` or in its month's archive, readable or not (a run to
+    start no more)."""
+    return any(store.lookup(where, path) is not None for where in record_tips(store, tip, run_id)
+               for path in _record_paths(store, where, run_id, flow))
 
 
 # -- reading -------------------------------------------------------------------
 
 class RunStore:
-    """Read access to a runs branch (newest first, without walking more history than asked)."""
+    """Read access to a runs branch and its archive refs (newest first, without walking more than asked).
+
+    The tip holds recent records; days that rotated out are in `refs/puppemon/archive/<yyyy>-<mm>`
+    (history/rotation.py), read here as if they were still on the tip."""
 
     # Anyone who can push to the remote can write to the branch: what is not a record a reader can show
     # (a name that is no date or run id, a run.json that does not parse) is skipped and counted here.
@@ -203,10 +217,20 @@ class RunStore:
         self.store = store
         self.ref = ref
         self.tip = store.ref(ref)
+        # archive tips, newest month first
+        self.archives = [sha for _, sha in sorted(store.refs(ARCHIVE_PREFIX).items(), reverse=True)]
         self.skipped = 0
 
+    def _read(self, flow: str, run_id: str, name: str) -> bytes | None:
+        """A file of a run's directory, from the tip or its month's archive."""
+        for where in record_tips(self.store, self.tip, run_id):
+            data = self.store.read(where, f"{run_dir(flow, run_id)}/{name}")
+            if data is not None:
+                return data
+        return None
+
     def _run_json(self, flow: str, run_id: str) -> dict | None:
-        data = self.store.read(self.tip, f"{run_dir(flow, run_id)}/run.json") if is_flow_name(flow) else None
+        data = self._read(flow, run_id, "run.json") if is_flow_name(flow) else None
         record = parse_record(data, run_id) if data is not None else None
         if data is not None and (record is None or record["flow"] != flow):
             self.skipped += 1
@@ -214,53 +238,59 @@ class RunStore:
         return record
 
     def flows(self) -> list[str]:
-        if not self.tip:
-            return []
-        return sorted(e.name for e in self.store.listdir(self.tip, "runs") if e.is_tree and is_flow_name(e.name))
+        names = {e.name for where in (self.tip, *self.archives) if where
+                 for e in self.store.listdir(where, "runs") if e.is_tree and is_flow_name(e.name)}
+        return sorted(names)
 
-    def _names(self, path: str, pattern: str) -> list[str]:
+    def _names(self, where: str, path: str, pattern: str) -> list[str]:
         """Names in the directory at `path` that match `pattern`, newest first; the others are counted."""
-        names = [e.name for e in self.store.listdir(self.tip, path)]
+        names = [e.name for e in self.store.listdir(where, path)]
         good = [n for n in names if re.fullmatch(pattern, n, re.ASCII)]
         self.skipped += len(names) - len(good)
         return sorted(good, reverse=True)
 
-    def _flow_run_ids(self, flow: str) -> Iterator[str]:
-        """Run ids of one flow, newest first, by walking its dated trees in reverse."""
-        if not is_flow_name(flow):
-            return
+    def _dated_ids(self, where: str, flow: str, until: str | None) -> Iterator[str]:
+        """Run ids of one flow at one tip, newest first, by walking its dated trees in reverse (days after
+        `until`, an id or id prefix, are not opened)."""
         base = f"runs/{flow}"
-        for year in self._names(base, r"[0-9]{4}"):
-            for month in self._names(f"{base}/{year}", r"[0-9]{2}"):
-                for day in self._names(f"{base}/{year}/{month}", r"[0-9]{2}"):
-                    for run_id in self._names(f"{base}/{year}/{month}/{day}", RUN_ID.pattern):
+        for year in self._names(where, base, r"[0-9]{4}"):
+            for month in self._names(where, f"{base}/{year}", r"[0-9]{2}"):
+                for day in self._names(where, f"{base}/{year}/{month}", r"[0-9]{2}"):
+                    if until and f"{year}{month}{day}" > until[:8]:
+                        continue
+                    for run_id in self._names(where, f"{base}/{year}/{month}/{day}", RUN_ID.pattern):
                         if run_id.startswith(f"{year}{month}{day}"):
                             yield run_id
 
+    def _flow_run_ids(self, flow: str, until: str | None = None) -> Iterator[str]:
+        """Run ids of one flow, newest first: the tip's merged with the archives' (one month after the
+        other, so an older archive is opened only when the newer ones are used up)."""
+        if not is_flow_name(flow):
+            return iter(())
+        archived = itertools.chain.from_iterable(self._dated_ids(a, flow, until) for a in self.archives)
+        tips = [self._dated_ids(self.tip, flow, until)] if self.tip else []
+        merged = heapq.merge(*tips, archived, reverse=True)
+        return (run_id for run_id, _ in itertools.groupby(merged))  # a day on both (written after it rotated)
+
     def list(self, flow: str | None = None, status: str | None = None, since: datetime | None = None,
-             limit: int | None = None) -> list[dict]:
-        """run.json of matching runs, newest first."""
-        if not self.tip:
-            return []
+             limit: int | None = None, until: datetime | None = None) -> list[dict]:
+        """run.json of matching runs (started from `since` to `until`), newest first."""
         found: list[dict] = []
         since_id = utc_compact(since) if since else None
-        if flow is not None:
-            candidates = ((flow, rid) for rid in self._flow_run_ids(flow))
-        else:
-            candidates = self._ids_from_history()
-        for flow_name, run_id in candidates:
-            if since_id and run_id < since_id:
-                if flow is not None:
-                    break
+        until_id = utc_compact(until) if until else None
+        flows = [flow] if flow is not None else self.flows()
+        each = [zip(itertools.repeat(name), self._flow_run_ids(name, until_id)) for name in flows]
+        for flow_name, run_id in heapq.merge(*each, key=lambda c: c[1], reverse=True):
+            if until_id and run_id > until_id:
                 continue
+            if since_id and run_id < since_id:
+                break
             record = self._run_json(flow_name, run_id)
             if record is None or (status and record.get("status") != status):
                 continue
             found.append(record)
             if limit is not None and len(found) >= limit:
                 break
-        if flow is None:
-            found.sort(key=lambda r: r["id"], reverse=True)
         return found
 
     def _ids_from_history(self) -> Iterator[tuple[str, str]]:
@@ -277,18 +307,21 @@ class RunStore:
             else:
                 self.skipped += 1  # a run commit whose trailers name no run puppemon could have recorded
 
+    def _ids_of_day(self, yyyy: str, mm: str, dd: str) -> Iterator[tuple[str, str]]:
+        """(flow, run id) of every run directory of one day, on the tip and in its archive."""
+        for flow in self.flows():
+            for where in record_tips(self.store, self.tip, f"{yyyy}{mm}{dd}T000000Z-0"):
+                for entry in self.store.listdir(where, f"runs/{flow}/{yyyy}/{mm}/{dd}"):
+                    yield flow, entry.name
+
     def find(self, id_or_prefix: str) -> dict:
         """run.json of the run whose id is, or uniquely starts with, `id_or_prefix`."""
-        if not self.tip:
+        if not self.tip and not self.archives:
             raise PuppemonError("there are no runs recorded yet")
-        matches: list[tuple[str, str]] = []
         date = re.match(r"^([0-9]{4})([0-9]{2})([0-9]{2})", id_or_prefix)
         if date:
-            yyyy, mm, dd = date.groups()
-            for flow in self.flows():
-                for entry in self.store.listdir(self.tip, f"runs/{flow}/{yyyy}/{mm}/{dd}"):
-                    if entry.name.startswith(id_or_prefix) and RUN_ID.match(entry.name):
-                        matches.append((flow, entry.name))
+            matches = sorted({(f, r) for f, r in self._ids_of_day(*date.groups())
+                              if r.startswith(id_or_prefix) and RUN_ID.match(r)})
         else:
             matches = [(f, r) for f, r in self._ids_from_history() if id_or_prefix in r]
         if not matches:
@@ -317,4 +350,4 @@ class RunStore:
 
     def read_file(self, record: dict, name: str) -> bytes | None:
         """A file of a run (`log.txt`, `result.json`, `outputs/...`)."""
-        return self.store.read(self.tip, f"{run_dir(record['flow'], record['id'])}/{name}")
+        return self._read(record["flow"], record["id"], name)

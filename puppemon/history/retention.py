@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Iterator
 
 from puppemon.gitstore import Store
 
@@ -17,7 +18,7 @@ from puppemon.gitstore import Store
 class Pruned:
     before: date
     runs: int                 # run directories taken out of the tip
-    other: int                # request and deploy files taken out
+    other: int                # request, deploy and claim files taken out
     paths: list[str]          # the date directories removed
 
     def summary(self) -> str:
@@ -27,16 +28,22 @@ class Pruned:
         return f"{what} from before {self.before.isoformat()}"
 
 
-def _dated_dirs(store: Store, tip: str, base: str):
-    """(date, path) of every `<base>/<yyyy>/<mm>/<dd>` directory."""
-    for year in store.listdir(tip, base):
-        for month in store.listdir(tip, f"{base}/{year.name}"):
-            for day in store.listdir(tip, f"{base}/{year.name}/{month.name}"):
-                try:
-                    when = date(int(year.name), int(month.name), int(day.name))
-                except ValueError:
-                    continue  # not ours: leave it alone
-                yield when, f"{base}/{year.name}/{month.name}/{day.name}"
+BASES = ("requests", "deploys", "claims")   # dated like runs/<flow>/, beside it
+
+
+def dated_dirs(store: Store, tip: str) -> Iterator[tuple[str, date, str]]:
+    """(base, date, path) of every `<base>/<yyyy>/<mm>/<dd>` directory at `tip`, for each base of the
+    runs layout: `runs/<flow>` of every flow, `requests`, `deploys`, `claims`."""
+    bases = [f"runs/{e.name}" for e in store.listdir(tip, "runs") if e.is_tree] + list(BASES)
+    for base in bases:
+        for year in store.listdir(tip, base):
+            for month in store.listdir(tip, f"{base}/{year.name}"):
+                for day in store.listdir(tip, f"{base}/{year.name}/{month.name}"):
+                    try:
+                        when = date(int(year.name), int(month.name), int(day.name))
+                    except ValueError:
+                        continue  # not ours: leave it alone
+                    yield base, when, f"{base}/{year.name}/{month.name}/{day.name}"
 
 
 def plan(store: Store, tip: str | None, before: datetime) -> Pruned:
@@ -45,16 +52,14 @@ def plan(store: Store, tip: str | None, before: datetime) -> Pruned:
     result = Pruned(cutoff, 0, 0, [])
     if not tip:
         return result
-    bases = [f"runs/{e.name}" for e in store.listdir(tip, "runs") if e.is_tree] + ["requests", "deploys"]
-    for base in bases:
-        for when, path in _dated_dirs(store, tip, base):
-            if when < cutoff:
-                entries = store.listdir(tip, path)
-                if base.startswith("runs/"):
-                    result.runs += len(entries)
-                else:
-                    result.other += len(entries)
-                result.paths.append(path)
+    for base, when, path in dated_dirs(store, tip):
+        if when < cutoff:
+            entries = store.listdir(tip, path)
+            if base.startswith("runs/"):
+                result.runs += len(entries)
+            else:
+                result.other += len(entries)
+            result.paths.append(path)
     return result
 
 
