@@ -10,7 +10,7 @@ from bench import history
 from puppemon.gitstore import Store
 from puppemon.history.recorder import Recorder
 from puppemon.history.records import find_record, run_files, run_message
-from puppemon.history.rotation import rotate
+from puppemon.history.rotation import archived, merged, plan, rotate, update_archive
 from tests.conftest import git, make_repo, puppemon
 from tests.daemon_helpers import fsck, linear, run_daemon_once
 
@@ -85,7 +85,7 @@ def test_a_daemon_rotates_closed_days_into_month_archives_and_every_record_stays
     assert [r["id"] for r in listed] == [history.record(i)["id"] for i in reversed(day)]
     assert puppemon("logs", one["id"], cwd=repo).stdout == history.LOG.decode()
     newest = json.loads(puppemon("runs", "-n", "3", "--json", cwd=repo).stdout)
-    assert [r["flow"] for r in newest][0] == "today"
+    assert newest[0]["flow"] == "today"
     assert [r["id"] for r in newest[1:]] == [history.record(i)["id"] for i in (COUNT - 1, COUNT - 2)]
     old = json.loads(puppemon("runs", "--until", "2025-01-01T00:10", "--json", cwd=repo).stdout)
     assert [r["id"] for r in old] == [history.record(i)["id"] for i in (1, 0)]
@@ -159,3 +159,24 @@ def test_rotate_after_is_checked(tmp_path, bare_remote):
     proc = puppemon("daemon", "--config", str(config), "--state", str(tmp_path / "s"), "--once", check=False)
     assert (proc.returncode, proc.stderr) == (
         1, "Error: --rotate-after 'lots': expected a whole number of records, at least 1\n")
+
+
+def test_a_record_written_into_a_day_while_it_rotates_stays_on_the_tip(tmp_path):
+    store = Store.open_or_init_bare(tmp_path / "mirror.git")
+    recorder = Recorder(store)
+    for i in range(PER_DAY + 10):   # 2025-01-01 and the first minutes of the 2nd
+        recorder.add(*history.files_and_message(i))
+    rotation = plan(store, store.ref(recorder.ref), datetime(2025, 1, 2, 1, tzinfo=timezone.utc), rotate_after=1)
+    assert rotation.runs == PER_DAY and set(rotation.moves) == {"refs/puppemon/archive/2025-01"}
+    for ref, paths in rotation.moves.items():
+        assert update_archive(store, None, ref, lambda tree, p=paths: merged(store, tree, rotation.tip, p), "archive")
+    # Between the archive and the removal, the daemon records a run that started on the 1st.
+    late = {**history.record(3), "id": "20250101T235959Z-1a7e00"}
+    recorder.add(run_files(late, b"late\n"), run_message(late))
+    recorder.add(lambda current: archived(store, rotation.tip, current, rotation.paths), "rotate")
+    tip = store.ref(recorder.ref)
+    on_tip = {e.name for p in rotation.paths for e in store.listdir(tip, p)}
+    assert on_tip == {late["id"]}
+    assert {e.name for p in rotation.paths for e in store.listdir(store.ref("refs/puppemon/archive/2025-01"), p)} | {
+        late["id"]} == old_ids(0, PER_DAY) | {late["id"]}
+    assert store.listdir(tip, "runs/flow-0/2025/01/02")   # today stays

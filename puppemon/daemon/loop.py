@@ -32,7 +32,7 @@ from puppemon.daemon.settings import Settings
 from puppemon.daemon.sources import SOURCES, Source, SourceContext
 from puppemon.daemon.upkeep import Upkeep
 from puppemon.errors import PuppemonError
-from puppemon.formats import plural, run_dir, utc_iso
+from puppemon.formats import plural, utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
 from puppemon.history.records import is_recorded

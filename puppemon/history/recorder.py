@@ -30,6 +30,7 @@ ARCHIVES = f"+{ARCHIVE_PREFIX}*:{ARCHIVE_PREFIX}*"  # history/rotation.py: alway
 PATIENCE = 10.0  # seconds a publish keeps trying while other writers keep moving the remote's runs
 
 Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
+Changes = Mapping[str, "tuple[str, int] | None"]    # path -> (oid, mode), or None to delete
 
 
 class RecordWriteError(GitError):
@@ -96,8 +97,10 @@ class Recorder:
         self.dropped: list[str] = []  # messages of local commits dropped by replay (first pushed wins)
 
     # -- local ---------------------------------------------------------------
-    def add(self, files: Files, message: str) -> str:
-        """Commit `files` (path -> bytes or (bytes, mode), or None to delete) on the local runs ref.
+    def add(self, files: Files | Callable[[str | None], Changes], message: str) -> str:
+        """Commit `files` (path -> bytes or (bytes, mode), or None to delete) on the local runs ref; or
+        the changes (path -> (oid, mode) or None) that `files(tip)` makes, for changes that depend on
+        the tip they are made on (called again if another writer moved it).
 
         RecordWriteError when the repository cannot be written (the disk is full): nothing was committed."""
         try:
@@ -105,9 +108,9 @@ class Recorder:
         except OSError as exc:
             raise RecordWriteError(f"cannot write to {self.store.git_dir}: {disk_words(exc)}") from None
 
-    def _add(self, files: Files, message: str) -> str:
-        blobs: dict[str, tuple[str, int] | None] = {}
-        for path, value in files.items():
+    def _add(self, files: Files | Callable[[str | None], Changes], message: str) -> str:
+        blobs: Changes = {}
+        for path, value in ({} if callable(files) else files).items():
             if value is None:
                 blobs[path] = None
                 continue
@@ -117,7 +120,7 @@ class Recorder:
             for _ in range(20):
                 tip = self.store.ref(self.ref)
                 base_tree = self.store.get_commit(tip).tree if tip else None
-                tree = self.store.update_tree(base_tree, blobs)
+                tree = self.store.update_tree(base_tree, files(tip) if callable(files) else blobs)
                 commit = self.store.commit(tree, [tip] if tip else [], message, self.author)
                 try:
                     self.store.set_ref(self.ref, commit, tip, message=message.splitlines()[0])

@@ -23,10 +23,11 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Mapping
+from typing import Callable
 
 from puppemon.formats import ARCHIVE_PREFIX, archive_ref, plural
 from puppemon.gitstore import GitError, PushRejected, Store, signature
+from puppemon.history.recorder import Changes, Recorder
 from puppemon.history.requests import DAYS
 from puppemon.history.retention import Pruned, dated_dirs, plan as prune_plan
 
@@ -38,7 +39,6 @@ KEPT_DAYS = {"requests": DAYS + 1, "claims": DAYS + 1}   # read back by the requ
 TRIES = 8            # archive pushes refused because another writer moved the archive
 AUTHOR = signature("puppemon")
 
-Changes = Mapping[str, "tuple[str, int] | None"]
 
 
 @dataclass
@@ -125,7 +125,7 @@ def update_archive(store: Store, remote: str | None, ref: str, change: Callable[
     raise GitError(f"could not update {ref} on {remote}: other writers kept moving it")
 
 
-def rotate(store: Store, recorder, now: datetime, rotate_after: int = ROTATE_AFTER) -> Rotation | None:
+def rotate(store: Store, recorder: Recorder, now: datetime, rotate_after: int = ROTATE_AFTER) -> Rotation | None:
     """Rotate the closed days of the recorder's local runs tip into their archives (pushed first), then
     commit their removal on the runs ref; the recorder's next publish pushes it. None when not due."""
     rotation = plan(store, store.ref(recorder.ref), now, rotate_after)
@@ -135,10 +135,22 @@ def rotate(store: Store, recorder, now: datetime, rotate_after: int = ROTATE_AFT
     for ref, paths in sorted(rotation.moves.items()):
         update_archive(store, recorder.remote, ref, lambda tree, paths=paths: merged(store, tree, tip, paths),
                        archive_message(rotation, ref))
-    # Entry by entry, as they were at the planned tip: a record written since into one of those days stays.
-    gone = {f"{path}/{entry.name}": None for path in rotation.paths for entry in store.listdir(tip, path)}
-    recorder.add(gone, rotation_message(rotation))
+    recorder.add(lambda current: archived(store, tip, current, rotation.paths), rotation_message(rotation))
     return rotation
+
+
+def archived(store: Store, planned: str, current: str | None, paths: list[str]) -> Changes:
+    """Removing `paths` (as they were at the `planned` tip, now archived) from the `current` tip: a
+    directory unchanged since goes as a whole; one written into since, entry by entry, so what was
+    written stays."""
+    gone: dict[str, None] = {}
+    for path in paths:
+        now = store.lookup(current, path) if current else None
+        if now is not None and now == store.lookup(planned, path):
+            gone[path] = None
+        elif now is not None:
+            gone.update({f"{path}/{entry.name}": None for entry in store.listdir(planned, path)})
+    return gone
 
 
 def prune_archives(store: Store, remote: str | None, before: datetime, dry_run: bool = False) -> Pruned:
