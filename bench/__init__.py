@@ -23,7 +23,10 @@ FIGURES = {
     "env-build": "bench.fig_envs",
     "env-redeploy": "bench.fig_envs",
     "env-lateness": "bench.fig_env_lateness",
+    "scale": "bench.fig_scale",
+    "scale-1m": "bench.fig_scale",
 }
+OPT_IN = {"scale-1m"}   # run only when named with --only (they take many minutes)
 
 
 def figure_module(name: str):

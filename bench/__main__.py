@@ -7,7 +7,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import FIGURES, figure_module
+from bench import FIGURES, OPT_IN, figure_module
 from bench.common import Context, Row, make_root, remove_root, setup_environment
 from bench.report import machine, markdown, table
 
@@ -18,7 +18,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute); used by the tests")
     parser.add_argument("--only", action="append", choices=list(FIGURES), metavar="NAME",
-                        help=f"run only this figure (repeatable): {', '.join(FIGURES)}")
+                        help=f"run only this figure (repeatable): {', '.join(FIGURES)} "
+                             f"({', '.join(sorted(OPT_IN))} only when named)")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the markdown report (default: BENCHMARKS.md for a full "
                              "run of every figure; nothing for --quick or --only)")
@@ -28,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    names = args.only or list(FIGURES)
+    names = args.only or [name for name in FIGURES if name not in OPT_IN]
     output = args.output
     if output is None and not args.quick and not args.only:
         output = DEFAULT_OUTPUT

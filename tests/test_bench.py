@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import FIGURES, figure_module, history
+from bench import FIGURES, OPT_IN, figure_module, history
 from bench.common import Context
 from puppemon.gitstore import Store
 from puppemon.history.recorder import Recorder
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def labels(ctx: Context) -> list[str]:
     found = []
-    for name in FIGURES:
+    for name in (n for n in FIGURES if n not in OPT_IN):
         module = figure_module(name)
         found += module.rows_named(ctx, name) if hasattr(module, "rows_named") else module.rows(ctx)
     return found

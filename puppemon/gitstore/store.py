@@ -96,7 +96,10 @@ class Store:
         if not (path / "HEAD").exists():
             path.mkdir(parents=True, exist_ok=True)
             run_git(["init", "--bare", "--quiet", str(path)])
-        return cls(path)
+        store = cls(path)  # packs with their reverse index: else each push builds one of a big pack (git < 2.41)
+        if store.config("pack.writeReverseIndex") is None:
+            store.repo.config["pack.writeReverseIndex"] = True
+        return store
 
     @property
     def git_dir(self) -> Path:
@@ -342,10 +345,12 @@ class Store:
             return None
         return self.ref(dst)
 
-    def push(self, remote: str, refspecs: list[str], *, atomic: bool = False,
+    def push(self, remote: str, refspecs: list[str], *, atomic: bool = False, thin: bool = True,
              timeout: float | None = 300) -> None:
-        """Push without force (unless a refspec starts with +); PushRejected when the remote moved."""
-        args = ["push", "--porcelain", "--quiet"] + (["--atomic"] if atomic else [])
+        """Push without force (unless a refspec starts with +); PushRejected when the remote moved.
+        `thin=False` sends whole objects: for a few small ones (a record), cheaper than the delta search
+        a thin pack does against bases deep in a long history's packs."""
+        args = ["push", "--porcelain", "--quiet"] + (["--atomic"] if atomic else []) + ([] if thin else ["--no-thin"])
         proc = self.git(*args, remote, *refspecs, check=False, timeout=timeout)
         if proc.returncode == 0:
             return

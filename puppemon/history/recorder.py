@@ -180,7 +180,7 @@ class Recorder:
                 if not push:
                     return False
                 try:
-                    self.store.push(self.remote, [f"{new_tip}:{self.ref}"])
+                    self.store.push(self.remote, [f"{new_tip}:{self.ref}"], thin=False)
                 except PushRejected:
                     log.debug("runs on %s moved while publishing (attempt %d)", self.remote, attempt)
                 else:

@@ -115,7 +115,7 @@ def update_archive(store: Store, remote: str | None, ref: str, change: Callable[
         commit = store.commit(tree, [base] if base else [], message, AUTHOR)
         if remote is not None:
             try:
-                store.push(remote, [f"{commit}:{ref}"])
+                store.push(remote, [f"{commit}:{ref}"], thin=False)
             except PushRejected:
                 store.fetch_optional(remote, ref, ref)
                 sleep(random.uniform(0.05, 0.3))
