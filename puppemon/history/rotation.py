@@ -158,6 +158,8 @@ def prune_archives(store: Store, remote: str | None, before: datetime, dry_run: 
     each archive is pushed before the runs tip is pruned. What was (or, with `dry_run`, would be) taken."""
     total = Pruned(before.astimezone(timezone.utc).date(), 0, 0, [])
     for ref, sha in sorted(store.refs(ARCHIVE_PREFIX).items()):
+        if ref > archive_ref(f"{total.before:%Y/%m}"):
+            break   # a month's archive holds only that month's days: none of these is old enough
         found = prune_plan(store, sha, before)
         if not found.paths:
             continue
