@@ -10,7 +10,7 @@ from bench import history
 from puppemon.gitstore import Store
 from puppemon.history.recorder import Recorder
 from puppemon.history.records import find_record, run_files, run_message
-from puppemon.history.rotation import archived, merged, plan, rotate, update_archive
+from puppemon.history.rotation import archived, merged, plan, rotate, update_archives
 from tests.conftest import git, make_repo, puppemon
 from tests.daemon_helpers import fsck, linear, run_daemon_once
 
@@ -168,8 +168,8 @@ def test_a_record_written_into_a_day_while_it_rotates_stays_on_the_tip(tmp_path)
         recorder.add(*history.files_and_message(i))
     rotation = plan(store, store.ref(recorder.ref), datetime(2025, 1, 2, 1, tzinfo=timezone.utc), rotate_after=1)
     assert rotation.runs == PER_DAY and set(rotation.moves) == {"refs/puppemon/archive/2025-01"}
-    for ref, paths in rotation.moves.items():
-        assert update_archive(store, None, ref, lambda tree, p=paths: merged(store, tree, rotation.tip, p), "archive")
+    assert update_archives(store, None, {ref: lambda tree, p=paths: merged(store, tree, rotation.tip, p)
+                                         for ref, paths in rotation.moves.items()}, {ref: "archive" for ref in rotation.moves})
     # Between the archive and the removal, the daemon records a run that started on the 1st.
     late = {**history.record(3), "id": "20250101T235959Z-1a7e00"}
     recorder.add(run_files(late, b"late\n"), run_message(late))

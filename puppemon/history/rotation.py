@@ -23,11 +23,11 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 from puppemon.formats import ARCHIVE_PREFIX, archive_ref, plural
 from puppemon.gitstore import GitError, PushRejected, Store, signature
-from puppemon.history.recorder import Changes, Recorder
+from puppemon.history.recorder import ARCHIVES, Changes, Recorder
 from puppemon.history.requests import DAYS
 from puppemon.history.retention import Pruned, dated_dirs, plan as prune_plan
 
@@ -100,29 +100,34 @@ def merged(store: Store, archive_tree: str | None, tip: str, paths: list[str]) -
     return changes
 
 
-def update_archive(store: Store, remote: str | None, ref: str, change: Callable[[str | None], Changes],
-                   message: str, sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Commit `change(archive tree)` on the archive `ref` and push it as a fast-forward, before anything
-    relies on it; when another writer moved the archive, fetch it and do it again. False when there was
-    nothing to change. Raises GitError when the remote cannot be reached (nothing changed here)."""
+def update_archives(store: Store, remote: str | None, changes: Mapping[str, Callable[[str | None], Changes]],
+                    messages: Mapping[str, str], sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """For each archive ref, commit `changes[ref](archive tree)` on it, and push them all as fast-forwards
+    in one atomic push (one walk of what the remote has, however many months), before anything relies
+    on them; when another writer moved one, fetch the archives and do it again. The refs changed
+    (none when there was nothing to change). Raises GitError when the remote cannot be reached
+    (nothing changed here)."""
     for _ in range(TRIES):
-        base = store.ref(ref)
-        base_tree = store.get_commit(base).tree if base else None
-        changes = change(base_tree)
-        if not changes:
-            return False
-        tree = store.update_tree(base_tree, changes)
-        commit = store.commit(tree, [base] if base else [], message, AUTHOR)
+        commits = {}
+        for ref, change in changes.items():
+            base = store.ref(ref)
+            base_tree = store.get_commit(base).tree if base else None
+            if made := change(base_tree):
+                tree = store.update_tree(base_tree, made)
+                commits[ref] = store.commit(tree, [base] if base else [], messages[ref], AUTHOR)
+        if not commits:
+            return []
         if remote is not None:
             try:
-                store.push(remote, [f"{commit}:{ref}"], thin=False)
+                store.push(remote, [f"{commit}:{ref}" for ref, commit in commits.items()], atomic=True, thin=False)
             except PushRejected:
-                store.fetch_optional(remote, ref, ref)
+                store.fetch(remote, [ARCHIVES])
                 sleep(random.uniform(0.05, 0.3))
                 continue
-        store.force_ref(ref, commit)
-        return True
-    raise GitError(f"could not update {ref} on {remote}: other writers kept moving it")
+        for ref, commit in commits.items():
+            store.force_ref(ref, commit)
+        return list(commits)
+    raise GitError(f"could not update the archive refs on {remote}: other writers kept moving them")
 
 
 def rotate(store: Store, recorder: Recorder, now: datetime, rotate_after: int = ROTATE_AFTER) -> Rotation | None:
@@ -132,9 +137,9 @@ def rotate(store: Store, recorder: Recorder, now: datetime, rotate_after: int = 
     if rotation is None:
         return None
     tip = rotation.tip
-    for ref, paths in sorted(rotation.moves.items()):
-        update_archive(store, recorder.remote, ref, lambda tree, paths=paths: merged(store, tree, tip, paths),
-                       archive_message(rotation, ref))
+    update_archives(store, recorder.remote,
+                    {ref: lambda tree, paths=paths: merged(store, tree, tip, paths) for ref, paths in rotation.moves.items()},
+                    {ref: archive_message(rotation, ref) for ref in rotation.moves})
     recorder.add(lambda current: archived(store, tip, current, rotation.paths), rotation_message(rotation))
     return rotation
 
@@ -157,18 +162,20 @@ def prune_archives(store: Store, remote: str | None, before: datetime, dry_run: 
     """Take what is dated before `before` out of every archive's tip too (its history keeps it);
     each archive is pushed before the runs tip is pruned. What was (or, with `dry_run`, would be) taken."""
     total = Pruned(before.astimezone(timezone.utc).date(), 0, 0, [])
+    found = {}
     for ref, sha in sorted(store.refs(ARCHIVE_PREFIX).items()):
         if ref > archive_ref(f"{total.before:%Y/%m}"):
             break   # a month's archive holds only that month's days: none of these is old enough
-        found = prune_plan(store, sha, before)
-        if not found.paths:
-            continue
-        if not dry_run and not update_archive(
-                store, remote, ref, lambda tree: {p: None for p in prune_plan(store, tree, before).paths} if tree else {},
-                f"prune: {found.summary()} (still in history)\n"):
-            continue
-        total.runs, total.other = total.runs + found.runs, total.other + found.other
-        total.paths += found.paths
+        if (pruned := prune_plan(store, sha, before)).paths:
+            found[ref] = pruned
+    if found and not dry_run:
+        done = update_archives(store, remote, {ref: lambda tree: {p: None for p in prune_plan(store, tree, before).paths}
+                                               if tree else {} for ref in found},
+                               {ref: f"prune: {pruned.summary()} (still in history)\n" for ref, pruned in found.items()})
+        found = {ref: found[ref] for ref in done}
+    for pruned in found.values():
+        total.runs, total.other = total.runs + pruned.runs, total.other + pruned.other
+        total.paths += pruned.paths
     return total
 
 
