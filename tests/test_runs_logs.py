@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from puppemon.gitstore import Store
 from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
 from puppemon.history.recorder import Recorder
-from tests.conftest import git, make_repo, puppemon
+from tests.conftest import git, make_repo, puppemon, puppemon_on_terminal
 
 T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
 
@@ -86,19 +87,20 @@ def test_runs_filters_and_json(history):
     assert puppemon("runs", "nosuchflow", cwd=history).stdout == "no runs match\n"
 
 
-def test_runs_colours_statuses():
-    import io
+def test_runs_colours_statuses_on_a_terminal(history):
+    puppemon("runs", cwd=history)
+    out = puppemon_on_terminal("runs", "--no-fetch", cwd=history)
+    assert "\x1b[32msucceeded" in out and "\x1b[31mfailed" in out and "\x1b[31mtimed_out" in out
+    assert "\x1b[33mcancelled" in out and "\x1b[33mskipped" in out
+    # the same table as off a terminal, once the colours are taken out
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r\n", "\n") == TABLE
 
-    from rich.console import Console
 
-    from puppemon.commands.runs import runs_table
-
-    out = io.StringIO()
-    Console(file=out, width=200, force_terminal=True, color_system="standard").print(
-        runs_table([rec for rec, _ in HISTORY]))
-    text = out.getvalue()
-    assert "\x1b[32msucceeded" in text and "\x1b[31mfailed" in text and "\x1b[31mtimed_out" in text
-    assert "\x1b[33mcancelled" in text and "\x1b[33mskipped" in text
+def test_runs_table_off_a_terminal_is_plain_and_never_cut(history):
+    """A pipe gets the columns as they are, however wide (rich cut cells to 120 columns with an ellipsis)."""
+    puppemon("runs", cwd=history)
+    proc = puppemon("runs", "--no-fetch", cwd=history, env={"COLUMNS": "40"})
+    assert proc.stdout == TABLE and "\x1b" not in proc.stdout
 
 
 def test_runs_with_no_records(project):
