@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from puppemon.gitstore import Store
-from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+from puppemon.history.records import RunContext, run_files, run_message, synthetic_record, trigger_text
 from puppemon.history.recorder import Recorder
 from tests.conftest import git, make_repo, puppemon, puppemon_on_terminal
 
@@ -96,11 +96,17 @@ def test_runs_colours_statuses_on_a_terminal(history):
     assert re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r\n", "\n") == TABLE
 
 
-def test_runs_table_off_a_terminal_is_plain_and_never_cut(history):
-    """A pipe gets the columns as they are, however wide (rich cut cells to 120 columns with an ellipsis)."""
-    puppemon("runs", cwd=history)
-    proc = puppemon("runs", "--no-fetch", cwd=history, env={"COLUMNS": "40"})
-    assert proc.stdout == TABLE and "\x1b" not in proc.stdout
+def test_runs_table_off_a_terminal_is_plain_and_never_cut(project, bare_remote, tmp_path):
+    """A pipe gets every column whole, however wide (rich cut cells to 120 columns with an ellipsis)."""
+    who = "a-very-long-user-name@" + "build-host." * 8 + "example"
+    rec = make_record("hello", 0, trigger={"kind": "manual", "by": who})
+    seed(bare_remote, tmp_path, [(rec, b"")])
+    proc = puppemon("runs", cwd=project, env={"COLUMNS": "40"})
+    shown = trigger_text(rec["trigger"])
+    assert len(shown) > 100
+    header = f"{'id':<23}   {'flow':<5}   {'status':<9}   {'trigger':<{len(shown)}}   {'started':<19}   duration"
+    assert proc.stdout == (f"{header}\n{'─' * len(header)}\n20261125T083000Z-7f3a9c   hello   succeeded   "
+                           f"{shown}   2026-11-25 08:30:00   0.4s\n")
 
 
 def test_runs_with_no_records(project):

@@ -112,8 +112,9 @@ def test_a_daemon_gone_from_the_remote_is_gone_here(pushed, bare_remote, capsys)
     assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
         "new", "old"]
     git("--git-dir", str(bare_remote), "update-ref", "-d", "refs/puppemon/status/old")
-    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
-        "new"]
+    # --fetch: the ref went moments after the last fetch, within the window a plain read reuses it
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", "--fetch", cwd=project).stdout)[
+        "daemons"]] == ["new"]
     refs = git("for-each-ref", "--format=%(refname)", "refs/puppemon", cwd=project).split()
     assert "refs/puppemon/status/new" in refs and "refs/puppemon/status/old" not in refs
     assert not [r for r in refs if "fetching" in r]  # the scratch namespace is cleaned up

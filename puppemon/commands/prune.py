@@ -8,6 +8,7 @@ from puppemon.errors import PuppemonError
 
 def main(before: str, remote: str | None = None, dry_run: bool = False, push: bool = True,
          fetch: bool = True, directory: str = ".") -> int:
+    from puppemon.commands.reading import forget
     from puppemon.formats import parse_moment
     from puppemon.history.clone import open_runs
     from puppemon.history.recorder import Recorder
@@ -24,6 +25,7 @@ def main(before: str, remote: str | None = None, dry_run: bool = False, push: bo
     if dry_run:
         print(f"dry run: would prune {pruned.summary()}")
         return 0
+    forget(store.git_dir)
     recorder = Recorder(store, remote=remote)
     recorder.add({path: None for path in pruned.paths}, message(pruned))
     where = ""

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 from puppemon.commands.common import styled_status, warn
+from puppemon.commands.reading import open_history
 from puppemon.errors import PuppemonError
 from puppemon.formats import STATUSES, format_duration, is_flow_name, local_time, parse_moment
-from puppemon.history.clone import open_runs
 from puppemon.history.records import one_line, trigger_text
 from puppemon.ui import print_table
 
@@ -21,14 +21,14 @@ def runs_rows(records: list[dict]) -> list[list]:
 
 
 def main(flow: str | None = None, status: str | None = None, limit: int = 20, since: str | None = None,
-         as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".") -> int:
-    """Print the newest runs (a table, or a JSON array with `as_json`)."""
+         as_json: bool = False, remote: str | None = None, fetch: bool | None = None, directory: str = ".") -> int:
+    """Print the newest runs (a table, or a JSON array with `as_json`); `fetch` as reading.open_history."""
     if status is not None and status not in STATUSES:
         raise PuppemonError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
     if flow is not None and not is_flow_name(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     since_time = parse_moment(since, "--since") if since else None
-    _, runs, _ = open_runs(directory, remote, fetch)
+    runs = open_history(directory, remote, fetch).runs
     records = runs.list(flow=flow, status=status, since=since_time, limit=limit)
     if runs.skipped_note():
         warn(runs.skipped_note())

@@ -5,11 +5,10 @@ import json
 from datetime import datetime, timezone
 
 from puppemon.commands.common import styled_status, warn
+from puppemon.commands.reading import open_history
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_age, local_time, plural
-from puppemon.gitstore import GitError
-from puppemon.history.clone import open_runs
-from puppemon.history.status import collect, fetch_status
+from puppemon.history.status import collect
 from puppemon.ui import Cell, print_lines
 
 
@@ -65,18 +64,14 @@ def _flow_lines(flows: dict) -> list[list[Cell]]:
     return lines
 
 
-def main(as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".",
+def main(as_json: bool = False, remote: str | None = None, fetch: bool | None = None, directory: str = ".",
          now: datetime | None = None) -> int:
-    """Print each daemon's status (or JSON with `as_json`)."""
-    store, runs, remote = open_runs(directory, remote, fetch)
-    if remote is None and fetch:
+    """Print each daemon's status (or JSON with `as_json`); `fetch` as reading.open_history."""
+    history = open_history(directory, remote, fetch, status=True)
+    store, runs, remote = history.store, history.runs, history.remote
+    if remote is None and fetch is not False:
         raise PuppemonError("no remote to read status from; pass --remote NAME|URL, or add one with "
                             "`git remote add origin URL`")
-    if fetch:
-        try:
-            fetch_status(store, remote)
-        except GitError as exc:
-            warn(f"{exc.message}; showing the status last fetched")
     tip, daemons, unreadable = collect(store, runs, now or datetime.now(timezone.utc))
     if unreadable:
         warn(f"{plural(unreadable, 'status ref')} under refs/puppemon/status/ could not be read (skipped)")

@@ -46,6 +46,7 @@ class Deploy:
     total: tuple[int, int]   # (files, bytes) of the whole snapshot; not counted when up to date
     up_to_date: bool
     dry_run: bool
+    git_dir: Path | None = None    # of the repository pushed from
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -239,7 +240,9 @@ class Push:
                                         f"project directory, as `puppemon push --dry-run` lists it)")
             tip = self._tip(fetching.result())
             url = push_url.result().stdout.decode().splitlines()[0] if push_url else request.remote
-            return self._publish(files, tree, flows, tip, url)
+            result = self._publish(files, tree, flows, tip, url)
+            result.git_dir = checkout.git_dir
+            return result
         finally:
             self._close(fetching)
 
