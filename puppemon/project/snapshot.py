@@ -215,8 +215,13 @@ class Push:
 
     def _tip(self, proc) -> tuple[str, str] | None:
         """(commit, tree) the fetch put in the scratch ref; None when the remote has no such branch."""
+        remote = self.request.remote
+        if proc.returncode != 0 and remote in self.checkout.remote_names():
+            # say which URL failed, as when fetching by URL; looked up only when there is an error to tell
+            url = self.checkout.git("remote", "get-url", remote, check=False).stdout.decode().strip()
+            remote = url.splitlines()[0] if url else remote
         try:
-            fetch_result(proc, self.request.remote)
+            fetch_result(proc, remote)
         except RemoteMissingRef:
             return None
         self.fetched = True
