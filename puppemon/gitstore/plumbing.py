@@ -16,7 +16,7 @@ from pathlib import Path
 from puppemon.gitstore.command import Background, GitError, git_message, run_git
 from puppemon.gitstore.objects import GITLINK, TREE, Change, Entry
 
-_SEARCHED = "^(remote|branch|user)\\."    # the config a push reads: remotes, upstreams, identity
+_SEARCHED = "^(remote|branch|user|url)\\."    # the config a push reads: remotes, upstreams, identity, rewrites
 
 
 @dataclass
@@ -68,6 +68,14 @@ class Checkout:
             if section == "remote" and var in ("url", "pushurl") and name and name not in names:
                 names.append(name)
         return names
+
+    def push_url(self, remote: str) -> str | None:
+        """The URL git pushes to for a configured remote, when config alone says it (no url.*.insteadOf
+        or pushInsteadOf rewrites it); None when git must be asked (`git remote get-url --push`)."""
+        if any(key.startswith("url.") for key in self.config):
+            return None
+        urls = self.config.get(f"remote.{remote}.pushurl") or self.config.get(f"remote.{remote}.url")
+        return urls[0] if urls else None
 
     def git(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         """Run git in this working tree."""
@@ -124,6 +132,21 @@ class Objects:
         data = self._proc.stdout.read(int(size) + 1)[:-1]
         return oid, kind, data
 
+    def lookup(self, tree: str, path: str) -> Entry | None:
+        """The entry at `path` below `tree`, read from its directory's tree object (which has the modes)."""
+        parent, _, name = path.strip("/").rpartition("/")
+        found = self.get(f"{tree}:{parent}" if parent else tree)
+        if found is None or found[1] != "tree" or not name:
+            return None
+        width = len(found[0]) // 2                      # 20 bytes of SHA-1, 32 of SHA-256
+        data, at, wanted = found[2], 0, name.encode("utf-8", "surrogateescape")
+        while at < len(data):
+            space, nul = data.index(b" ", at), data.index(b"\0", at)
+            if data[space + 1:nul] == wanted:
+                return Entry(name, int(data[at:space], 8), data[nul + 1:nul + 1 + width].hex())
+            at = nul + 1 + width
+        return None
+
     def data(self, oid: str) -> bytes:
         """The content of a blob."""
         found = self.get(oid)
@@ -153,7 +176,8 @@ def _env() -> dict[str, str]:
 
 
 class Listing:
-    """Every entry below a tree with its mode, object and size, from one `git ls-tree -r -t -l`."""
+    """Every entry below a tree with its mode, object and size, from one `git ls-tree -r -t -l`
+    (the sizes a push reports and reviews)."""
 
     def __init__(self, tree: str, out: bytes) -> None:
         self.tree = tree
@@ -169,12 +193,6 @@ class Listing:
     @classmethod
     def start(cls, checkout: Checkout, tree: str) -> Background:
         return checkout.background("ls-tree", "-r", "-t", "-l", "-z", "--full-tree", tree)
-
-    def lookup(self, treeish: str, path: str) -> Entry | None:
-        """The entry at `path` (the interface entrypoints.tree_reader reads a tree through)."""
-        assert treeish == self.tree, "a Listing knows one tree"
-        found = self.entries.get(path.strip("/"))
-        return Entry(path.rsplit("/", 1)[-1], found[0], found[1]) if found else None
 
     def size(self, path: str) -> int:
         return self.entries[path][2]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural
 from puppemon.gitstore.command import Background, PushRejected, RemoteMissingRef
-from puppemon.gitstore.objects import GITLINK, TREE, Change, Entry
+from puppemon.gitstore.objects import GITLINK, TREE, Change
 from puppemon.gitstore.plumbing import Checkout, Listing, Objects, changes, diff, removed_blobs, sizes
 from puppemon.gitstore.transport import fetch_args, fetch_result, push_args, push_result
 from puppemon.gitstore.worktree import snapshot
@@ -136,20 +136,7 @@ def user_at_host() -> str:
     return f"{name}@{socket.gethostname() or 'localhost'}"
 
 
-class TreeFiles:
-    """The files of one snapshot tree: its listing (modes, sizes) and a cat-file reader (contents)."""
-
-    def __init__(self, listing: Listing, objects: Objects) -> None:
-        self.listing, self.objects = listing, objects
-
-    def lookup(self, treeish: str, path: str) -> Entry | None:
-        return self.listing.lookup(treeish, path)
-
-    def data(self, oid: str) -> bytes:
-        return self.objects.data(oid)
-
-
-def check_manifest(files: TreeFiles, tree: str) -> int:
+def check_manifest(files: Objects, tree: str) -> int:
     """Validate the manifest and its entrypoints as they are in `tree` (what the daemon will read);
     return the flow count."""
     from puppemon.project.entrypoints import check_manifest as check_entrypoints, tree_reader
@@ -231,27 +218,27 @@ class Push:
     def run(self) -> Deploy:
         checkout, request = self.checkout, self.request
         fetching = checkout.background(*self._fetch_args(), check=False)   # while git add reads the files
-        push_url = (checkout.background("remote", "get-url", "--push", request.remote)
-                    if request.remote in checkout.remote_names() else None)
+        named = request.remote in checkout.remote_names()
+        url = checkout.push_url(request.remote) if named else request.remote
+        push_url = checkout.background("remote", "get-url", "--push", request.remote) if not url else None
         try:
             tree = snapshot(checkout, request.directory)
-            listing = Listing(tree, Listing.start(checkout, tree).result().stdout)
-            self.objects = Objects(checkout)
-            files = TreeFiles(listing, self.objects)
+            listing = Listing.start(checkout, tree)     # sizes, for the review: read while the rest goes on
+            self.objects = files = Objects(checkout)
             flows = check_manifest(files, tree)
             for path in request.allow:
-                if listing.lookup(tree, path) is None:
+                if files.lookup(tree, path) is None:
                     raise PuppemonError(f"--allow {path}: no such file in the snapshot (give its path from the "
                                         f"project directory, as `puppemon push --dry-run` lists it)")
             tip = self._tip(fetching.result())
-            url = push_url.result().stdout.decode().splitlines()[0] if push_url else request.remote
-            result = self._publish(files, tree, flows, tip, url)
+            url = url or push_url.result().stdout.decode().splitlines()[0]
+            result = self._publish(Listing(tree, listing.result().stdout), tree, flows, tip, url)
             result.git_dir = checkout.git_dir
             return result
         finally:
             self._close(fetching)
 
-    def _publish(self, files: TreeFiles, tree: str, flows: int, tip: tuple[str, str] | None, url: str) -> Deploy:
+    def _publish(self, listing: Listing, tree: str, flows: int, tip: tuple[str, str] | None, url: str) -> Deploy:
         request, checkout = self.request, self.checkout
         remote, branch = request.remote, request.branch
         dirty: Background | None = None
@@ -263,9 +250,10 @@ class Push:
             dirty = dirty or (None if request.dry_run else self._dirty(tree))
             found = diff(checkout, parent_tree, tree).result().stdout
             result = Deploy(remote, branch, None, parent, tree, flows,
-                            changes(found, files.listing, sizes(checkout, removed_blobs(found))),
-                            files.listing.total(), up_to_date=False, dry_run=request.dry_run)
-            _review(files.objects, request, result, self.said)  # again after a retry: its parent moved
+                            changes(found, listing, sizes(checkout, removed_blobs(found))),
+                            listing.total(), up_to_date=False, dry_run=request.dry_run)
+            assert self.objects is not None
+            _review(self.objects, request, result, self.said)  # again after a retry: its parent moved
             if request.dry_run:
                 return result
             result.commit = self._commit(tree, parent, dirty.result())
