@@ -232,13 +232,14 @@ class Push:
                                         f"project directory, as `puppemon push --dry-run` lists it)")
             tip = self._tip(fetching.result())
             url = url or push_url.result().stdout.decode().splitlines()[0]
-            result = self._publish(Listing(tree, listing.result().stdout), tree, flows, tip, url)
+            result = self._publish(listing, tree, flows, tip, url)
             result.git_dir = checkout.git_dir
             return result
         finally:
             self._close(fetching)
 
-    def _publish(self, listing: Listing, tree: str, flows: int, tip: tuple[str, str] | None, url: str) -> Deploy:
+    def _publish(self, listing_run: Background, tree: str, flows: int, tip: tuple[str, str] | None,
+                 url: str) -> Deploy:
         request, checkout = self.request, self.checkout
         remote, branch = request.remote, request.branch
         dirty: Background | None = None
@@ -248,6 +249,7 @@ class Push:
                 return Deploy(remote, branch, None, parent, tree, flows, [], (0, 0), up_to_date=True,
                               dry_run=request.dry_run)
             dirty = dirty or (None if request.dry_run else self._dirty(tree))
+            listing = Listing(tree, listing_run.result().stdout)   # not read when nothing changed
             found = diff(checkout, parent_tree, tree).result().stdout
             result = Deploy(remote, branch, None, parent, tree, flows,
                             changes(found, listing, sizes(checkout, removed_blobs(found))),
