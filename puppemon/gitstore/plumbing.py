@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from puppemon.gitstore.command import Background, GitError, git_message, run_git
+from puppemon.gitstore.command import Background, GitError, git_env, git_message, run_git
 from puppemon.gitstore.objects import GITLINK, TREE, Change, Entry
 
 _SEARCHED = "^(remote|branch|user|url)\\."    # the config a push reads: remotes, upstreams, identity, rewrites
@@ -114,7 +114,7 @@ class Objects:
     def __init__(self, checkout: Checkout) -> None:
         self._proc = subprocess.Popen(["git", "-C", str(checkout.workdir), "cat-file", "--batch"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, env=_env())
+                                      stderr=subprocess.DEVNULL, env=git_env())
 
     def get(self, name: str) -> tuple[str, str, bytes] | None:
         """(oid, type, content) of an object name such as `<tree>:<path>` or a ref; None when missing."""
@@ -167,12 +167,6 @@ class Objects:
         self._proc.wait()
         if self._proc.stdout:
             self._proc.stdout.close()
-
-
-def _env() -> dict[str, str]:
-    from puppemon.gitstore.command import git_env
-
-    return git_env()
 
 
 class Listing:
