@@ -1,4 +1,8 @@
-"""Figure 2: `puppemon push` after a one-file edit on a large project, against git plumbing."""
+"""Figure 2: `puppemon push` after a one-file edit on a large project, against git plumbing.
+
+The baseline is the same work with git alone, `git push` included: fetch the remote's tip, snapshot
+the working tree on a copy of the index (`add -A`, `write-tree`), `commit-tree` on the tip, and
+`git push` to the same bare remote, by the same remote name."""
 from __future__ import annotations
 
 import os
@@ -6,7 +10,7 @@ from pathlib import Path
 
 from bench.common import Context, Row, git, interleaved, median, puppemon_argv, run
 
-GOAL = 1.5
+GOAL = {"edit": 1.3, "same": 1.5}    # issue 19 asks 1.3x of a push that writes a commit
 
 MANIFEST = """\
 version: 1
@@ -113,11 +117,11 @@ def measure(ctx: Context) -> list[Row]:
 
     same = interleaved({"push": push_same, "plumbing": plumbing_same}, repeat=repeat)
     label_edit, label_same = rows(ctx)
-    base_label = "git plumbing script"
+    base_labels = {"edit": "git plumbing script, `git push` included", "same": "git plumbing script"}
     out = []
-    for label, t in ((label_edit, times), (label_same, same)):
+    for key, label, t in (("edit", label_edit, times), ("same", label_same, same)):
         value, base = median(t["push"]), median(t["plumbing"])
-        out.append(Row(2, label, value, "s", base, base_label, f"≤ {GOAL:g}×", value / base <= GOAL,
+        out.append(Row(2, label, value, "s", base, base_labels[key], f"≤ {GOAL[key]:g}×", value / base <= GOAL[key],
                        note=f"+{ignored:,} ignored files"))
     ctx.cache["push_project"] = (project, remote)
     return out

@@ -120,7 +120,7 @@ def measure_read(ctx: Context, h: History, n: int, repeat: int) -> tuple[float, 
         h.add()
         h.publish()   # the remote moved: a fetch has something to bring
         t0 = time.perf_counter()
-        out = run([*cli, "runs", "--limit", "50"], cwd=project).stdout.decode()
+        out = run([*cli, "runs", "--limit", "50", "--fetch"], cwd=project).stdout.decode()
         runs.times.append(time.perf_counter() - t0)
         if out.count("succeeded") != 50:
             raise RuntimeError(f"runs --limit 50 showed: {out[-500:]}")

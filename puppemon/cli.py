@@ -117,8 +117,20 @@ def env_command(flow, rebuild, directory) -> None:
     _call("env", flow=flow, rebuild=rebuild, directory=directory)
 
 
+def _read_options(f):
+    """--remote, --fetch/--no-fetch and -C, shared by the commands that read the runs branch."""
+    f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+                     help="Project directory (default: the current one).")(f)
+    f = click.option("--fetch/--no-fetch", "fetch", default=None,
+                     help="Fetch the remote's history first, or do not: show what the local repository has. "
+                          "Default: fetch, unless this repository fetched that remote in the last 5 s and has "
+                          "not written to it since (PUPPEMON_FETCH_WINDOW=SECONDS; 0 always fetches).")(f)
+    return click.option("--remote", default=None, metavar="NAME|URL",
+                        help="Remote to read (default: the branch's upstream remote, else origin).")(f)
+
+
 def _history_options(f):
-    """--remote, --no-fetch and -C, shared by the commands that read the runs branch."""
+    """--remote, --no-fetch and -C, for prune (which writes what it read, so it always fetches first)."""
     f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
                      help="Project directory (default: the current one).")(f)
     f = click.option("--no-fetch", is_flag=True, help="Do not fetch; show what the local repository has.")(f)
@@ -136,30 +148,29 @@ def _history_options(f):
 @click.option("--until", default=None, metavar="DATE|DURATION",
               help="Only runs started before then (same forms); older days are read from the archive refs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run.json records.")
-@_history_options
-def runs(flow, status, limit, since, until, as_json, remote, no_fetch, directory) -> None:
+@_read_options
+def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -> None:
     """List recorded runs, newest first (fetches the remote's runs branch first)."""
     _call("runs", flow=flow, status=status, limit=limit, since=since, until=until, as_json=as_json, remote=remote,
-          fetch=not no_fetch, directory=directory)
+          fetch=fetch, directory=directory)
 
 
 @cli.command()
 @click.argument("run", metavar="RUN_ID|FLOW")
 @click.option("--result", is_flag=True, help="Print the run's result.json instead of its log.")
 @click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
-@_history_options
-def logs(run, result, outputs, remote, no_fetch, directory) -> None:
+@_read_options
+def logs(run, result, outputs, remote, fetch, directory) -> None:
     """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
-    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=not no_fetch,
-          directory=directory)
+    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON.")
-@_history_options
-def status(as_json, remote, no_fetch, directory) -> None:
+@_read_options
+def status(as_json, remote, fetch, directory) -> None:
     """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight."""
-    _call("status", as_json=as_json, remote=remote, fetch=not no_fetch, directory=directory)
+    _call("status", as_json=as_json, remote=remote, fetch=fetch, directory=directory)
 
 
 @cli.command()

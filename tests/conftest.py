@@ -95,6 +95,37 @@ def puppemon(*args, cwd=None, check=True, env=None, input=None, timeout=120) -> 
     return proc
 
 
+def puppemon_on_terminal(*args, cwd=None, env=None, timeout=120) -> str:
+    """Run the real `puppemon` CLI with its stdout on a pseudo-terminal, as at a user's terminal, and
+    return what it wrote there (line ends as the terminal sends them back: \\r\\n)."""
+    import pty
+
+    full_env = dict(os.environ, TERM="xterm-256color", COLUMNS="200")
+    full_env.pop("NO_COLOR", None)
+    if env:
+        full_env.update(env)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "puppemon", *args], cwd=cwd, stdout=slave,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=full_env)
+    finally:
+        os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"puppemon {' '.join(args)} exited {proc.returncode}\nstderr: {err.decode()}")
+    return b"".join(chunks).decode()
+
+
 MINIMAL_MANIFEST = """\
 version: 1
 flows:

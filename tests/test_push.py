@@ -277,3 +277,21 @@ def test_watch_function_stops_cleanly(project, bare_remote):
     stop.set()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_push_goes_where_git_would_push_a_remote(project, bare_remote, tmp_path):
+    """A pushurl, and a url.<base>.pushInsteadOf rewrite: the deploy lands where `git push origin` would
+    send it, and the remote's tip is still fetched from its (fetch) URL."""
+    pushed_to = tmp_path / "push-side.git"
+    git("init", "--bare", "--quiet", str(pushed_to))
+    git("config", "remote.origin.pushurl", str(pushed_to), cwd=project)
+    puppemon("push", cwd=project)
+    assert git("--git-dir", str(pushed_to), "for-each-ref", "--format=%(refname)") == "refs/heads/flows\n"
+    assert git("--git-dir", str(bare_remote), "for-each-ref") == ""
+    rewritten = tmp_path / "rewritten.git"
+    git("init", "--bare", "--quiet", str(rewritten))
+    git("config", "--unset", "remote.origin.pushurl", cwd=project)
+    git("config", f"url.{rewritten}.pushInsteadOf", str(bare_remote), cwd=project)
+    puppemon("push", cwd=project)
+    assert git("--git-dir", str(rewritten), "for-each-ref", "--format=%(refname)") == "refs/heads/flows\n"
+    assert git("--git-dir", str(bare_remote), "for-each-ref") == ""

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from puppemon.gitstore import Store
-from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+from puppemon.history.records import RunContext, run_files, run_message, synthetic_record, trigger_text
 from puppemon.history.recorder import Recorder
-from tests.conftest import git, make_repo, puppemon
+from tests.conftest import git, make_repo, puppemon, puppemon_on_terminal
 
 T0 = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
 
@@ -86,19 +87,26 @@ def test_runs_filters_and_json(history):
     assert puppemon("runs", "nosuchflow", cwd=history).stdout == "no runs match\n"
 
 
-def test_runs_colours_statuses():
-    import io
+def test_runs_colours_statuses_on_a_terminal(history):
+    puppemon("runs", cwd=history)
+    out = puppemon_on_terminal("runs", "--no-fetch", cwd=history)
+    assert "\x1b[32msucceeded" in out and "\x1b[31mfailed" in out and "\x1b[31mtimed_out" in out
+    assert "\x1b[33mcancelled" in out and "\x1b[33mskipped" in out
+    # the same table as off a terminal, once the colours are taken out
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r\n", "\n") == TABLE
 
-    from rich.console import Console
 
-    from puppemon.commands.runs import runs_table
-
-    out = io.StringIO()
-    Console(file=out, width=200, force_terminal=True, color_system="standard").print(
-        runs_table([rec for rec, _ in HISTORY]))
-    text = out.getvalue()
-    assert "\x1b[32msucceeded" in text and "\x1b[31mfailed" in text and "\x1b[31mtimed_out" in text
-    assert "\x1b[33mcancelled" in text and "\x1b[33mskipped" in text
+def test_runs_table_off_a_terminal_is_plain_and_never_cut(project, bare_remote, tmp_path):
+    """A pipe gets every column whole, however wide (rich cut cells to 120 columns with an ellipsis)."""
+    who = "a-very-long-user-name@" + "build-host." * 8 + "example"
+    rec = make_record("hello", 0, trigger={"kind": "manual", "by": who})
+    seed(bare_remote, tmp_path, [(rec, b"")])
+    proc = puppemon("runs", cwd=project, env={"COLUMNS": "40"})
+    shown = trigger_text(rec["trigger"])
+    assert len(shown) > 100
+    header = f"{'id':<23}   {'flow':<5}   {'status':<9}   {'trigger':<{len(shown)}}   {'started':<19}   duration"
+    assert proc.stdout == (f"{header}\n{'─' * len(header)}\n20261125T083000Z-7f3a9c   hello   succeeded   "
+                           f"{shown}   2026-11-25 08:30:00   0.4s\n")
 
 
 def test_runs_with_no_records(project):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from puppemon.commands import status as status_cmd
 from puppemon.formats import format_age
 from puppemon.gitstore import Store
 from puppemon.history.records import dump_json
-from tests.conftest import git, make_repo, puppemon
+from tests.conftest import git, make_repo, puppemon, puppemon_on_terminal
 from tests.test_runs_logs import HISTORY, seed
 
 NOW = datetime(2026, 11, 25, 8, 40, tzinfo=timezone.utc)
@@ -77,11 +78,25 @@ beta on server (pid 4242, puppemon 0.1.0): stopped, heartbeat 10 min ago
 def test_stale_heartbeat_is_red_and_ages_read_well():
     daemon = {"name": "a", "host": "h", "pid": 1, "version": "0", "state": "running", "heartbeat_age": 181.0,
               "stale": True, "flows_commit": None, "flows_tip": None, "flows": {}, "in_flight": []}
-    assert "heartbeat [red]3 min ago[/]" in status_cmd.render(daemon)[0]
+    assert status_cmd.render(daemon)[0][-1] == ("3 min ago", "red")
     daemon.update(heartbeat_age=179.0, stale=False)
-    assert status_cmd.render(daemon)[0].endswith("heartbeat 2 min ago")
+    assert status_cmd.render(daemon)[0][-1] == ("2 min ago", None)
+    assert "".join(c if isinstance(c, str) else c[0] for c in status_cmd.render(daemon)[0]).endswith(
+        "heartbeat 2 min ago")
     assert [format_age(s) for s in (0, 12.7, 119, 120, 7199, 7200, 172799, 172800)] == [
         "0 s ago", "12 s ago", "119 s ago", "2 min ago", "119 min ago", "2 h ago", "47 h ago", "2 d ago"]
+
+
+def test_status_on_a_terminal_is_coloured_and_says_the_same(pushed, bare_remote):
+    project, tip = pushed
+    write_status(bare_remote, "alpha", flows_commit=tip, host="[bold]srv[/] :smile:")
+    plain = puppemon("status", cwd=project).stdout
+    beat = plain.split("heartbeat ")[1].splitlines()[0]
+    assert plain.splitlines()[:2] == [f"alpha on [bold]srv[/] :smile: (pid 4242, puppemon 0.1.0): running, heartbeat {beat}",
+                                      f"  deployed {tip[:7]}: up to date"]
+    out = puppemon_on_terminal("status", "--no-fetch", cwd=project)
+    assert "\x1b[1malpha" in out and "\x1b[32mup to date" in out
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r\n", "\n") == plain
 
 
 def test_no_daemon_yet(project, capsys):
@@ -97,8 +112,9 @@ def test_a_daemon_gone_from_the_remote_is_gone_here(pushed, bare_remote, capsys)
     assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
         "new", "old"]
     git("--git-dir", str(bare_remote), "update-ref", "-d", "refs/puppemon/status/old")
-    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
-        "new"]
+    # --fetch: the ref went moments after the last fetch, within the window a plain read reuses it
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", "--fetch", cwd=project).stdout)[
+        "daemons"]] == ["new"]
     refs = git("for-each-ref", "--format=%(refname)", "refs/puppemon", cwd=project).split()
     assert "refs/puppemon/status/new" in refs and "refs/puppemon/status/old" not in refs
     assert not [r for r in refs if "fetching" in r]  # the scratch namespace is cleaned up

@@ -14,6 +14,7 @@ def main(run_id: str, remote: str | None = None, directory: str = ".") -> int:
     run already finished, the request is marked done with that outcome; a run no
     daemon knows yet keeps the request waiting (for up to 7 days).
     """
+    from puppemon.commands.reading import forget
     from puppemon.formats import RUN_ID
     from puppemon.gitstore import Store
     from puppemon.history.requests import cancel_request, send
@@ -25,6 +26,7 @@ def main(run_id: str, remote: str | None = None, directory: str = ".") -> int:
     store = Store.discover(directory)
     remote = resolve_remote(store, remote)
     body = cancel_request(run_id, user_at_host(), datetime.now(timezone.utc))
+    forget(store.git_dir)   # the next read here fetches what the cancel leads to
     send(store, remote, body)
     print(body["id"])
     return 0

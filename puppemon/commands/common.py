@@ -1,4 +1,4 @@
-"""What several commands share: warnings, status colours, tables that end clean, and -p parsing."""
+"""What several commands share: warnings, status colours, and -p parsing."""
 from __future__ import annotations
 
 import json
@@ -20,19 +20,9 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def styled_status(status: str) -> str:
-    """A status with its colour as rich markup."""
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
-
-
-def print_table(console, table) -> None:
-    """Print a rich table without the trailing spaces rich pads its last column with."""
-    with console.capture() as capture:
-        console.print(table)
-    lines = capture.get().splitlines()
-    console.file.write("".join(line.rstrip() + "\n" for line in lines))
-    console.file.flush()
+def styled_status(status: str) -> tuple[str, str | None]:
+    """A status and its colour, as a ui.Cell."""
+    return status, STATUS_STYLE.get(status)
 
 
 def write_bytes(data: bytes) -> None:

@@ -18,6 +18,21 @@ def find_run(runs: RunStore, which: str) -> dict:
     return runs.find(which)
 
 
+def _find(runs: RunStore, which: str, last: bool = True) -> dict:
+    """find_run, saying what could not be read (when not found, only on the `last` try: once)."""
+    try:
+        if not runs.tip:
+            raise PuppemonError("no runs recorded yet")
+        record = find_run(runs, which)
+    except PuppemonError:
+        if last and runs.skipped_note():
+            warn(runs.skipped_note())
+        raise
+    if runs.skipped_note():
+        warn(runs.skipped_note())
+    return record
+
+
 def header(record: dict) -> str:
     """`hello 20261125T083000Z-7f3a9c succeeded (schedule) started 2026-11-25 16:30:00 CST, 0.4s, flows 1a2b3c4`."""
     line = (f"{record['flow']} {record['id']} {one_line(record.get('status', '?'), 40)} "
@@ -32,19 +47,22 @@ def header(record: dict) -> str:
     return line
 
 
-def main(which: str, remote: str | None = None, fetch: bool = True, result: bool = False,
+def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
          outputs: bool = False, directory: str = ".") -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
-    from puppemon.history.clone import open_runs
+    from puppemon.commands.reading import open_history
 
-    _, runs, _ = open_runs(directory, remote, fetch)
-    if not runs.tip:
-        raise PuppemonError("no runs recorded yet")
+    history = open_history(directory, remote, fetch)
+    again = fetch is None and not history.fetched and history.remote is not None
     try:
-        record = find_run(runs, which)
-    finally:
-        if runs.skipped_note():
-            warn(runs.skipped_note())
+        record = _find(history.runs, which, last=not again)
+    except PuppemonError:
+        if not again:
+            raise
+        # a fetch made moments ago was reused, and the run asked for is not in it: it may be newer
+        history = open_history(directory, remote, True)
+        record = _find(history.runs, which)
+    runs = history.runs
     print(header(record), file=sys.stderr)
     if record.get("error") and record.get("status") != "succeeded":
         print(f"error: {record['error']}", file=sys.stderr)

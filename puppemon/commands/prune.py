@@ -8,6 +8,7 @@ from puppemon.errors import PuppemonError
 
 def main(before: str, remote: str | None = None, dry_run: bool = False, push: bool = True,
          fetch: bool = True, directory: str = ".") -> int:
+    from puppemon.commands.reading import forget
     from puppemon.formats import parse_moment
     from puppemon.history.clone import open_runs
     from puppemon.history.recorder import Recorder
@@ -34,6 +35,7 @@ def main(before: str, remote: str | None = None, dry_run: bool = False, push: bo
             archived = prune_archives(store, remote, cutoff)
         except GitError as exc:
             raise PuppemonError(f"nothing pruned: the archive refs could not be updated: {exc.message}") from None
+    forget(store.git_dir)
     recorder = Recorder(store, remote=remote)
     if pruned.paths:
         recorder.add({path: None for path in pruned.paths}, message(pruned))

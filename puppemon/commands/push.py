@@ -21,6 +21,10 @@ def main(directory: str = ".", remote: str | None = None, branch: str = "flows",
     if watch:
         return watch_and_push(Path(directory), remote, branch, message, allow=allow)
     result = deploy(directory, remote, branch, message, dry_run, log=_say, allow=allow)
+    if result.commit:
+        from puppemon.commands.reading import forget
+
+        forget(result.git_dir)   # `status` shows the flows tip: it reads it again
     if dry_run and not result.up_to_date:
         for line in listing(result):
             print(line)
@@ -85,6 +89,7 @@ class _Changes:
 def watch_and_push(directory: Path, remote: str | None, branch: str, message: str | None,
                    stop: threading.Event | None = None, allow: tuple[str, ...] = ()) -> int:
     """Push now, then again after each burst of changes; Ctrl-C (or `stop`) ends it with 0."""
+    from puppemon.commands.reading import forget
     from puppemon.project.manifest import ManifestError, find_root
     from puppemon.project.snapshot import deploy, snapshot_tree
 
@@ -105,6 +110,8 @@ def watch_and_push(directory: Path, remote: str | None, branch: str, message: st
                     pending = False
                     continue
                 result = deploy(directory, remote, branch, message, log=_say, allow=allow)
+                if result.commit:
+                    forget(result.git_dir)
                 pushed_tree = result.tree
                 print(result.summary(), flush=True)
                 pending, backoff = False, 0.0

@@ -71,5 +71,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
     if result.has_result:
         print(f"result: {json.dumps(result.result)}", file=sys.stderr)
     if record:
+        from puppemon.commands.reading import forget
+
+        forget(target.store.git_dir)
         print(target.record(result), file=sys.stderr)
     return exit_code(result)

@@ -3,41 +3,34 @@ from __future__ import annotations
 
 import json
 
-from puppemon.commands.common import print_table, styled_status, warn
+from puppemon.commands.common import styled_status, warn
+from puppemon.commands.reading import open_history
 from puppemon.errors import PuppemonError
 from puppemon.formats import STATUSES, format_duration, is_flow_name, local_time, parse_moment
-from puppemon.history.clone import open_runs
 from puppemon.history.records import one_line, trigger_text
+from puppemon.ui import print_table
+
+COLUMNS = ("id", "flow", "status", "trigger", "started", "duration")
 
 
-def runs_table(records: list[dict]):
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name in ("id", "flow", "status", "trigger", "started", "duration"):
-        table.add_column(name, no_wrap=True)
-    for r in records:  # text a request carried is shown as text: one line, no rich markup
-        table.add_row(r["id"], r["flow"], styled_status(escape(one_line(r.get("status", "?"), 40))),
-                      escape(trigger_text(r.get("trigger") or {})), local_time(r.get("started")),
-                      format_duration(r.get("duration")))
-    return table
+def runs_rows(records: list[dict]) -> list[list]:
+    """One row of ui.Cells per record; text a request carried stays text, on one line."""
+    return [[r["id"], r["flow"], styled_status(one_line(r.get("status", "?"), 40)),
+             trigger_text(r.get("trigger") or {}), local_time(r.get("started")),
+             format_duration(r.get("duration"))] for r in records]
 
 
 def main(flow: str | None = None, status: str | None = None, limit: int = 20, since: str | None = None,
-         as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".",
+         as_json: bool = False, remote: str | None = None, fetch: bool | None = None, directory: str = ".",
          until: str | None = None) -> int:
-    """Print the newest runs (a table, or a JSON array with `as_json`)."""
-    from puppemon.ui import console
-
+    """Print the newest runs (a table, or a JSON array with `as_json`); `fetch` as reading.open_history."""
     if status is not None and status not in STATUSES:
         raise PuppemonError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
     if flow is not None and not is_flow_name(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     since_time = parse_moment(since, "--since") if since else None
     until_time = parse_moment(until, "--until") if until else None
-    _, runs, _ = open_runs(directory, remote, fetch)
+    runs = open_history(directory, remote, fetch).runs
     records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
     if runs.skipped_note():
         warn(runs.skipped_note())
@@ -48,5 +41,5 @@ def main(flow: str | None = None, status: str | None = None, limit: int = 20, si
         filtered = flow or status or since or until
         print("no runs match" if filtered and (runs.tip or runs.archives) else "no runs recorded yet")
         return 0
-    print_table(console(), runs_table(records))
+    print_table(COLUMNS, runs_rows(records))
     return 0

@@ -4,73 +4,74 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from rich.markup import escape
-
 from puppemon.commands.common import styled_status, warn
+from puppemon.commands.reading import open_history
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_age, local_time, plural
-from puppemon.gitstore import GitError
-from puppemon.history.clone import open_runs
-from puppemon.history.status import collect, fetch_status
+from puppemon.history.status import collect
+from puppemon.ui import Cell, print_lines
 
 
-def render(daemon: dict) -> list[str]:
-    """Rich-markup lines describing one daemon."""
+def render(daemon: dict) -> list[list[Cell]]:
+    """The lines describing one daemon, as ui.Cells (text the remote holds is never markup)."""
     age = daemon.get("heartbeat_age")
     beat = format_age(age) if age is not None else "never"
-    beat = f"[red]{beat}[/]" if daemon.get("stale") else beat
     state = daemon.get("state", "?")
-    name, host, version = (escape(str(daemon.get(k) or "?")) for k in ("name", "host", "version"))
-    lines = [f"[bold]{name}[/] on {host} (pid {daemon.get('pid', '?')}, "
-             f"puppemon {version}): {escape(str(state))}, heartbeat {beat}"]
+    name, host, version = (str(daemon.get(k) or "?") for k in ("name", "host", "version"))
+    lines: list[list[Cell]] = [[(name, "bold"), f" on {host} (pid {daemon.get('pid', '?')}, "
+                                f"puppemon {version}): {state}, heartbeat ",
+                                (beat, "red" if daemon.get("stale") else None)]]
     deployed, tip = daemon.get("flows_commit"), daemon.get("flows_tip")
     if not deployed:
-        where = "nothing deployed" + (f" (behind: deploying {tip[:7]})" if tip else "")
+        where: list[Cell] = ["nothing deployed" + (f" (behind: deploying {tip[:7]})" if tip else "")]
     elif daemon.get("up_to_date"):
-        where = f"deployed {deployed[:7]}: [green]up to date[/]"
+        where = [f"deployed {deployed[:7]}: ", ("up to date", "green")]
     elif tip:
-        where = f"deployed {deployed[:7]}: [yellow]behind: deploying {tip[:7]}[/]"
+        where = [f"deployed {deployed[:7]}: ", (f"behind: deploying {tip[:7]}", "yellow")]
     else:
-        where = f"deployed {deployed[:7]}: the remote has no flows branch"
-    lines.append(f"  {where}")
-    flows = daemon.get("flows") or {}
-    if flows:
-        rows = [("flow", "next", "last run")]
-        for name in sorted(flows):
-            info = flows[name]
-            last = info.get("last_run")
-            rows.append((name, local_time(info.get("next")) if info.get("next") else "-",
-                         f"{last['status']} {last['id']}" if last else "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(2)]
-        for n, (name, nxt, last) in enumerate(rows):
-            if n and last != "-":
-                status = last.split()[0]
-                last = styled_status(status) + last[len(status):]
-            lines.append(f"  {name:<{widths[0]}}   {nxt:<{widths[1]}}   {last}".rstrip())
+        where = [f"deployed {deployed[:7]}: the remote has no flows branch"]
+    lines.append(["  ", *where])
+    lines += _flow_lines(daemon.get("flows") or {})
     in_flight = daemon.get("in_flight") or []
     if not in_flight:
-        lines.append("  no runs in flight")
+        lines.append(["  no runs in flight"])
     for run in in_flight:
-        lines.append(escape(f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}"))
+        lines.append([f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}"])
     if daemon.get("unpublished"):
-        lines.append(f"  [yellow]{daemon['unpublished']} records not yet pushed[/]")
+        lines.append(["  ", (f"{daemon['unpublished']} records not yet pushed", "yellow")])
     return lines
 
 
-def main(as_json: bool = False, remote: str | None = None, fetch: bool = True, directory: str = ".",
-         now: datetime | None = None) -> int:
-    """Print each daemon's status (or JSON with `as_json`)."""
-    from puppemon.ui import console
+def _flow_lines(flows: dict) -> list[list[Cell]]:
+    """`  flow   next   last run` and a line per flow, the columns as wide as their longest value."""
+    if not flows:
+        return []
+    rows = [("flow", "next", "last run")]
+    for name in sorted(flows):
+        info = flows[name]
+        last = info.get("last_run")
+        rows.append((name, local_time(info.get("next")) if info.get("next") else "-",
+                     f"{last['status']} {last['id']}" if last else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines: list[list[Cell]] = []
+    for n, (name, nxt, last) in enumerate(rows):
+        head = f"  {name:<{widths[0]}}   {nxt:<{widths[1]}}   "
+        if n and last != "-":
+            status = last.split()[0]
+            lines.append([head, styled_status(status), last[len(status):]])
+        else:
+            lines.append([(head + last).rstrip()])
+    return lines
 
-    store, runs, remote = open_runs(directory, remote, fetch)
-    if remote is None and fetch:
+
+def main(as_json: bool = False, remote: str | None = None, fetch: bool | None = None, directory: str = ".",
+         now: datetime | None = None) -> int:
+    """Print each daemon's status (or JSON with `as_json`); `fetch` as reading.open_history."""
+    history = open_history(directory, remote, fetch, status=True)
+    store, runs, remote = history.store, history.runs, history.remote
+    if remote is None and fetch is not False:
         raise PuppemonError("no remote to read status from; pass --remote NAME|URL, or add one with "
                             "`git remote add origin URL`")
-    if fetch:
-        try:
-            fetch_status(store, remote)
-        except GitError as exc:
-            warn(f"{exc.message}; showing the status last fetched")
     tip, daemons, unreadable = collect(store, runs, now or datetime.now(timezone.utc))
     if unreadable:
         warn(f"{plural(unreadable, 'status ref')} under refs/puppemon/status/ could not be read (skipped)")
@@ -80,11 +81,8 @@ def main(as_json: bool = False, remote: str | None = None, fetch: bool = True, d
     if not daemons:
         print(f"no daemon has reported to {remote or 'this repository'} yet")
         return 0
-    con = console()
+    lines: list[list[Cell]] = []
     for n, daemon in enumerate(daemons):
-        if n:
-            con.print()
-        for line in render(daemon):
-            con.print(line, soft_wrap=True)
+        lines += ([[""]] if n else []) + render(daemon)
+    print_lines(lines)
     return 0
-

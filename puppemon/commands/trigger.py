@@ -19,6 +19,7 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
          wait: bool = False, timeout: str | None = None, directory: str = ".") -> int:
     """Write the request, print its id; with `wait`, follow the run and exit with its exit code."""
     from puppemon.commands.common import parse_params
+    from puppemon.commands.reading import forget
     from puppemon.formats import FLOW_NAME_RE, option_seconds
     from puppemon.gitstore import Store
     from puppemon.history.requests import run_request, send
@@ -32,6 +33,7 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     remote = resolve_remote(store, remote)
     check_deployed(store, remote, flow, params)
     body = run_request(flow, params, user_at_host(), datetime.now(timezone.utc))
+    forget(store.git_dir)   # the next `runs` or `logs` here fetches what this request leads to
     send(store, remote, body)
     print(body["id"], flush=True)
     if not wait:

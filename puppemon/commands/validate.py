@@ -1,34 +1,18 @@
 """`puppemon validate [DIR]`: check puppemon.yaml and show how and when each flow runs."""
 from __future__ import annotations
 
-import io
-import sys
 from datetime import datetime, timezone
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from puppemon.project.manifest import MANIFEST_NAME, Manifest, load
 from puppemon.project.triggers import describe, next_run
+from puppemon.ui import print_lines, print_table
 
 
-def render(manifest: Manifest, now: datetime) -> list[str]:
-    """The report as plain lines: a summary, then a table of flows."""
+def render(manifest: Manifest, now: datetime) -> tuple[str, list[list[str]]]:
+    """The summary line and a row per flow: its name, trigger and next run."""
     count = len(manifest.flows)
-    lines = [f"{MANIFEST_NAME} is valid: {count} flow{'' if count == 1 else 's'}"]
-    if not count:
-        return lines
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
-    for column in ("flow", "trigger", "next run"):
-        table.add_column(column, no_wrap=True)
-    for flow in manifest.flows.values():
-        table.add_row(flow.name, describe(flow), next_run(flow, now))
-    # Wide and colourless off a terminal, so the text does not depend on where it is printed.
-    buffer = io.StringIO()
-    Console(file=buffer, width=1000, color_system=None, legacy_windows=False).print(table)
-    lines += [line.rstrip() for line in buffer.getvalue().splitlines()]
-    return lines
+    summary = f"{MANIFEST_NAME} is valid: {count} flow{'' if count == 1 else 's'}"
+    return summary, [[flow.name, describe(flow), next_run(flow, now)] for flow in manifest.flows.values()]
 
 
 def unused_dependency_files(manifest: Manifest, root) -> list[str]:
@@ -54,11 +38,11 @@ def main(directory: str = ".", now: datetime | None = None) -> int:
     manifest = load(root)
     check_manifest(manifest, directory_reader(root), MANIFEST_NAME, "the project directory")
     now = now or datetime.now(timezone.utc)
-    lines = render(manifest, now) + unused_dependency_files(manifest, root)
-    if sys.stdout.isatty():
-        console = Console()
-        console.print(lines[0], style="green", highlight=False)
-        console.print("\n".join(lines[1:]), highlight=False)
-    else:
-        print("\n".join(lines))
+    summary, rows = render(manifest, now)
+    print_lines([[(summary, "green")]])
+    if rows:
+        print_table(("flow", "trigger", "next run"), rows, header_style="bold")
+    hints = unused_dependency_files(manifest, root)
+    if hints:
+        print_lines([[hint] for hint in hints])
     return 0

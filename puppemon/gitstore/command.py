@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from typing import Mapping
 
 from puppemon.errors import PuppemonError
@@ -61,6 +62,30 @@ def run_git(args: list[str], cwd: str | os.PathLike | None = None, *, env: Mappi
     if check and proc.returncode != 0:
         raise GitError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {git_message(proc.stderr)}")
     return proc
+
+
+class Background:
+    """A call (such as `run_git`) in a thread, so a caller can have several git processes running at
+    once and wait for each where it needs the answer."""
+
+    def __init__(self, target, *args, **kwargs) -> None:
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(target, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, target, args: tuple, kwargs: dict) -> None:
+        try:
+            self._value = target(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            self._error = exc
+
+    def result(self):
+        """Wait for the call; what it returned, or raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 _NOISE = ("Please make sure you have the correct access rights", "and the repository exists.")

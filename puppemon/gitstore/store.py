@@ -8,60 +8,18 @@ import os
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import pygit2
 
-from puppemon.gitstore.command import GitError, PushRejected, RefConflict, RemoteMissingRef, git_message, run_git
-
-FILE, EXEC, LINK, TREE, GITLINK = 0o100644, 0o100755, 0o120000, 0o040000, 0o160000
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
+from puppemon.gitstore import transport
+from puppemon.gitstore.command import GitError, RefConflict, RemoteMissingRef, run_git
+from puppemon.gitstore.objects import EMPTY_TREE, FILE, GITLINK, TREE, Change, Commit, Entry, TooLarge
 
 def signature(name: str | None = None, email: str | None = None) -> pygit2.Signature:
     host = socket.gethostname() or "localhost"
     return pygit2.Signature(name or "puppemon", email or f"puppemon@{host}")
-
-
-class TooLarge(ValueError):
-    """A blob over the size its reader allows (Store.read with a limit); `size` is its size in bytes."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"{size} bytes")
-        self.size = size
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    mode: int
-    oid: str
-
-    @property
-    def is_tree(self) -> bool:
-        return self.mode == TREE
-
-
-@dataclass(frozen=True)
-class Change:
-    """One path that differs between two trees."""
-
-    status: str      # added | changed | removed
-    path: str
-    mode: int        # the new mode (the old one when removed)
-    oid: str         # the new blob (the old one when removed)
-    size: int
-
-
-@dataclass(frozen=True)
-class Commit:
-    sha: str
-    tree: str
-    parents: tuple[str, ...]
-    message: str
-    time: int  # committer time, seconds since the epoch
 
 
 class Store:
@@ -328,13 +286,7 @@ class Store:
     # -- transport (the git binary) -------------------------------------
     def fetch(self, remote: str, refspecs: list[str], *, timeout: float | None = 300) -> None:
         """Fetch `refspecs` from `remote`; raise RemoteMissingRef when a named ref does not exist."""
-        proc = self.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *refspecs,
-                        check=False, timeout=timeout)
-        if proc.returncode != 0:
-            msg = git_message(proc.stderr)
-            if "couldn't find remote ref" in msg:
-                raise RemoteMissingRef(msg)
-            raise GitError(f"could not fetch from {remote}: {msg}")
+        transport.fetch(self.git, remote, refspecs, timeout=timeout)
 
     def fetch_optional(self, remote: str, src: str, dst: str, *, timeout: float | None = 300) -> str | None:
         """Fetch remote ref `src` into local `dst` (forced); None (and `dst` deleted) when the remote lacks it."""
@@ -350,19 +302,7 @@ class Store:
         """Push without force (unless a refspec starts with +); PushRejected when the remote moved.
         `thin=False` sends whole objects: for a few small ones (a record), cheaper than the delta search
         a thin pack does against bases deep in a long history's packs."""
-        args = ["push", "--porcelain", "--quiet"] + (["--atomic"] if atomic else []) + ([] if thin else ["--no-thin"])
-        proc = self.git(*args, remote, *refspecs, check=False, timeout=timeout)
-        if proc.returncode == 0:
-            return
-        out = proc.stdout.decode("utf-8", "replace")
-        rejected = [ln for ln in out.splitlines() if ln.startswith("!")]
-        # Lost races: the ref moved ("fetch first"), or another push held its lock at
-        # the same moment ("failed to update ref", "cannot lock ref").
-        races = ("fetch first", "non-fast-forward", "stale info", "atomic push failed",
-                 "failed to update ref", "failed to lock", "cannot lock ref")
-        if rejected and all(any(r in ln for r in races) for ln in rejected):
-            raise PushRejected(f"the remote's {', '.join(sorted({r.split()[1].split(':')[-1] for r in rejected}))} moved")
-        raise GitError(f"could not push to {remote}: {push_failure(proc.stderr, out)}")
+        transport.push(self.git, remote, refspecs, atomic=atomic, thin=thin, timeout=timeout)
 
     def remote_url(self, name_or_url: str, push: bool = False) -> str:
         """The (push) URL of a configured remote, insteadOf applied; `name_or_url` itself otherwise.
@@ -383,16 +323,3 @@ class Store:
             return self.repo.config[key]
         except KeyError:
             return None
-
-
-def push_failure(stderr: bytes, porcelain: str) -> str:
-    """Why a push failed, for people. When no ref got a status, the push stopped before reaching the
-    remote: a local hook (pre-push) refused it, and what it printed is the reason."""
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    generic = "error: failed to push some refs"
-    statuses = [ln for ln in porcelain.splitlines() if ln[:1] in ("!", "=", "*", "+", "-", " ")]
-    said = [ln for ln in lines if not ln.startswith((generic, "To ", "hint:"))]
-    if not statuses and said and any(ln.startswith(generic) for ln in lines) and not any(
-            ln.startswith(("fatal:", "error: src refspec")) for ln in said):
-        return "the pre-push hook refused it: " + " ".join(said[-5:])
-    return git_message(stderr) if stderr.strip() else porcelain.strip()

@@ -5,14 +5,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from puppemon.gitstore.command import GitError, git_message, run_git
-from puppemon.gitstore.store import TREE, Store
+from puppemon.gitstore.objects import TREE
+
+if TYPE_CHECKING:
+    from puppemon.gitstore.store import Store
 
 
-def snapshot(store: Store, directory: str | os.PathLike) -> str:
+def snapshot(store, directory: str | os.PathLike) -> str:
     """The tree of `directory` as it is now, as `git add -A && git write-tree` would make it.
 
+    `store` is anything with a `git_dir` and a `workdir` (a Store, a plumbing.Checkout).
     Runs on a private copy of the index, so the user's index, HEAD and refs
     are never written. Tracked files keep the stat cache of the copy, which
     keeps this fast on large trees.

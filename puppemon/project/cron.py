@@ -3,12 +3,25 @@
 `parse_cron` normalises a 5-field line (or a shortcut such as @daily) into the sets
 of values each field allows, with cron's rules: day-of-week 0 and 7 are Sunday,
 names are case-insensitive, `5/15` means 5-59/15, and a line that can never fire
-(`0 0 31 2 *`) is refused. clock.py turns a CronSpec into fire times.
+(`0 0 31 2 *`) is refused. `next_wall` finds the next wall-clock time a line names, and
+`CronTimes` walks that through a timezone's changes of UTC offset. All of it is pure
+Python: `validate` computes next fire times without the scheduler, and clock.py hands
+the same times to APScheduler in the daemon.
+
+Daylight saving time follows Vixie cron (`man 8 cron`): a job at a fixed time (neither the
+minute nor the hour field starts with `*`) whose wall-clock time is skipped when clocks go
+forward runs once, at the end of the gap (02:30 -> 03:00 in New York); when clocks go back it
+runs only at the first of the two 01:30s. Jobs with `*` in the minute or hour field follow the
+clock: times in a gap do not exist, and times in the repeated hour happen twice.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo
 
 from puppemon.errors import PuppemonError
 
@@ -110,3 +123,140 @@ def parse_cron(text: str) -> CronSpec:
 def _replace_expr(spec: CronSpec, expr: str) -> CronSpec:
     return CronSpec(expr, spec.minutes, spec.hours, spec.days, spec.months, spec.weekdays,
                     spec.day_star, spec.weekday_star, spec.fixed)
+
+
+_CYCLE_YEARS = 400      # the Gregorian calendar repeats: a line with no time in 400 years has none
+
+
+def day_matches(spec: CronSpec, day: date) -> bool:
+    """Vixie cron: day-of-month AND day-of-week when either field starts with `*`, else OR."""
+    in_days, in_weekdays = day.day in spec.days, day.isoweekday() % 7 in spec.weekdays
+    return in_days and in_weekdays if spec.day_star or spec.weekday_star else in_days or in_weekdays
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return _DAYS_IN_MONTH[month - 1]
+
+
+def _time_on(spec: CronSpec, hour: int, minute: int) -> tuple[int, int] | None:
+    """The first (hour, minute) of the line at or after hour:minute within one day."""
+    minutes = sorted(spec.minutes)
+    for h in sorted(spec.hours):
+        if h > hour:
+            return h, minutes[0]
+        if h == hour:
+            i = bisect.bisect_left(minutes, minute)
+            if i < len(minutes):
+                return h, minutes[i]
+    return None
+
+
+def next_wall(spec: CronSpec, wall: datetime) -> datetime | None:
+    """The first naive wall-clock time at or after `wall` that the line names (seconds 0), or None."""
+    start = wall.replace(second=0, microsecond=0)
+    if start < wall:
+        start += timedelta(minutes=1)
+    first_day = start.date()
+    for year in range(start.year, start.year + _CYCLE_YEARS + 1):
+        for month in sorted(m for m in spec.months if (year, m) >= (first_day.year, first_day.month)):
+            low = first_day.day if (year, month) == (first_day.year, first_day.month) else 1
+            for d in range(low, _days_in_month(year, month) + 1):
+                day = date(year, month, d)
+                if not day_matches(spec, day):
+                    continue
+                at = _time_on(spec, start.hour, start.minute) if day == first_day else _time_on(spec, 0, 0)
+                if at is not None:
+                    return datetime(year, month, d, *at)
+    return None
+
+
+UTC = dt_timezone.utc
+_SECOND = timedelta(seconds=1)
+_HORIZON = timedelta(days=7)    # no zone changes its UTC offset twice within a week
+
+
+def strictly_after(after: datetime) -> datetime:
+    # in UTC: adding to an aware local time is wall-clock arithmetic and loses `fold`
+    return after.astimezone(UTC) + timedelta(microseconds=1)
+
+
+def _offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    return instant.astimezone(zone).utcoffset()
+
+
+@functools.lru_cache(maxsize=256)
+def _transitions(zone: ZoneInfo, year: int) -> tuple[datetime, ...]:
+    """Instants in `year` (UTC) where the zone's UTC offset changes; found by weekly probes + bisection."""
+    found = []
+    low = datetime(year, 1, 1, tzinfo=UTC)
+    stop = datetime(year + 1, 1, 1, tzinfo=UTC)
+    while low < stop:
+        high = min(low + _HORIZON, stop)
+        offset = _offset(zone, low)
+        if _offset(zone, high) != offset:
+            a, b = low, high
+            while b - a > _SECOND:
+                middle = a + timedelta(seconds=(b - a).total_seconds() // 2)
+                if _offset(zone, middle) == offset:
+                    a = middle
+                else:
+                    b = middle
+            found.append(b)
+        low = high
+    return tuple(found)
+
+
+def _segment_end(zone: ZoneInfo, start: datetime) -> datetime:
+    """The first instant after `start` where the UTC offset changes (or a later year boundary)."""
+    for year in (start.year, start.year + 1):
+        for instant in _transitions(zone, year):
+            if instant > start:
+                return instant
+    return datetime(start.year + 2, 1, 1, tzinfo=UTC)
+
+
+class CronTimes:
+    """When a cron line fires in an IANA timezone, as Vixie cron would fire it."""
+
+    def __init__(self, spec: CronSpec, timezone: str) -> None:
+        self.spec, self.timezone = spec, ZoneInfo(timezone)
+
+    def _gap_fires(self, instant: datetime) -> bool:
+        """True when clocks jump forward at `instant` over a wall time this (fixed-time) job names."""
+        before, after = _offset(self.timezone, instant - _SECOND), _offset(self.timezone, instant)
+        if after <= before:
+            return False
+        wall = next_wall(self.spec, (instant + before).replace(tzinfo=None))
+        return wall is not None and wall < (instant + after).replace(tzinfo=None)
+
+    def at_or_after(self, start: datetime) -> datetime | None:
+        """The first fire time at or after `start`, in the line's timezone."""
+        zone = self.timezone
+        t = start.astimezone(UTC)
+        if t.microsecond:
+            t = t.replace(microsecond=0) + _SECOND
+        if self.spec.fixed and self._gap_fires(t):
+            return t.astimezone(zone)
+        # Walk segments of constant UTC offset; inside one, wall time and UTC move together.
+        while True:
+            offset, end = _offset(zone, t), _segment_end(zone, t)
+            wall = next_wall(self.spec, (t + offset).replace(tzinfo=None))
+            if wall is None:
+                return None
+            candidate = (wall - offset).replace(tzinfo=UTC)
+            if candidate < end:
+                if self.spec.fixed and wall.replace(tzinfo=zone, fold=0).astimezone(UTC) != candidate:
+                    t = candidate + _SECOND       # second 01:30 of a fall-back night: already ran
+                    continue
+                return candidate.astimezone(zone)
+            if self.spec.fixed and self._gap_fires(end):
+                return end.astimezone(zone)
+            t = end
+
+
+@functools.lru_cache(maxsize=1024)
+def cron_times(expr: str, timezone: str) -> CronTimes:
+    """The fire times of a cron line in `timezone`; CronError for an invalid line."""
+    return CronTimes(parse_cron(expr), timezone)

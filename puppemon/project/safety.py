@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_size, plural
-from puppemon.gitstore import EXEC, FILE, Change, Store
+from puppemon.gitstore.objects import EXEC, FILE, Change
 
 BIG_FILE = 10 * 1024**2
 BIG_SNAPSHOT = 50 * 1024**2
@@ -32,8 +32,9 @@ class Review:
     refused: dict[str, str] = field(default_factory=dict)   # path -> what it holds
 
 
-def review(store: Store, changes: list[Change], total: tuple[int, int], allow: tuple[str, ...] = ()) -> Review:
-    """Warnings and refusals for the files a push adds or changes (`total`: the snapshot's files and bytes)."""
+def review(store, changes: list[Change], total: tuple[int, int], allow: tuple[str, ...] = ()) -> Review:
+    """Warnings and refusals for the files a push adds or changes (`total`: the snapshot's files and bytes);
+    `store` reads a blob's content (`data(oid)`)."""
     found = Review()
     written = [c for c in changes if c.status != "removed"]
     venvs = sorted({str(PurePosixPath(c.path).parent) for c in written

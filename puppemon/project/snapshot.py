@@ -1,19 +1,33 @@
-"""Working tree -> a deploy commit on the `flows` branch of a remote."""
+"""Working tree -> a deploy commit on the `flows` branch of a remote.
+
+A push runs git processes only (gitstore/plumbing.py), never pygit2: its fixed cost is
+then the interpreter, click and the manifest's YAML. The fetch of the remote's tip runs
+while `git add` snapshots the working tree, and the two diffs a push needs run side by
+side; every check still comes before anything is pushed, in the same order.
+"""
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural
-from puppemon.gitstore import Change, PushRejected, Store
+from puppemon.gitstore.command import Background, PushRejected, RemoteMissingRef
+from puppemon.gitstore.objects import GITLINK, TREE, Change
+from puppemon.gitstore.plumbing import Checkout, Listing, Objects, changes, diff, removed_blobs, sizes
+from puppemon.gitstore.transport import fetch_args, fetch_result, push_args, push_result
 from puppemon.gitstore.worktree import snapshot
+
+if TYPE_CHECKING:
+    from puppemon.gitstore import Store
 
 PUSH_ATTEMPTS = 5
 
@@ -32,6 +46,7 @@ class Deploy:
     total: tuple[int, int]   # (files, bytes) of the whole snapshot; not counted when up to date
     up_to_date: bool
     dry_run: bool
+    git_dir: Path | None = None    # of the repository pushed from
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -48,14 +63,11 @@ class Deploy:
         return f"pushed {self.branch} {self.commit[:7]} to {self.remote} ({counts})"
 
 
-def resolve_remote(store: Store, remote: str | None) -> str:
-    """The remote to push to: the one given, else the current branch's upstream remote, else origin."""
+def pick_remote(remote: str | None, names: list[str], upstream: str | None) -> str:
+    """The remote to push to: the one given, else the current branch's upstream remote, else origin
+    (else the only one)."""
     if remote:
         return remote
-    names = store.remote_names()
-    head = store.repo.references.get("HEAD")
-    branch = head.target.removeprefix("refs/heads/") if head is not None and isinstance(head.target, str) else None
-    upstream = store.config(f"branch.{branch}.remote") if branch else None
     if upstream and upstream in names:
         return upstream
     if "origin" in names:
@@ -64,6 +76,15 @@ def resolve_remote(store: Store, remote: str | None) -> str:
         return names[0]
     raise PuppemonError("no remote to push to; pass --remote NAME|URL, or add one with "
                         "`git remote add origin URL`")
+
+
+def resolve_remote(store: Store, remote: str | None) -> str:
+    """pick_remote for a Store (the commands that read and write the runs branch)."""
+    if remote:
+        return remote
+    head = store.repo.references.get("HEAD")
+    branch = head.target.removeprefix("refs/heads/") if head is not None and isinstance(head.target, str) else None
+    return pick_remote(None, store.remote_names(), store.config(f"branch.{branch}.remote") if branch else None)
 
 
 def scratch_ref(branch: str) -> str:
@@ -83,20 +104,17 @@ def source_info(store: Store) -> tuple[str, str | None]:
     return branch, commit
 
 
-def deploy_message(store: Store, directory: Path, tree: str, extra: str | None) -> str:
+def source_name(branch: str | None) -> str:
+    """The branch a deploy names as its source: HEAD's, or on a detached HEAD the one CI checked out."""
+    if branch is None:
+        return os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or "HEAD"
+    return branch
+
+
+def deploy_message(branch: str, commit: str | None, dirty: int, extra: str | None) -> str:
     """Subject `deploy main@1a2b3c4 (+2 dirty files)`, optional text, then the trailers."""
-    branch, commit = source_info(store)
-    dirty = 0
-    if commit:
-        rel = os.path.relpath(directory, store.workdir.resolve())
-        entry = store.lookup(commit, "" if rel == "." else Path(rel).as_posix())
-        base = entry.oid if entry is not None and entry.is_tree else None
-        dirty = sum(store.changed_paths(base, tree))
-    else:
-        dirty = sum(store.changed_paths(None, tree))
     where = f"{branch}@{commit[:7]}" if commit else f"{branch} (no commits)"
     subject = f"deploy {where}" + (f" (+{dirty} dirty file{'s' if dirty != 1 else ''})" if dirty else "")
-    user = user_at_host()
     lines = [subject, ""]
     if extra:
         lines += [extra.strip(), ""]
@@ -104,7 +122,7 @@ def deploy_message(store: Store, directory: Path, tree: str, extra: str | None) 
         f"Puppemon-Source-Branch: {branch}",
         f"Puppemon-Source-Commit: {commit or 'none'}",
         f"Puppemon-Dirty: {'true' if dirty else 'false'}",
-        f"Puppemon-Pushed-By: {user}",
+        f"Puppemon-Pushed-By: {user_at_host()}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -118,18 +136,18 @@ def user_at_host() -> str:
     return f"{name}@{socket.gethostname() or 'localhost'}"
 
 
-def check_manifest(store: Store, tree: str) -> int:
+def check_manifest(files: Objects, tree: str) -> int:
     """Validate the manifest and its entrypoints as they are in `tree` (what the daemon will read);
     return the flow count."""
     from puppemon.project.entrypoints import check_manifest as check_entrypoints, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, parse
 
-    data = store.read(tree, MANIFEST_NAME)
-    if data is None:
+    entry = files.lookup(tree, MANIFEST_NAME)
+    if entry is None or entry.mode in (TREE, GITLINK):
         raise PuppemonError(f"{MANIFEST_NAME} is ignored by git (.gitignore or info/exclude), so it "
                             f"would not be deployed; stop ignoring it")
-    manifest = parse(data, MANIFEST_NAME)
-    check_entrypoints(manifest, tree_reader(store, tree), MANIFEST_NAME,
+    manifest = parse(files.data(entry.oid), MANIFEST_NAME)
+    check_entrypoints(manifest, tree_reader(files, tree), MANIFEST_NAME,
                       "the snapshot (is it ignored by .gitignore?)")
     return len(manifest.flows)
 
@@ -154,30 +172,149 @@ def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str 
 
     Nothing is written when the snapshot holds what looks like secrets (safety.py);
     its warnings go to `log`."""
+    found = Background(Checkout.discover, directory)      # git answers while Python reads the manifest
     from puppemon.project.manifest import find_root, load
 
     directory = find_root(directory)
     load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
-    store = Store.discover(directory)
-    request = Request(directory, resolve_remote(store, remote), branch, message, dry_run, tuple(allow), log)
-    tree = snapshot(store, directory)
-    flows = check_manifest(store, tree)
-    for path in request.allow:
-        if store.lookup(tree, path) is None:
-            raise PuppemonError(f"--allow {path}: no such file in the snapshot (give its path from the "
-                                f"project directory, as `puppemon push --dry-run` lists it)")
-    local = scratch_ref(branch)
-    try:
-        return _publish(store, request, local, tree, flows)
-    finally:
-        store.delete_ref(local)
+    checkout = found.result()
+    upstream = checkout.get(f"branch.{checkout.branch}.remote") if checkout.branch else None
+    request = Request(directory, pick_remote(remote, checkout.remote_names(), upstream), branch, message,
+                      dry_run, tuple(allow), log)
+    return Push(checkout, request).run()
 
 
-def _review(store: Store, request: Request, result: Deploy, said: set[str]) -> None:
+class Push:
+    """One `puppemon push`: the git processes it has running and what they answered."""
+
+    def __init__(self, checkout: Checkout, request: Request) -> None:
+        self.checkout, self.request = checkout, request
+        self.local = scratch_ref(request.branch)
+        self.said: set[str] = set()
+        self.fetched = False                    # the scratch ref may exist: delete it at the end
+        self.deleting: Background | None = None
+        self.objects: Objects | None = None
+
+    def _fetch_args(self) -> list[str]:
+        src = f"refs/heads/{self.request.branch}"
+        # a URL, or a name with an empty refmap: either way git updates none of the user's own refs
+        return [*fetch_args(self.request.remote, [f"+{src}:{self.local}"]), "--refmap="]
+
+    def _tip(self, proc) -> tuple[str, str] | None:
+        """(commit, tree) the fetch put in the scratch ref; None when the remote has no such branch."""
+        remote = self.request.remote
+        if proc.returncode != 0 and remote in self.checkout.remote_names():
+            # say which URL failed, as when fetching by URL; looked up only when there is an error to tell
+            url = self.checkout.git("remote", "get-url", remote, check=False).stdout.decode().strip()
+            remote = url.splitlines()[0] if url else remote
+        try:
+            fetch_result(proc, remote)
+        except RemoteMissingRef:
+            return None
+        self.fetched = True
+        assert self.objects is not None
+        return self.objects.commit_tree(self.local)
+
+    def run(self) -> Deploy:
+        checkout, request = self.checkout, self.request
+        fetching = checkout.background(*self._fetch_args(), check=False)   # while git add reads the files
+        named = request.remote in checkout.remote_names()
+        url = checkout.push_url(request.remote) if named else request.remote
+        push_url = checkout.background("remote", "get-url", "--push", request.remote) if not url else None
+        try:
+            tree = snapshot(checkout, request.directory)
+            listing = Listing.start(checkout, tree)     # sizes, for the review: read while the rest goes on
+            self.objects = files = Objects(checkout)
+            flows = check_manifest(files, tree)
+            for path in request.allow:
+                if files.lookup(tree, path) is None:
+                    raise PuppemonError(f"--allow {path}: no such file in the snapshot (give its path from the "
+                                        f"project directory, as `puppemon push --dry-run` lists it)")
+            tip = self._tip(fetching.result())
+            url = url or push_url.result().stdout.decode().splitlines()[0]
+            result = self._publish(listing, tree, flows, tip, url)
+            result.git_dir = checkout.git_dir
+            return result
+        finally:
+            self._close(fetching)
+
+    def _publish(self, listing_run: Background, tree: str, flows: int, tip: tuple[str, str] | None,
+                 url: str) -> Deploy:
+        request, checkout = self.request, self.checkout
+        remote, branch = request.remote, request.branch
+        dirty: Background | None = None
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            parent, parent_tree = tip or (None, None)
+            if parent_tree == tree:
+                return Deploy(remote, branch, None, parent, tree, flows, [], (0, 0), up_to_date=True,
+                              dry_run=request.dry_run)
+            dirty = dirty or (None if request.dry_run else self._dirty(tree))
+            listing = Listing(tree, listing_run.result().stdout)   # not read when nothing changed
+            found = diff(checkout, parent_tree, tree).result().stdout
+            result = Deploy(remote, branch, None, parent, tree, flows,
+                            changes(found, listing, sizes(checkout, removed_blobs(found))),
+                            listing.total(), up_to_date=False, dry_run=request.dry_run)
+            assert self.objects is not None
+            _review(self.objects, request, result, self.said)  # again after a retry: its parent moved
+            if request.dry_run:
+                return result
+            result.commit = self._commit(tree, parent, dirty.result())
+            self.deleting, self.fetched = checkout.background("update-ref", "-d", self.local, check=False), False
+            try:
+                push_result(checkout.git(*push_args(url, [f"{result.commit}:refs/heads/{branch}"]), check=False),
+                            url)
+            except PushRejected:
+                if attempt == PUSH_ATTEMPTS:
+                    raise PuppemonError(f"{branch} on {remote} kept moving while pushing "
+                                        f"({PUSH_ATTEMPTS} tries); try again") from None
+                request.log(f"{branch} on {remote} moved while pushing; rebuilding on the new tip")
+                time.sleep(0.2 * attempt)
+                self.deleting.result()
+                tip = self._tip(checkout.git(*self._fetch_args(), check=False))
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _dirty(self, tree: str) -> Background:
+        """Start counting the files the snapshot changes against HEAD: (HEAD commit, count)."""
+        assert self.objects is not None
+        head = None if self.checkout.unborn else self.objects.commit_tree("HEAD")
+        rel = os.path.relpath(self.request.directory, self.checkout.workdir.resolve())
+        base = None
+        if head is not None:
+            found = self.objects.get(head[1] + ("" if rel == "." else ":" + Path(rel).as_posix()))
+            base = found[0] if found and found[1] == "tree" else None
+        return Background(_counted, head[0] if head else None, diff(self.checkout, base, tree))
+
+    def _commit(self, tree: str, parent: str | None, dirty: tuple[str | None, int]) -> str:
+        head, count = dirty
+        message = deploy_message(source_name(self.checkout.branch), head, count, self.request.message)
+        args = ["commit-tree", tree] + (["-p", parent] if parent else [])
+        proc = self.checkout.git(*args, input=message.encode(), env=self.checkout.identity())
+        return proc.stdout.decode().strip()
+
+    def _close(self, fetching: Background) -> None:
+        with contextlib.suppress(Exception):  # said already, or beside the point of the error on its way
+            fetching.result()
+        if self.objects is not None:
+            self.objects.close()
+        if self.deleting is not None:
+            self.deleting.result()
+        if self.fetched:
+            self.checkout.git("update-ref", "-d", self.local, check=False)
+
+
+def _counted(head: str | None, found: Background) -> tuple[str | None, int]:
+    """(head, how many paths a diff-tree names), a type change counting twice as libgit2 counts it."""
+    parts = found.result().stdout.split(b"\0")
+    return head, sum(2 if meta.endswith(b" T") else 1 for meta in parts[0::2] if meta)
+
+
+def _review(objects: Objects, request: Request, result: Deploy, said: set[str]) -> None:
     """Warn (once each) and refuse as safety.py says, for what this push changes against its parent."""
     from puppemon.project.safety import refusal, review
 
-    found = review(store, result.changes, result.total, request.allow)
+    found = review(objects, result.changes, result.total, request.allow)
     for warning in found.warnings:
         if warning not in said:
             said.add(warning)
@@ -186,43 +323,12 @@ def _review(store: Store, request: Request, result: Deploy, said: set[str]) -> N
         raise refusal(found.refused)
 
 
-def _publish(store: Store, request: Request, local: str, tree: str, flows: int) -> Deploy:
-    remote, branch, log = request.remote, request.branch, request.log
-    fetch_url, push_url = store.remote_url(remote), None
-    said: set[str] = set()
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
-        parent = store.fetch_optional(fetch_url, f"refs/heads/{branch}", local)
-        parent_tree = store.get_commit(parent).tree if parent else None
-        if parent_tree == tree:
-            return Deploy(remote, branch, None, parent, tree, flows, [], (0, 0), up_to_date=True,
-                          dry_run=request.dry_run)
-        result = Deploy(remote, branch, None, parent, tree, flows, store.diff(parent_tree, tree),
-                        store.tree_size(tree), up_to_date=False, dry_run=request.dry_run)
-        _review(store, request, result, said)  # again after a retry: the parent it builds on moved
-        if request.dry_run:
-            return result
-        msg = deploy_message(store, request.directory, tree, request.message)
-        result.commit = store.commit(tree, [parent] if parent else [], msg, store.default_signature())
-        try:
-            push_url = push_url or store.remote_url(remote, push=True)
-            store.push(push_url, [f"{result.commit}:refs/heads/{branch}"])
-        except PushRejected:
-            if attempt == PUSH_ATTEMPTS:
-                raise PuppemonError(f"{branch} on {remote} kept moving while pushing "
-                                    f"({PUSH_ATTEMPTS} tries); try again") from None
-            log(f"{branch} on {remote} moved while pushing; rebuilding on the new tip")
-            time.sleep(0.2 * attempt)
-            continue
-        return result
-    raise AssertionError("unreachable")
-
-
 def snapshot_tree(directory: str | os.PathLike) -> str:
     """The tree `deploy` would push for `directory` now (no validation, nothing written to refs)."""
     from puppemon.project.manifest import find_root
 
     directory = find_root(directory)
-    return snapshot(Store.discover(directory), directory)
+    return snapshot(Checkout.discover(directory), directory)
 
 
-__all__ = ["Deploy", "deploy", "snapshot_tree", "resolve_remote", "user_at_host"]
+__all__ = ["Deploy", "deploy", "resolve_remote", "snapshot_tree", "user_at_host"]

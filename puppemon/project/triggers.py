@@ -84,25 +84,25 @@ class Cron:
     def build(cls, value: tuple[str, ...], timezone: str) -> Cron:
         return cls(tuple(value), timezone)
 
-    def _triggers(self):
-        from puppemon.project.clock import cron_trigger
+    def _times(self):
+        from puppemon.project.cron import cron_times
 
-        return [cron_trigger(expr, self.timezone) for expr in self.exprs]
+        return [cron_times(expr, self.timezone) for expr in self.exprs]
 
     def describe(self) -> str:
         return f"cron {', '.join(self.exprs)} ({self.timezone})"
 
     def next_fire(self, after: datetime) -> datetime | None:
-        from puppemon.project.clock import strictly_after
+        from puppemon.project.cron import strictly_after
 
-        times = [t for t in (c.at_or_after(strictly_after(after)) for c in self._triggers()) if t is not None]
+        times = [t for t in (c.at_or_after(strictly_after(after)) for c in self._times()) if t is not None]
         return min(times) if times else None
 
     def fire_times(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
-        from puppemon.project.clock import strictly_after
+        from puppemon.project.cron import strictly_after
 
         found: list[datetime] = []
-        for trigger in self._triggers():
+        for trigger in self._times():
             t = start
             for _ in range(limit):
                 t = trigger.at_or_after(strictly_after(t))
@@ -112,7 +112,10 @@ class Cron:
         return found
 
     def clock(self, start: datetime) -> list:
-        return self._triggers()
+        # APScheduler triggers: the daemon's scheduler, and only it, needs them (and APScheduler)
+        from puppemon.project.clock import cron_trigger
+
+        return [cron_trigger(expr, self.timezone) for expr in self.exprs]
 
     def preview(self, now: datetime) -> datetime | str:
         return self.next_fire(now) or "never"

@@ -1,0 +1,251 @@
+"""A working tree through git processes alone, without pygit2: what `puppemon push` needs.
+
+A push is a handful of git processes whatever the project's size (rev-parse, config,
+add, write-tree, fetch, ls-tree, diff-tree, cat-file, commit-tree, push); loading
+pygit2 to do the small part of that work in-process would cost more than all of
+those small processes together. Callers start the slow ones (fetch, add) with
+`Background` and wait for them where they need the answer.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from puppemon.gitstore.command import Background, GitError, git_env, git_message, run_git
+from puppemon.gitstore.objects import GITLINK, TREE, Change, Entry
+
+_SEARCHED = "^(remote|branch|user|url)\\."    # the config a push reads: remotes, upstreams, identity, rewrites
+
+
+@dataclass
+class Checkout:
+    """A repository's working tree as git sees it from one directory inside it."""
+
+    git_dir: Path
+    workdir: Path
+    branch: str | None                      # the checked-out branch; None when HEAD is detached
+    unborn: bool                            # HEAD names a branch with no commit yet
+    config: dict[str, list[str]] = field(default_factory=dict)   # keys as git prints them
+
+    @classmethod
+    def discover(cls, directory: str | os.PathLike) -> Checkout:
+        """The working tree `directory` is in (GitError, saying what to do, when there is none)."""
+        where = os.path.abspath(directory)
+        config = Background(run_git, ["config", "-z", "--get-regexp", _SEARCHED], cwd=where, check=False)
+        proc = run_git(["rev-parse", "--absolute-git-dir", "--show-toplevel", "HEAD", "--symbolic-full-name",
+                        "HEAD"], cwd=where, check=False)
+        lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
+        if len(lines) < 2 or not lines[1]:
+            msg = git_message(proc.stderr)
+            config.result()
+            if "not a git repository" in msg:
+                raise GitError(f"{where} is not inside a git repository; run `git init` there first")
+            if "must be run in a work tree" in msg:
+                raise GitError(f"{where} is in a bare repository or a .git directory; run push from a "
+                               f"working tree")
+            raise GitError(f"could not open the repository at {where}: {msg}")
+        unborn = proc.returncode != 0       # rev-parse stops at HEAD when it names no commit yet
+        if unborn:
+            ref = run_git(["symbolic-ref", "-q", "HEAD"], cwd=where, check=False).stdout.decode().strip()
+        else:
+            ref = lines[3] if len(lines) > 3 else "HEAD"
+        branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+        return cls(Path(lines[0]), Path(lines[1]), branch, unborn, _parse_config(config.result().stdout))
+
+    def get(self, key: str) -> str | None:
+        """The value of a config key (the last one given, as git reads it), or None."""
+        values = self.config.get(key)
+        return values[-1] if values else None
+
+    def remote_names(self) -> list[str]:
+        """The remotes that have a URL, in config order."""
+        names: list[str] = []
+        for key in self.config:
+            section, _, rest = key.partition(".")
+            name, _, var = rest.rpartition(".")
+            if section == "remote" and var in ("url", "pushurl") and name and name not in names:
+                names.append(name)
+        return names
+
+    def push_url(self, remote: str) -> str | None:
+        """The URL git pushes to for a configured remote, when config alone says it (no url.*.insteadOf
+        or pushInsteadOf rewrites it); None when git must be asked (`git remote get-url --push`)."""
+        if any(key.startswith("url.") for key in self.config):
+            return None
+        urls = self.config.get(f"remote.{remote}.pushurl") or self.config.get(f"remote.{remote}.url")
+        return urls[0] if urls else None
+
+    def git(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """Run git in this working tree."""
+        return run_git(["-C", str(self.workdir), *args], **kwargs)
+
+    def background(self, *args: str, **kwargs) -> Background:
+        """Start git in this working tree; `.result()` waits for it."""
+        return Background(self.git, *args, **kwargs)
+
+    def identity(self) -> dict[str, str]:
+        """Author and committer variables for commit-tree: none when git has an identity to use, else
+        puppemon@host (as the daemon signs), so a machine without user.email can still push."""
+        if self.get("user.name") and self.get("user.email"):
+            return {}
+        if os.environ.get("GIT_AUTHOR_EMAIL") and os.environ.get("GIT_COMMITTER_EMAIL"):
+            return {}
+        import socket
+
+        name, email = self.get("user.name") or "puppemon", f"puppemon@{socket.gethostname() or 'localhost'}"
+        return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def _parse_config(out: bytes) -> dict[str, list[str]]:
+    config: dict[str, list[str]] = {}
+    for item in out.decode("utf-8", "surrogateescape").split("\0"):
+        if item:
+            key, _, value = item.partition("\n")
+            config.setdefault(key, []).append(value)
+    return config
+
+
+class Objects:
+    """Objects of one repository read through one `git cat-file --batch` process."""
+
+    def __init__(self, checkout: Checkout) -> None:
+        self._proc = subprocess.Popen(["git", "-C", str(checkout.workdir), "cat-file", "--batch"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, env=git_env())
+
+    def get(self, name: str) -> tuple[str, str, bytes] | None:
+        """(oid, type, content) of an object name such as `<tree>:<path>` or a ref; None when missing."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        if "\n" in name:
+            return None
+        self._proc.stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().decode().split()
+        if len(header) != 3:
+            if not header:
+                raise GitError("git cat-file --batch stopped answering")
+            return None  # "<name> missing" or "ambiguous"
+        oid, kind, size = header
+        data = self._proc.stdout.read(int(size) + 1)[:-1]
+        return oid, kind, data
+
+    def lookup(self, tree: str, path: str) -> Entry | None:
+        """The entry at `path` below `tree`, read from its directory's tree object (which has the modes)."""
+        parent, _, name = path.strip("/").rpartition("/")
+        found = self.get(f"{tree}:{parent}" if parent else tree)
+        if found is None or found[1] != "tree" or not name:
+            return None
+        width = len(found[0]) // 2                      # 20 bytes of SHA-1, 32 of SHA-256
+        data, at, wanted = found[2], 0, name.encode("utf-8", "surrogateescape")
+        while at < len(data):
+            space, nul = data.index(b" ", at), data.index(b"\0", at)
+            if data[space + 1:nul] == wanted:
+                return Entry(name, int(data[at:space], 8), data[nul + 1:nul + 1 + width].hex())
+            at = nul + 1 + width
+        return None
+
+    def data(self, oid: str) -> bytes:
+        """The content of a blob."""
+        found = self.get(oid)
+        if found is None:
+            raise GitError(f"object {oid} is missing from the repository")
+        return found[2]
+
+    def commit_tree(self, name: str) -> tuple[str, str] | None:
+        """(commit, its tree) for a commit name such as a ref; None when there is no such commit."""
+        found = self.get(name)
+        if found is None or found[1] != "commit":
+            return None
+        return found[0], found[2].split(b"\n", 1)[0].split()[1].decode()
+
+    def close(self) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        self._proc.wait()
+        if self._proc.stdout:
+            self._proc.stdout.close()
+
+
+class Listing:
+    """Every entry below a tree with its mode, object and size, from one `git ls-tree -r -t -l`
+    (the sizes a push reports and reviews)."""
+
+    def __init__(self, tree: str, out: bytes) -> None:
+        self.tree = tree
+        self.entries: dict[str, tuple[int, str, int]] = {}    # path -> (mode, oid, size)
+        for item in out.split(b"\0"):
+            if not item:
+                continue
+            meta, _, path = item.partition(b"\t")
+            mode, _, oid, size = meta.split()
+            self.entries[path.decode("utf-8", "surrogateescape")] = (
+                int(mode, 8), oid.decode(), 0 if size == b"-" else int(size))
+
+    @classmethod
+    def start(cls, checkout: Checkout, tree: str) -> Background:
+        return checkout.background("ls-tree", "-r", "-t", "-l", "-z", "--full-tree", tree)
+
+    def size(self, path: str) -> int:
+        return self.entries[path][2]
+
+    def total(self) -> tuple[int, int]:
+        """(files, bytes) of every blob below the tree."""
+        blobs = [size for mode, _, size in self.entries.values() if mode not in (TREE, GITLINK)]
+        return len(blobs), sum(blobs)
+
+
+def diff(checkout: Checkout, old_tree: str | None, new_tree: str) -> Background:
+    """Start `git diff-tree` between two trees (None: the empty tree); read it with `changes`."""
+    from puppemon.gitstore.objects import EMPTY_TREE
+
+    return checkout.background("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id",
+                               old_tree or EMPTY_TREE, new_tree)
+
+
+def changes(out: bytes, new: Listing | None, old_sizes: dict[str, int]) -> list[Change]:
+    """diff-tree's raw output as Changes, in path order, sized from the new tree's listing and
+    `old_sizes` (oid -> size of removed blobs). A type change (a file that became a link) is a
+    removal and an addition, as libgit2 reports it."""
+    parts = out.split(b"\0")
+    found: list[Change] = []
+    for meta, raw in zip(parts[0::2], parts[1::2]):
+        if not meta:
+            continue
+        old_mode, new_mode, old_oid, new_oid, status = meta.lstrip(b":").decode().split()
+        path = raw.decode("utf-8", "surrogateescape")
+        if status in ("D", "T"):
+            mode = int(old_mode, 8)
+            found.append(Change("removed", path, mode, old_oid, 0 if mode == GITLINK else old_sizes[old_oid]))
+        if status != "D":
+            mode = int(new_mode, 8)
+            added = "added" if status in ("A", "T") else "changed"
+            found.append(Change(added, path, mode, new_oid,
+                                0 if mode == GITLINK or new is None else new.size(path)))
+    return found
+
+
+def removed_blobs(out: bytes) -> list[str]:
+    """The old blobs a diff-tree output removes (their sizes are not in the new tree's listing)."""
+    parts = out.split(b"\0")
+    oids = []
+    for meta in parts[0::2]:
+        if meta:
+            old_mode, _, old_oid, _, status = meta.lstrip(b":").decode().split()
+            if status in ("D", "T") and int(old_mode, 8) != GITLINK:
+                oids.append(old_oid)
+    return oids
+
+
+def sizes(checkout: Checkout, oids: list[str]) -> dict[str, int]:
+    """oid -> size, from one `git cat-file --batch-check`."""
+    if not oids:
+        return {}
+    out = checkout.git("cat-file", "--batch-check", input="".join(o + "\n" for o in oids).encode()).stdout
+    found = {}
+    for line in out.decode().splitlines():
+        oid, _, size = line.split()
+        found[oid] = int(size)
+    return found
