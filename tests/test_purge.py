@@ -29,7 +29,6 @@ from tests.conftest import git, make_repo, puppemon, wait_until
 from tests.daemon_helpers import DaemonProcess, deploy, fsck, linear, manifest_project
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-NOW = datetime.now(timezone.utc)
 
 
 def triggered(recorder: Recorder, day: int, n: int, flow: str = "job", value: str | None = None) -> str:
@@ -250,14 +249,15 @@ def test_a_heartbeat_refuses_and_a_stale_or_stopped_one_does_not(tmp_path, bare_
     daemon = Recorder(Store.open_or_init_bare(tmp_path / "daemon.git"), remote=str(bare_remote))
     run_id, other = triggered(daemon, 0, 0), triggered(daemon, 0, 1)
     assert daemon.publish()
-    status_ref(bare_remote, "box", NOW - timedelta(seconds=20))
-    status_ref(bare_remote, "gone", NOW - timedelta(minutes=10))
-    status_ref(bare_remote, "done", NOW - timedelta(seconds=5), state="stopped")
+    now = datetime.now(timezone.utc)
+    status_ref(bare_remote, "box", now - timedelta(seconds=20))
+    status_ref(bare_remote, "gone", now - timedelta(minutes=10))
+    status_ref(bare_remote, "done", now - timedelta(seconds=5), state="stopped")
     proc = puppemon("prune", "--purge-run", run_id, "--yes", cwd=clone, check=False, input="")
     assert (proc.returncode, proc.stderr) == (
         1, ("Error: 1 daemon (box) still heartbeat on origin: stop them before purging (a daemon known to be "
            "dead stops counting 3 minutes after its last heartbeat)\n"))
-    status_ref(bare_remote, "box", NOW - timedelta(minutes=4))
+    status_ref(bare_remote, "box", now - timedelta(minutes=4))
     puppemon("prune", "--purge-run", run_id, "--yes", cwd=clone, input="")
     assert tip_runs(bare_remote) == [f"{run_dir('job', other)}/run.json"]
 
@@ -341,7 +341,7 @@ def test_a_no_answer_changes_nothing(tmp_path, bare_remote, clone):
     from puppemon.commands.prune import run_purge
     questions = []
     code = run_purge(None, (run_id,), None, False, False, str(clone),
-                     ask=lambda q: questions.append(q) or "n", now=NOW)
+                     ask=lambda q: questions.append(q) or "n")
     assert code == 1 and questions and gitb(bare_remote, "rev-parse", "runs") == tip
 
 
