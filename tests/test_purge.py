@@ -338,7 +338,7 @@ def test_a_no_answer_changes_nothing(tmp_path, bare_remote, clone):
     run_id = triggered(daemon, 0, 0)
     assert daemon.publish()
     tip = gitb(bare_remote, "rev-parse", "runs")
-    from puppemon.commands.prune import run_purge
+    from puppemon.commands.purge import run_purge
     questions = []
     code = run_purge(None, (run_id,), None, False, False, str(clone),
                      ask=lambda q: questions.append(q) or "n")
