@@ -157,10 +157,17 @@ def apply(plan: Plan) -> None:
     local refs. PuppemonError when the remote moved meanwhile: then nothing changed anywhere."""
     store = plan.store
     plan.rewriter.write(plan.refs + ([plan.local] if plan.local else []))
+    for rw in plan.refs:
+        if rw.new is None:
+            # Kept, empty, rather than deleted: a fetch elsewhere (+refs/puppemon/archive/*) updates
+            # a ref but never deletes one, and an old ref left there would hold what was purged.
+            empty = store.update_tree(None, {})
+            rw.new = store.commit(empty, [], "purge: every record this ref held was purged\n",
+                                  store.default_signature())
     changed = plan.changed
     if plan.remote is not None:
         leases = [f"--force-with-lease={rw.ref}:{rw.old}" for rw in changed]
-        specs = [f"{rw.new}:{rw.ref}" if rw.new else f":{rw.ref}" for rw in changed]
+        specs = [f"{rw.new}:{rw.ref}" for rw in changed]
         try:
             # leases first: git reads options after the remote too, and push() takes them as its refspecs
             store.push(store.remote_url(plan.remote, push=True), leases + specs, atomic=True)
