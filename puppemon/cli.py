@@ -262,20 +262,31 @@ def secrets_check(secrets_file, manifest) -> None:
 
 
 @cli.command()
-@click.option("--before", required=True, metavar="DATE|DURATION",
+@click.option("--before", default=None, metavar="DATE|DURATION",
               help="Prune records dated before this day: 2026-09-01, or an age such as 90d.")
-@click.option("--dry-run", is_flag=True, help="Say what would be pruned; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Say what would be pruned (or purged); change nothing.")
 @click.option("--no-push", is_flag=True, help="Commit the prune locally only.")
+@click.option("--purge", is_flag=True,
+              help="With --before: rewrite the history of runs and the archive refs without those days, "
+                   "and force-push it (asks first; stop the daemons before).")
+@click.option("--purge-run", "purge_runs", multiple=True, metavar="RUN_ID",
+              help="Rewrite the history without this run's record and request (a purge). Repeatable.")
+@click.option("--yes", is_flag=True, help="Purge without asking (needed when not at a terminal).")
 @_history_options
-def prune(before, dry_run, no_push, remote, no_fetch, directory) -> None:
+def prune(before, dry_run, no_push, purge, purge_runs, yes, remote, no_fetch, directory) -> None:
     """Take old runs, requests and deploy records out of the runs branch's tip.
 
     One ordinary commit deletes whole days older than --before; history keeps
     every record (`git log runs`, `git show`), nothing is rewritten or forced.
     It keeps pushes to the runs branch fast as history grows.
+
+    --purge (with --before) and --purge-run ID remove records for good: every
+    commit of runs and of the archive refs is rewritten without them and
+    force-pushed with a lease. Stop the daemons first; other clones must fetch
+    again (see the README, "History in plain git").
     """
     _call("prune", before=before, remote=remote, dry_run=dry_run, push=not no_push, fetch=not no_fetch,
-          directory=directory)
+          directory=directory, purge=purge, purge_runs=purge_runs, yes=yes)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`puppemon prune`: take old records out of the runs branch's tip (history keeps them)."""
+"""`puppemon prune`: take old records out of the runs branch's tip (history keeps them); `--purge` and
+`--purge-run` are commands/purge.py."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,8 +7,16 @@ from datetime import datetime, timezone
 from puppemon.errors import PuppemonError
 
 
-def main(before: str, remote: str | None = None, dry_run: bool = False, push: bool = True,
-         fetch: bool = True, directory: str = ".") -> int:
+def main(before: str | None, remote: str | None = None, dry_run: bool = False, push: bool = True,
+         fetch: bool = True, directory: str = ".", purge: bool = False, purge_runs: tuple[str, ...] = (),
+         yes: bool = False) -> int:
+    if purge or purge_runs or yes:
+        from puppemon.commands import purge as purge_command
+
+        return purge_command.main(before, purge, purge_runs, remote, dry_run, push, fetch, yes, directory)
+    if before is None:
+        raise PuppemonError("prune needs --before DATE|DURATION (e.g. --before 90d)")
+
     from puppemon.commands.reading import forget
     from puppemon.formats import parse_moment
     from puppemon.history.clone import open_runs

@@ -172,9 +172,10 @@ class Recorder:
         while True:
             attempt += 1
             with self._lock:
+                fetched = self.store.ref(self.tracking)  # before the fetch force-updates it
                 remote_tip = self.fetch()
                 local_tip = self.store.ref(self.ref)
-                new_tip = self._integrate(local_tip, remote_tip)
+                new_tip = self._integrate(local_tip, remote_tip, fetched)
                 if new_tip is None or new_tip == remote_tip:
                     return True
                 if not push:
@@ -201,8 +202,11 @@ class Recorder:
             log.warning("records kept locally (%d unpublished): %s", self.unpublished(), exc.message)
             return False
 
-    def _integrate(self, local: str | None, remote: str | None) -> str | None:
-        """Make the local ref contain the remote's history plus local-only records; return it."""
+    def _integrate(self, local: str | None, remote: str | None, fetched: str | None = None) -> str | None:
+        """Make the local ref contain the remote's history plus local-only records; return it.
+
+        `fetched` is the remote's tip as last fetched: when the remote's history no longer
+        contains it (a purge rewrote it), the local-only records are the commits after it."""
         store = self.store
         if remote is None:
             return local
@@ -210,8 +214,15 @@ class Recorder:
             if local is None:
                 store.set_ref(self.ref, remote, None, message="fetch runs")
             return remote
-        base = store.merge_base(local, remote)
-        if base == local:  # nothing local-only: fast-forward
+        if fetched and fetched != remote and store.merge_base(fetched, remote) != fetched \
+                and self._on_first_parents(local, fetched):
+            # Merging with the old history would bring back every purged record: only what
+            # the remote never had is replayed, onto the rewritten history.
+            log.info("runs on %s was rewritten (purged): replaying only the records it never had", self.remote)
+            base = fetched
+        else:
+            base = store.merge_base(local, remote)
+        if base == local:  # nothing local-only: fast-forward (or take the rewritten history)
             store.set_ref(self.ref, remote, local, message="fetch runs")
             return remote
         if base == remote:  # only local-only records: push as is
@@ -239,6 +250,9 @@ class Recorder:
             tip = store.commit(tree, [tip], commit.message, store.author_of(commit.sha), self.author)
         store.set_ref(self.ref, tip, local, message=f"replay {len(pending)} records onto {self.remote}")
         return tip
+
+    def _on_first_parents(self, local: str, sha: str) -> bool:
+        return any(commit.sha == sha for commit in self.store.first_parent_log(local))
 
     def _collides(self, tree: str, changes: Mapping[str, "tuple[str, int] | None"]) -> bool:
         """True when a path `changes` writes already exists in `tree` with other content."""

@@ -110,10 +110,9 @@ def readable(status) -> bool:
             and all(isinstance(r, dict) and _time_or_none(r.get("started")) for r in in_flight))
 
 
-def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict], int]:
-    """(the remote's flows tip, each daemon's status.json with what `status` works out from it, how many
-    status refs could not be read)."""
-    tip = store.ref(FLOWS_TIP)
+def statuses(store: Store, now: datetime) -> tuple[list[dict], int]:
+    """(each daemon's status.json, with its heartbeat's age and whether it is stale, as fetched by
+    fetch_status; how many status refs could not be read)."""
     daemons, unreadable = [], 0
     for _name, sha in sorted(store.refs(STATUS_REFS).items()):
         try:
@@ -128,6 +127,22 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
         age = (now - beat).total_seconds() if beat else None
         status["heartbeat_age"] = round(age, 3) if age is not None else None
         status["stale"] = age is None or age > STALE_AFTER
+        daemons.append(status)
+    return daemons, unreadable
+
+
+def heartbeating(store: Store, now: datetime) -> list[dict]:
+    """The daemons (as fetched by fetch_status) that may still be running: a fresh heartbeat, and no
+    last status saying they stopped."""
+    return [s for s in statuses(store, now)[0] if not s["stale"] and s.get("state") != "stopped"]
+
+
+def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, list[dict], int]:
+    """(the remote's flows tip, each daemon's status.json with what `status` works out from it, how many
+    status refs could not be read)."""
+    tip = store.ref(FLOWS_TIP)
+    daemons, unreadable = statuses(store, now)
+    for status in daemons:
         status["flows_tip"] = tip
         status["up_to_date"] = bool(tip) and status.get("flows_commit") == tip
         flows = status.get("flows") or {}
@@ -136,5 +151,4 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
             info["last_run"] = ({"id": last["id"], "status": last.get("status"), "started": last.get("started")}
                                 if last else None)
         status["flows"] = flows
-        daemons.append(status)
     return tip, daemons, unreadable
