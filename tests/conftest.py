@@ -31,6 +31,8 @@ def scrubbed_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
     monkeypatch.setenv("TZ", "UTC")
+    # `python -m puppemon` in a subprocess runs this checkout, whatever an installed copy points at
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     templates = home / "git-templates"
     templates.mkdir()
     (home / ".gitconfig").write_text(
