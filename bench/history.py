@@ -20,32 +20,34 @@ LOG = b"hello\n"
 AUTHOR = b"puppemon bench <puppemon@bench.invalid>"
 
 
-def record(i: int) -> dict:
-    """The i-th trivial run: a succeeded record of flow-<i % 10>."""
-    started = START + i * STEP
+def record(i: int, origin: datetime = START) -> dict:
+    """The i-th trivial run (the first started at `origin`): a succeeded record of flow-<i % 10>."""
+    started = origin + i * STEP
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + f"-{i % 0xFFFFFF:06x}"
     ctx = RunContext(run_id, f"flow-{i % FLOWS}", {"kind": "schedule"}, scheduled=started,
                      flows_commit="0" * 40, daemon="bench")
     return synthetic_record(ctx, "succeeded", None, started, started + timedelta(seconds=1))
 
 
-def files_and_message(i: int) -> tuple[dict, str]:
-    rec = record(i)
+def files_and_message(i: int, origin: datetime = START) -> tuple[dict, str]:
+    rec = record(i, origin)
     rec["status"] = "succeeded"
     rec["exit_code"] = 0
     return run_files(rec, LOG), run_message(rec)
 
 
-def build(git_dir: Path, start: int, count: int, ref: str = "refs/heads/runs") -> str:
-    """Append records start..start+count-1 to `ref` of the bare repository `git_dir`; return the tip."""
+def build(git_dir: Path, start: int, count: int, ref: str = "refs/heads/runs", origin: datetime = START) -> str:
+    """Append records start..start+count-1 to `ref` of the bare repository `git_dir`; return the tip.
+    Commits are dated when their run finished: a history that ends after today has commits dated
+    after the ones a recorder adds now, which sends git's date-ordered walks down all of it."""
     proc = subprocess.Popen(["git", "--git-dir", str(git_dir), "fast-import", "--quiet",
                              "--done", "--date-format=raw"], stdin=subprocess.PIPE)
     out = proc.stdin
     parent = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "--verify", "-q", ref],
                             capture_output=True, text=True).stdout.strip()
     for n, i in enumerate(range(start, start + count)):
-        files, message = files_and_message(i)
-        when = int((START + i * STEP).timestamp()) + 1
+        files, message = files_and_message(i, origin)
+        when = int((origin + i * STEP).timestamp()) + 1
         msg = message.encode()
         parts = [b"commit ", ref.encode(), b"\n",
                  b"author ", AUTHOR, b" %d +0000\n" % when,

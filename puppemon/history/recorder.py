@@ -139,13 +139,13 @@ class Recorder:
         return self.store.ahead_behind(local, remote)[0]
 
     # -- remote --------------------------------------------------------------
-    def fetch(self) -> str | None:
-        """Fetch the remote's runs into the tracking ref, and its archive refs (rotated days) as they are;
-        return the runs tip (None when it has none)."""
+    def fetch(self, archives: bool = True) -> str | None:
+        """Fetch the remote's runs into the tracking ref, and (unless not asked) its archive refs (rotated
+        days) as they are; return the runs tip (None when it has none)."""
         if self.remote is None:
             return None
         try:
-            self.store.fetch(self.remote, [f"+{self.ref}:{self.tracking}", ARCHIVES])
+            self.store.fetch(self.remote, [f"+{self.ref}:{self.tracking}", *([ARCHIVES] if archives else [])])
         except RemoteMissingRef:
             self.store.delete_ref(self.tracking)
             return None
@@ -173,7 +173,7 @@ class Recorder:
             attempt += 1
             with self._lock:
                 fetched = self.store.ref(self.tracking)  # before the fetch force-updates it
-                remote_tip = self.fetch()
+                remote_tip = self.fetch(archives=not push)  # publishing reads no archive
                 local_tip = self.store.ref(self.ref)
                 new_tip = self._integrate(local_tip, remote_tip, fetched)
                 if new_tip is None or new_tip == remote_tip:
