@@ -25,6 +25,8 @@ FIGURES = {
     "env-lateness": "bench.fig_env_lateness",
     "scale": "bench.fig_scale",
     "scale-1m": "bench.fig_scale",
+    "memory": "bench.fig_memory",
+    "http-scale": "bench.fig_memory",
 }
 OPT_IN = {"scale-1m"}   # run only when named with --only (they take many minutes)
 

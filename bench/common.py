@@ -55,6 +55,10 @@ def setup_environment(root: Path) -> None:
     for key in list(os.environ):
         if key.startswith(("GIT_", "PUPPEMON_")):
             del os.environ[key]
+    # The puppemon processes a figure starts run this checkout's code, not whichever checkout the
+    # installed console script was installed from (a git worktree shares one install).
+    checkout = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([checkout, *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ.update({
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),

@@ -148,3 +148,26 @@ def test_runstore_list_filters_and_find(local):
     with pytest.raises(Exception, match="no run with id"):
         runs.find("20991231T000000Z")
     assert runs.read_file(recs[4], "log.txt") == b"log\n"
+
+
+def test_unpublished_counts_and_the_fork_agree_with_git_however_far_the_two_sides_moved(tmp_path, bare_remote):
+    """The fork of the local and the remote runs is found by walking first parents (no libgit2 merge base):
+    checked against `git merge-base` and `git rev-list --count` with each side ahead by 0 to 3 records."""
+    mine = Recorder(Store.open_or_init_bare(tmp_path / "mine.git"), remote=str(bare_remote))
+    theirs = Recorder(Store.open_or_init_bare(tmp_path / "theirs.git"), remote=str(bare_remote))
+    record(mine, make_record("hello", n := 0))
+    assert mine.publish()
+    for ahead, behind in [(1, 0), (0, 2), (3, 0), (2, 3), (0, 0), (1, 1)]:
+        for _ in range(behind):
+            record(theirs, make_record("other", n := n + 1))
+            assert theirs.publish()
+        for _ in range(ahead):
+            record(mine, make_record("hello", n := n + 1))
+        mine.fetch()
+        local, remote = mine.store.ref(mine.ref), mine.store.ref(mine.tracking)
+        where = ("--git-dir", str(mine.store.git_dir))
+        assert mine.unpublished() == int(git(*where, "rev-list", "--count", f"{remote}..{local}"))
+        assert mine._merge_base(local, remote) == git(*where, "merge-base", local, remote).strip()
+        assert mine.publish()
+        assert mine.unpublished() == 0
+    fsck(bare_remote)

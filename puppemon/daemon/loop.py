@@ -26,6 +26,7 @@ from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.notify import Notifier
+from puppemon.daemon.outbox import Outbox
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
@@ -87,9 +88,10 @@ class Daemon:
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
                                  EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
+        self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
-                              on_change=self.wake.set)
+                              on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
@@ -98,7 +100,7 @@ class Daemon:
         self.clock_source = by_class[SOURCES["cron"]]
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
-                                      self.publish, self.wake.set)
+                                      self.publish, self.outbox.soon)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
@@ -153,6 +155,7 @@ class Daemon:
     def _forever(self) -> int:
         for source in self.sources:
             source.start()
+        self.outbox.start()
         log.info("daemon %s started (pid %d), remote %s, state %s%s", self.s.name, os.getpid(),
                  self.s.remote, self.state.path, f", config {self.s.config_file}" if self.s.config_file else "")
         first, stop_at = True, None
@@ -208,6 +211,7 @@ class Daemon:
         while self.queue.busy() and time.monotonic() < deadline and not self.forced:
             time.sleep(0.05)
         self.queue.cancel_all()
+        self.outbox.close()
         self.ledger.retry()
         if self.ledger.waiting():
             log.warning("stopping with %s not written (see above): the next start tries again",
@@ -245,8 +249,7 @@ class Daemon:
         if self.failures == 0:
             self.upkeep.cycle()  # retention (--keep) and rotation of closed days into archive refs
         self.ledger.retry()  # records a full disk kept from the runs branch
-        self.publish()
-        self.push_status()
+        self.outbox.flush()
 
     def deploy(self, sha: str, wait: bool = False) -> None:
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
@@ -300,6 +303,7 @@ class Daemon:
 
     def _on_recorded(self, record: dict, log_bytes: bytes) -> None:
         self.notifier(record, log_bytes)
+        self.requests.recorded(record["id"])
         if self.listener is not None:
             self.listener.recorded(record)
 

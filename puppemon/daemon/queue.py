@@ -151,6 +151,11 @@ class RunQueue:
         with self.lock:
             return bool(self.active or self.pending)
 
+    def queued(self, run_id: str) -> bool:
+        """Whether `run_id` waits for a slot (submitted, not started)."""
+        with self.lock:
+            return any(p.run_id == run_id for p in self.pending)
+
     def in_flight(self) -> list[Active]:
         with self.lock:
             return list(self.active.values())

@@ -11,6 +11,12 @@ checked (history/requests.py `check_request`, `check_claim`) before any value of
 used; one that fails is refused: a `<id>.done.json` with the reason, so no daemon reads
 it again, and the cycle goes on with the others.
 
+A cycle reads no more than what changed: for each date directory it keeps the tree it
+last looked at (on the local and on the remote tip), and looks only at the requests
+whose files changed since (a diff of the two trees) and at those it left undone (a
+cancel waiting for its run, an error to try again). What it remembers is bounded by
+the work not done yet, not by the number of requests of the day.
+
 A cancel request is done when a daemon that has the run in flight (or queued) stops
 it, or when the run is found already recorded; otherwise it waits. Only the last
 `DAYS` date directories are read, so a request nobody can serve expires after that
@@ -44,31 +50,40 @@ class RequestServer:
 
     def __init__(self, store: Store, refs: tuple[str, str], ledger: Ledger, queue: RunQueue,
                  current: Callable[[], Deployment | None], daemon: str, clock: Callable[[], datetime],
-                 publish: Callable[[], None], wake: Callable[[], None], days: int = DAYS) -> None:
+                 publish: Callable[[], None], soon: Callable[[], None], days: int = DAYS) -> None:
         self.store, (self.local_ref, self.remote_ref), self.ledger = store, refs, ledger
         self.queue, self.current, self.daemon, self.clock = queue, current, daemon, clock
-        self.publish, self.wake, self.days = publish, wake, days
-        self.submitted: set[str] = set()   # run ids started by this process
-        self.settled: set[str] = set()     # request ids nothing more is to be done for
+        self.publish, self.soon, self.days = publish, soon, days
+        self.submitted: set[str] = set()   # run ids started by this process and not recorded yet
+        self.settled: set[str] = set()     # request ids nothing more is to be done for, until the remote shows them
         self.lock = threading.Lock()
+        self._recorded: list[str] = []     # run ids recorded since the last cycle (`recorded`)
+        # per pass ("local", "remote"): date dir -> (its tree when last looked at, request ids left to look at again)
+        self._looked: dict[str, dict[str, tuple[str | None, frozenset[str]]]] = {"local": {}, "remote": {}}
 
     # -- one cycle -------------------------------------------------------------
     def cycle(self) -> None:
+        with self.lock:  # before the tips are read, which hold these records: is_recorded says so from now on
+            self.submitted.difference_update(self._recorded)
+            self._recorded.clear()
         if self.current() is None or self.queue.stopping:
             return
         claimed = False
         local = self.store.ref(self.local_ref)
-        for base, names, rid in self._requests(local):
-            if f"{rid}.claim.json" not in names:  # a run request someone claimed: see below
-                claimed = self._guarded(rid, self._serve_new, local, base, rid) or claimed
+        for base, _names, rid in self._requests(local, "local", claimed=False):  # a claimed one: see below
+            claimed = self._guarded(rid, self._serve_new, local, base, rid) or claimed
         if claimed:
             self.publish()
         # Only a claim the remote holds counts: another daemon may have claimed first.
         remote = self.store.ref(self.remote_ref)
         local = self.store.ref(self.local_ref)
-        for base, names, rid in self._requests(remote):
-            if f"{rid}.claim.json" in names:
-                self._guarded(rid, self._serve_claimed, remote, local, base, rid)
+        for base, _names, rid in self._requests(remote, "remote", claimed=True):
+            self._guarded(rid, self._serve_claimed, remote, local, base, rid)
+
+    def recorded(self, run_id: str) -> None:
+        """The record of `run_id` is committed (any thread): the next cycle finds it on the tip."""
+        with self.lock:
+            self._recorded.append(run_id)
 
     def _guarded(self, rid: str, serve: Callable, *args) -> bool:
         """`serve(*args)`; an error is logged and the cycle goes on with the next request."""
@@ -105,22 +120,58 @@ class RequestServer:
         if body is not None:
             self._start(body, claim)
 
-    def _requests(self, tip):
-        """(date dir, names in it, request id) of unsettled requests in the recent date dirs at `tip`."""
-        if not tip:
-            return
-        for base in recent_dirs(self.clock(), self.days):
-            names = {e.name for e in self.store.listdir(tip, base)}
-            for name in sorted(names):
-                if not name.endswith(".json") or name.endswith((".claim.json", ".done.json")):
+    def _requests(self, tip: str | None, which: str, claimed: bool):
+        """(date dir, names of the request's files, request id) of the unsettled requests to look at in the
+        recent date dirs at `tip`, claimed or not: those whose files changed since this pass last looked
+        (`which`), and those it left unsettled then."""
+        looked = self._looked[which]
+        dirs = recent_dirs(self.clock(), self.days)
+        for gone in set(looked) - set(dirs):
+            del looked[gone]
+        for base in dirs if tip else ():
+            entry = self.store.lookup(tip, base)
+            tree = entry.oid if entry is not None and entry.is_tree else None
+            last, again = looked.get(base, (None, frozenset()))
+            if tree == last and not again:
+                continue
+            left = set()
+            for rid in sorted(again | self._changed(last, tree)):
+                names = self._names(tree, rid)
+                if rid in self.settled or f"{rid}.json" not in names or f"{rid}.done.json" in names:
+                    # gone, or a cancel acted on, a request refused: not to be looked at again
+                    self._forget(rid, which)
                     continue
-                rid = name[:-len(".json")]
-                if rid in self.settled:
-                    continue
-                if f"{rid}.done.json" in names:  # a cancel acted on, or a request refused
-                    self.settled.add(rid)
-                    continue
+                if (f"{rid}.claim.json" in names) != claimed:
+                    continue  # the other pass's (a claim still to come shows in a later diff)
                 yield base, names, rid
+                if rid in self.settled:
+                    self._forget(rid, which)
+                else:
+                    left.add(rid)
+            looked[base] = (tree, frozenset(left))
+
+    def _forget(self, rid: str, which: str) -> None:
+        """A settled request seen by the remote pass, the last place it shows, is not kept in memory: its
+        files do not change any more, so no diff brings it back (and if one did, it would be settled again)."""
+        if which == "remote":
+            self.settled.discard(rid)
+
+    def _changed(self, last: str | None, tree: str | None) -> set[str]:
+        """Ids of the requests whose entries differ between two trees of a date dir (an entry that is a
+        directory, which anyone could push, differs where a file below it does)."""
+        if tree is None or tree == last:
+            return set()
+        ids = set()
+        for path, value in self.store.tree_changes(last, tree).items():
+            name = path.split("/", 1)[0]
+            if value is not None and name.endswith(".json"):
+                ids.add(name[:-len(".json")].removesuffix(".claim").removesuffix(".done"))
+        return ids
+
+    def _names(self, tree: str | None, rid: str) -> set[str]:
+        """Which of the files of request `rid` the date dir `tree` holds."""
+        names = (f"{rid}.json", f"{rid}.claim.json", f"{rid}.done.json")
+        return {n for n in names if tree is not None and self.store.lookup(tree, n) is not None}
 
     def _read(self, tip: str, path: str) -> bytes:
         """A request or claim file, its size checked before it is read."""
@@ -184,7 +235,10 @@ class RequestServer:
         log.info("request %s (%s by %s): run %s", rid, body["flow"], by, run_id)
 
     def serve_http(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
-        """Record a request already claimed by this daemon, and start its run now; None when stopping."""
+        """Record a request already claimed by this daemon, and start its run now; None when stopping.
+
+        A run started at once has its request published with its record (one push for both); a run
+        that waits for a slot has its request published soon (`soon`), so a clone finds it meanwhile."""
         now = self.clock()
         body = run_request(flow, params, f"http {client}", now)
         rid, run_id = body["id"], new_id(now)
@@ -192,15 +246,16 @@ class RequestServer:
             return None
         with self.lock:
             self.submitted.add(run_id)
+        self.settled.add(rid)  # before it can show on a tip: no pass serves it
         claim = self._claim_body(rid, run_id, flow)
         files = {**request_files(body), f"{request_base(rid)}.claim.json": dump_json(claim)}
         self.ledger.add(files, request_message(body).replace("\n\n", f"\n\nPuppemon-Claim: {self.daemon}\n", 1))
         started = self.queue.submit(Pending(flow, {"kind": "http", "by": client}, params=params, request=rid,
                                             run_id=run_id))
-        self.wake()  # publish the request soon, so history shows who asked
         if started is None:
             return None
-        self.settled.add(rid)
+        if self.queue.queued(run_id):
+            self.soon()
         return {"run_id": run_id, "request_id": rid}
 
     # -- cancel requests -------------------------------------------------------

@@ -15,7 +15,9 @@ import pygit2
 
 from puppemon.gitstore import transport
 from puppemon.gitstore.command import GitError, RefConflict, RemoteMissingRef, run_git
+from puppemon.gitstore.memory import child, ref_name
 from puppemon.gitstore.objects import EMPTY_TREE, FILE, GITLINK, TREE, Change, Commit, Entry, TooLarge
+
 
 def signature(name: str | None = None, email: str | None = None) -> pygit2.Signature:
     host = socket.gethostname() or "localhost"
@@ -76,7 +78,7 @@ class Store:
     def ref(self, name: str) -> str | None:
         """The commit a ref points at, or None."""
         try:
-            ref = self.repo.references.get(name)
+            ref = self.repo.references.get(ref_name(name))
         except pygit2.InvalidSpecError:
             raise GitError(f"{name!r} is not a valid ref name") from None
         return str(ref.resolve().target) if ref is not None else None
@@ -101,7 +103,7 @@ class Store:
 
     def delete_ref(self, name: str) -> None:
         with self.lock:
-            ref = self.repo.references.get(name)
+            ref = self.repo.references.get(ref_name(name))
             if ref is not None:
                 ref.delete()
 
@@ -170,11 +172,13 @@ class Store:
         tree = self.tree(treeish)
         if path in ("", "."):
             return Entry("", TREE, str(tree.id))
-        try:
-            obj = tree[path]
-        except KeyError:
-            return None
-        return Entry(obj.name, obj.filemode, str(obj.id))
+        *dirs, last = [p for p in path.split("/") if p] or [""]
+        for part in dirs:  # not tree[path]: see memory.py
+            tree = child(tree, part)
+            if tree is None or tree.filemode != TREE:
+                return None
+        obj = child(tree, last)
+        return Entry(obj.name, obj.filemode, str(obj.id)) if obj is not None else None
 
     def read(self, treeish: str, path: str, limit: int | None = None) -> bytes | None:
         """The content of the file at `path`, or None; with `limit`, its size is asked before it is read
@@ -210,19 +214,20 @@ class Store:
 
     def _update(self, base: str | None, changes: dict[tuple[str, ...], tuple[str, int] | None]) -> str:
         repo = self.repo
-        tb = repo.TreeBuilder(self.tree(base)) if base else repo.TreeBuilder()
+        old = self.tree(base) if base else None
+        tb = repo.TreeBuilder(old) if old is not None else repo.TreeBuilder()
         subdirs: dict[str, dict] = {}
         for parts, value in changes.items():
             if len(parts) == 1:
                 if value is None:
-                    if tb.get(parts[0]) is not None:
+                    if old is not None and child(old, parts[0]) is not None:  # not tb.get: see memory.py
                         tb.remove(parts[0])
                 else:
                     tb.insert(parts[0], pygit2.Oid(hex=value[0]), value[1])
             else:
                 subdirs.setdefault(parts[0], {})[parts[1:]] = value
         for name, sub in subdirs.items():
-            existing = tb.get(name)
+            existing = None if old is None or (name,) in changes else child(old, name)
             sub_base = str(existing.id) if existing is not None and existing.type == pygit2.GIT_OBJECT_TREE else None
             new = self._update(sub_base, sub)
             if new == EMPTY_TREE:
@@ -267,6 +272,8 @@ class Store:
         if mode == GITLINK:
             return 0
         if oid not in self._sizes:
+            if len(self._sizes) >= 4096:  # a daemon reads new blobs for months: keep the recent ones
+                self._sizes.clear()
             self._sizes[oid] = self.repo.odb.read_header(oid)[1]
         return self._sizes[oid]
 

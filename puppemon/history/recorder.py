@@ -28,6 +28,10 @@ log = logging.getLogger("puppemon")
 
 ARCHIVES = f"+{ARCHIVE_PREFIX}*:{ARCHIVE_PREFIX}*"  # history/rotation.py: always what the remote has
 PATIENCE = 10.0  # seconds a publish keeps trying while other writers keep moving the remote's runs
+# Commits walked back from the local and the remote tip to find where they part (`Recorder._fork`)
+# before libgit2 is asked, whose merge base and ahead/behind walk the whole history here (many
+# commits a second share a commit time): 30 ms at 2,000 records, more with each one.
+WALK = 2000
 
 Files = Mapping[str, "bytes | tuple[bytes, int] | None"]
 Changes = Mapping[str, "tuple[str, int] | None"]    # path -> (oid, mode), or None to delete
@@ -136,7 +140,39 @@ class Recorder:
             return 0
         if not remote:
             return sum(1 for _ in self.store.first_parent_log(local))
-        return self.store.ahead_behind(local, remote)[0]
+        fork = self._fork(local, remote)
+        return fork[1] if fork is not None else self.store.ahead_behind(local, remote)[0]
+
+    def _fork(self, local: str, remote: str) -> tuple[str | None, int] | None:
+        """(the last commit `local` and `remote` share, how many commits `local` has after it), found by
+        walking first parents back from both tips in step; None when WALK commits or a merge came first.
+
+        The runs branch is linear (records are replayed, never merged), so where the two walks
+        meet is the merge base; a merge commit (written by hand) leaves it to libgit2."""
+        local_at: dict[str, int] = {}
+        remote_seen: set[str] = set()
+        a, b = local, remote
+        for step in range(WALK):
+            if a is None and b is None:
+                return None, len(local_at)  # no commit in common
+            if a is not None:
+                if a in remote_seen:
+                    return a, step
+                local_at[a] = step
+                a = self._parent(a)
+            if b is not None:
+                if b in local_at:
+                    return b, local_at[b]
+                remote_seen.add(b)
+                b = self._parent(b)
+            if a is False or b is False:
+                return None
+        return None
+
+    def _parent(self, sha: str) -> str | None | bool:
+        """The parent of `sha`, None for a root commit, False for a merge."""
+        parents = self.store.get_commit(sha).parents
+        return parents[0] if len(parents) == 1 else (None if not parents else False)
 
     # -- remote --------------------------------------------------------------
     def fetch(self, archives: bool = True) -> str | None:
@@ -214,14 +250,14 @@ class Recorder:
             if local is None:
                 store.set_ref(self.ref, remote, None, message="fetch runs")
             return remote
-        if fetched and fetched != remote and store.merge_base(fetched, remote) != fetched \
+        if fetched and fetched != remote and self._merge_base(fetched, remote) != fetched \
                 and self._on_first_parents(local, fetched):
             # Merging with the old history would bring back every purged record: only what
             # the remote never had is replayed, onto the rewritten history.
             log.info("runs on %s was rewritten (purged): replaying only the records it never had", self.remote)
             base = fetched
         else:
-            base = store.merge_base(local, remote)
+            base = self._merge_base(local, remote)
         if base == local:  # nothing local-only: fast-forward (or take the rewritten history)
             store.set_ref(self.ref, remote, local, message="fetch runs")
             return remote
@@ -250,6 +286,10 @@ class Recorder:
             tip = store.commit(tree, [tip], commit.message, store.author_of(commit.sha), self.author)
         store.set_ref(self.ref, tip, local, message=f"replay {len(pending)} records onto {self.remote}")
         return tip
+
+    def _merge_base(self, a: str, b: str) -> str | None:
+        fork = self._fork(a, b)
+        return fork[0] if fork is not None else self.store.merge_base(a, b)
 
     def _on_first_parents(self, local: str, sha: str) -> bool:
         return any(commit.sha == sha for commit in self.store.first_parent_log(local))

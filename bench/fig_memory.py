@@ -1,0 +1,168 @@
+"""Figures 15 and 16: a daemon over time and over history.
+
+memory (15): one `puppemon daemon --listen` serving HTTP-triggered runs one after the other (POST,
+then the record on the remote, watched from outside the daemon): its resident memory (VmRSS) and its
+own CPU time (utime + stime, not its children's) per run, after the first runs and after many more;
+flat is the goal (RSS + 2 MB at most, CPU per run within 1.25×). The runs all fall on one day, whose
+date directories (runs/tick/<day>/, requests/<day>/) grow by a run and two request files a run.
+
+http-scale (16): POST /flows/tick/runs to a daemon until the run's record is on the remote, with a
+runs history of 100 / 10,000 / 100,000 records on the remote (bench/history.py, rotated as the daemon
+rotates it), the sizes taking turns; against the same at 100 runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from bench import history
+from bench.common import Context, Row, git, median, puppemon_argv, stop_daemon
+from bench.fig_daemon import deploy_project
+from bench.fig_idle import cpu, rss, wait_for
+from bench.fig_trigger import free_port, post
+
+MANIFEST = 'version: 1\nflows:\n  tick:\n    command: ["true"]\n'
+RSS_SLACK = 2 * 2**20
+CPU_GOAL = 1.25
+SCALE_GOAL = 1.3
+
+
+def counts(ctx: Context) -> tuple[int, int]:
+    return (100, 300) if ctx.quick else (500, 10_000)
+
+
+def scale_sizes(ctx: Context) -> list[int]:
+    return [100, 1_000] if ctx.quick else [100, 10_000, 100_000]
+
+
+def rows_named(ctx: Context, name: str) -> list[str]:
+    if name == "memory":
+        first, last = counts(ctx)
+        return [f"daemon RSS after {last:,} HTTP runs", f"daemon CPU per run after {last:,} HTTP runs"]
+    return [f"POST → record on the remote at {n:,} runs" for n in scale_sizes(ctx)]
+
+
+class Served:
+    """A `puppemon daemon --listen` over `remote`, and how to ask it for runs."""
+
+    def __init__(self, root: Path, remote: Path) -> None:
+        from puppemon.gitstore import Store
+
+        self.root, self.port, self.remote = root, free_port(), Store(remote)
+        self.log = open(root / "daemon.log", "wb")
+        self.proc = subprocess.Popen([*puppemon_argv(), "daemon", "--remote", str(remote), "--state",
+                                      str(root / "state"), "--name", root.name, "--poll", "3600",
+                                      "--listen", f"127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._health().get("flows_commit"), 600, f"the daemon of {root.name} and its first deploy")
+
+    def _health(self) -> dict:
+        if self.proc.poll() is not None:
+            log = (self.root / 'daemon.log').read_text()[-2000:]
+            raise RuntimeError(f"daemon exited {self.proc.returncode}: {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            return {}
+
+    def run_to_remote(self) -> float:
+        """Seconds from POST to the run's record on the remote."""
+        from puppemon.formats import run_dir
+
+        t0 = time.perf_counter()
+        run_id = post(f"http://127.0.0.1:{self.port}/flows/tick/runs", {"params": {}})["run_id"]
+        path, deadline = f"{run_dir('tick', run_id)}/run.json", time.monotonic() + 60
+        while not self._on_remote(path):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"run {run_id} not on the remote within 60 s")
+            time.sleep(0.002)
+        return time.perf_counter() - t0
+
+    def _on_remote(self, path: str) -> bool:
+        from puppemon.gitstore import Store
+
+        try:
+            tip = self.remote.ref("refs/heads/runs")
+            return bool(tip and self.remote.lookup(tip, path))
+        except Exception:  # noqa: BLE001 - read while a push lands: its objects are being moved in
+            self.remote = Store(self.remote.git_dir)
+            return False
+
+    def stop(self) -> None:
+        stop_daemon(self.proc, self.log)
+
+
+def measure_memory(ctx: Context) -> list[Row]:
+    root = ctx.dir("memory")
+    remote = deploy_project(root, MANIFEST)
+    (root / "d").mkdir()
+    daemon = Served(root / "d", remote)
+    first, last = counts(ctx)
+    window = first // 2   # CPU per run over the last `window` runs before each mark
+    marks: dict[int, tuple[int, float]] = {}
+    try:
+        c0 = 0.0
+        for n in range(1, last + 1):
+            daemon.run_to_remote()
+            if n in (first - window, last - window):
+                c0 = cpu(daemon.proc.pid)
+            if n in (first, last):
+                marks[n] = (rss(daemon.proc.pid), (cpu(daemon.proc.pid) - c0) / window)
+    finally:
+        daemon.stop()
+    (rss_first, cpu_first), (rss_last, cpu_last) = marks[first], marks[last]
+    labels = rows_named(ctx, "memory")
+    return [
+        Row(15, labels[0], rss_last, "MB", rss_first, f"after {first:,} runs", "≤ +2 MB",
+            rss_last <= rss_first + RSS_SLACK, note=f"+{(rss_last - rss_first) / 2**20:.1f} MB over "
+                                                   f"{last - first:,} runs"),
+        Row(15, labels[1], cpu_last, "s", cpu_first, f"after {first:,} runs", f"≤ {CPU_GOAL:g}× (flat)",
+            cpu_last <= cpu_first * CPU_GOAL, note=f"the daemon's own CPU over {window} runs before each mark"),
+    ]
+
+
+def served_history(ctx: Context, n: int) -> Served:
+    """A daemon over a remote whose runs branch holds `n` records (and the flows to run)."""
+    root = ctx.dir(f"http-scale-{n}")
+    remote = deploy_project(root, MANIFEST)
+    history.build(remote, 0, n)
+    (root / "d").mkdir()
+    served = Served(root / "d", remote)
+    served.run_to_remote()   # its first publish takes the rotation the daemon did at its start
+    return served
+
+
+def measure_scale(ctx: Context) -> list[Row]:
+    sizes = scale_sizes(ctx)
+    repeat = 7 if ctx.quick else 21
+    daemons = {n: served_history(ctx, n) for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    try:
+        for k in range(-1, repeat):   # sizes take turns; one round of warm-up
+            for n, daemon in daemons.items():
+                took = daemon.run_to_remote()
+                if k >= 0:
+                    times[n].append(took)
+                time.sleep(0.3)   # quiet between runs: each one is a burst of its own
+        tips = {n: len([p for p in git("--git-dir", str(d.remote.git_dir), "ls-tree", "-r", "--name-only", "runs",
+                                       "--", "runs").split() if p.endswith("/run.json")]) for n, d in daemons.items()}
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+    base = median(times[sizes[0]])
+    out = []
+    for n, label in zip(sizes, rows_named(ctx, "http-scale")):
+        value = median(times[n])
+        note = f"{tips[n]:,} records in the runs tip; max {max(times[n]) * 1000:.0f} ms"
+        if n == sizes[0]:
+            out.append(Row(16, label, value, "s", base, f"same at {n} runs", "", None, note=note))
+        else:
+            out.append(Row(16, label, value, "s", base, f"same at {sizes[0]} runs", f"≤ {SCALE_GOAL:g}×",
+                           value <= base * SCALE_GOAL, note=note))
+    return out
+
+
+def measure_named(ctx: Context, name: str) -> list[Row]:
+    return measure_memory(ctx) if name == "memory" else measure_scale(ctx)
