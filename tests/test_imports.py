@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from bench import fig_cli
 from tests.conftest import git, puppemon
 from tests.test_runs_logs import HISTORY, seed
 from tests.test_status import write_status
@@ -25,20 +26,7 @@ sys.argv[0] = "puppemon"
 main()
 """
 
-MANIFEST = """\
-version: 1
-flows:
-  report:
-    command: echo report
-    schedule: ["0 8 * * 1-5", "30 14 * * sun"]
-    timezone: Asia/Taipei
-  backup:
-    command: echo backup
-    every: 6h
-  index:
-    command: echo index
-    run_on_deploy: true
-"""
+MANIFEST = fig_cli.MANIFEST   # the project figure 1 times these commands in
 
 EVERYWHERE = {"apscheduler", "asyncio", "watchdog", "jinja2"}
 READS = EVERYWHERE | {"rich", "yaml"}       # runs, logs, status off a terminal
