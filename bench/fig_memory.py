@@ -122,7 +122,7 @@ def measure_memory(ctx: Context) -> list[Row]:
     labels = rows_named(ctx, "memory")
     return [
         Row(15, labels[0], rss_last, "MB", rss_first, f"after {first:,} runs", "≤ +2 MB",
-            rss_last <= rss_first + RSS_SLACK, note=f"+{(rss_last - rss_first) / 2**20:.1f} MB over "
+            rss_last <= rss_first + RSS_SLACK, note=f"{(rss_last - rss_first) / 2**20:+.1f} MB over "
                                                    f"{last - first:,} runs"),
         Row(15, labels[1], cpu_last, "s", cpu_first, f"after {first:,} runs", f"≤ {CPU_GOAL:g}× (flat)",
             cpu_last <= cpu_first * CPU_GOAL, note=f"the daemon's own CPU over {window} runs before each mark"),
