@@ -221,3 +221,24 @@ def format_size(n: int) -> str:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """`1 run`, `3 runs`."""
     return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def did_you_mean(name: str, choices) -> str | None:
+    """`did you mean 'hello'?` when one of `choices` is close to `name` (a typo), else None."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def reason(status: str, error: str | None) -> str | None:
+    """What to say after a run's status: its error, unless it only repeats the status (`cancelled`)."""
+    if not error or status == "succeeded" or error.strip().lower() == status.replace("_", " "):
+        return None
+    return error
+
+
+def outcome(status: str, duration: float | None, error: str | None = None) -> str:
+    """`failed in 1.2s: exited with code 3`; `cancelled in 18.2s`, not `cancelled in 18.2s: cancelled`."""
+    why = reason(status, error)
+    return f"{status} in {format_duration(duration)}" + (f": {why}" if why else "")

@@ -5,7 +5,7 @@ import sys
 
 from puppemon.commands.common import warn, write_bytes
 from puppemon.errors import PuppemonError
-from puppemon.formats import format_duration, local_time
+from puppemon.formats import format_duration, local_time, reason
 from puppemon.history.records import RunStore, one_line, trigger_text
 
 
@@ -64,8 +64,8 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
         record = _find(history.runs, which)
     runs = history.runs
     print(header(record), file=sys.stderr)
-    if record.get("error") and record.get("status") != "succeeded":
-        print(f"error: {record['error']}", file=sys.stderr)
+    if why := reason(str(record.get("status")), record.get("error")):
+        print(f"error: {why}", file=sys.stderr)
     if result:
         data = runs.read_file(record, "result.json")
         if data is None:

@@ -44,6 +44,7 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
 def check_deployed(store, remote: str, flow: str, params: dict | None = None, branch: str = "flows") -> None:
     """Refuse a request that no daemon could serve: nothing deployed, no such flow in the deploy, or
     a param its function does not take."""
+    from puppemon.formats import did_you_mean
     from puppemon.project.entrypoints import check_params, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
     from puppemon.project.snapshot import scratch_ref
@@ -61,8 +62,9 @@ def check_deployed(store, remote: str, flow: str, params: dict | None = None, br
     except ManifestError:
         return  # a deploy the daemon refuses: let it record why
     if flow not in flows:
+        close = did_you_mean(flow, flows)
         raise PuppemonError(f"no flow {flow!r} in the deployed flows ({branch} {tip[:7]} on {remote}: "
-                            f"{', '.join(flows) or 'none'}); push it first")
+                            f"{', '.join(flows) or 'none'}); " + (close or "push it first"))
     check_params(flows[flow], params or {}, tree_reader(store, tip), f"the deployed flows commit {tip[:7]}")
 
 
@@ -70,7 +72,7 @@ def follow(store, remote: str, request_id: str, limit: float | None, branch: str
            clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] | None = None) -> int:
     """Fetch the remote's runs about every second until a run record names `request_id`."""
     from puppemon.commands.common import write_bytes
-    from puppemon.formats import run_dir
+    from puppemon.formats import reason, run_dir
     from puppemon.gitstore import GitError
     from puppemon.history.recorder import Recorder
     from puppemon.history.records import find_record
@@ -95,8 +97,8 @@ def follow(store, remote: str, request_id: str, limit: float | None, branch: str
             record = find_record(store, tip, claim["run_id"], claim.get("flow"))
             if record is not None:
                 write_bytes(store.read(tip, f"{run_dir(record['flow'], record['id'])}/log.txt") or b"")
-                say(describe(record) + (f": {record['error']}" if record.get("error")
-                                        and record["status"] != "succeeded" else ""))
+                why = reason(record["status"], record.get("error"))
+                say(describe(record) + (f": {why}" if why else ""))
                 return exit_code(record)
         if deadline is not None and clock() >= deadline:
             state = (f"run {claimed['run_id']} has not finished" if claimed

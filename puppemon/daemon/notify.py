@@ -15,7 +15,7 @@ import urllib.request
 from typing import Callable
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import format_duration
+from puppemon.formats import format_duration, reason
 from puppemon.secrets import SecretStore, redact
 
 log = logging.getLogger("puppemon")
@@ -30,8 +30,8 @@ def message(record: dict, log_bytes: bytes, secrets: dict) -> dict:
     lines = log_bytes.decode("utf-8", "replace").rstrip("\n").splitlines()[-LOG_LINES:]
     head = (f"puppemon: {record['flow']} {record['status']} in {format_duration(record.get('duration'))} "
             f"(run {record['id']}, daemon {record.get('daemon') or '-'})")
-    if record.get("error"):
-        head += f"\n{record['error']}"
+    if why := reason(record["status"], record.get("error")):
+        head += f"\n{why}"
     tail = "\n".join(lines)
     text = head + (f"\n```\n{tail}\n```" if tail else "")
     text = redact(text, secrets)

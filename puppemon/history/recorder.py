@@ -284,7 +284,7 @@ class Recorder:
                 continue
             tree = store.update_tree(tip_tree, changes)
             tip = store.commit(tree, [tip], commit.message, store.author_of(commit.sha), self.author)
-        store.set_ref(self.ref, tip, local, message=f"replay {len(pending)} records onto {self.remote}")
+        store.set_ref(self.ref, tip, local, message=f"replay {plural(len(pending), 'record')} onto {self.remote}")
         return tip
 
     def _merge_base(self, a: str, b: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import (ARCHIVE_PREFIX, RUN_ID, archive_ref, dated_path, format_duration, id_day, is_flow_name,
-                              parse_iso, run_dir, utc_compact, utc_iso)
+                              parse_iso, plural, run_dir, utc_compact, utc_iso)
 from puppemon.gitstore import EXEC, FILE, Store
 
 SCHEMA = 1
@@ -114,7 +114,7 @@ def deploy_record(sha: str, source: str, daemon: str, now: datetime, outcome: di
             "host": socket.gethostname(), "time": utc_iso(now), **outcome}
     path = dated_path("deploys", now, f"{sha}-{daemon}.json")  # one per daemon: never collide
     subject = (f"deploy {sha[:7]}: {outcome['status']}"
-               + (f" ({len(outcome.get('flows', {}))} flows)" if outcome["status"] == "deployed" else ""))
+               + (f" ({plural(len(outcome.get('flows', {})), 'flow')})" if outcome["status"] == "deployed" else ""))
     message = f"{subject}\n\nPuppemon-Deploy: {sha}\nPuppemon-Deploy-Status: {outcome['status']}\n"
     return {path: dump_json(body)}, message
 
