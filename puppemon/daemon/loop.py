@@ -60,6 +60,7 @@ class Daemon:
         self.forced = False
         self.started = clock()
         self.failures = 0
+        self.told_empty = False     # "nothing is deployed yet" was logged
         self.secrets = settings.load_secrets()
         self.http = None
         if settings.listen:  # bound now: a bad --listen fails before anything else starts
@@ -140,6 +141,15 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.wake.set())
 
     def _on_stop_signal(self, signum, _frame) -> None:
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if not self.stopping:
+            log.info("%s: stopping; runs in flight get up to %gs to finish (%s again kills them now)",
+                     signal.Signals(signum).name, self.s.grace, again)
+        elif not self.forced:
+            log.warning("%s again: killing the runs in flight", signal.Signals(signum).name)
+        self._stop(signum)
+
+    def _stop(self, signum) -> None:
         if self.stopping:
             self.forced = True  # a second signal: no more grace
             self.queue.kill_all()
@@ -150,7 +160,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         """Stop as a first SIGTERM would (for callers that embed the daemon)."""
-        self._on_stop_signal(signal.SIGTERM, None)
+        self._stop(signal.SIGTERM)
 
     def _forever(self) -> int:
         for source in self.sources:
@@ -233,6 +243,11 @@ class Daemon:
             self.failures += 1
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
+        if tip is None and self.deployer.current is None and not self.failures and not self.told_empty:
+            self.told_empty = True  # said once: a daemon may be set up before the first push
+            log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "
+                    "branch): run `puppemon push` in your project; %s", self.s.remote, self.s.branch_flows,
+                    "nothing to run" if once else "waiting for a deploy")
         if self.deployer.is_new(tip):
             self.deploy(tip, wait=once)
         if self.deployer.current is None and (last := self.deployer.last_good(tip)):
