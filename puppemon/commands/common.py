@@ -88,5 +88,13 @@ def load_flow(directory: str | os.PathLike, name: str) -> tuple[Any, Any]:
     loaded = manifest.load(directory)
     flow = loaded.flows.get(name)
     if flow is None:
-        raise PuppemonError(f"no flow {name!r} in puppemon.yaml (flows: {', '.join(sorted(loaded.flows))})")
+        raise PuppemonError(f"no flow {name!r} in puppemon.yaml" + hint_flows(name, loaded.flows))
     return loaded, flow
+
+
+def hint_flows(name: str, known) -> str:
+    """`; did you mean 'hello'?` for a misspelled flow name, else the flows there are."""
+    from puppemon.formats import did_you_mean
+
+    close = did_you_mean(name, known)
+    return f"; {close}" if close else f" (flows: {', '.join(sorted(known)) or 'none'})"

@@ -100,6 +100,9 @@ def open_history(directory: str, remote: str | None, fetch: bool | None, status:
         remote = resolve_remote(store, remote)
     except PuppemonError:
         remote = None            # no remote configured: local records only
+        if not status and fetch is not False:
+            print("note: this repository has no remote: showing local records only (pass --remote NAME|URL)",
+                  file=sys.stderr)
     fetched = False
     if remote is not None and (fetch or (fetch is None and not fetched_recently(store, remote, status))):
         try:
@@ -113,6 +116,6 @@ def open_history(directory: str, remote: str | None, fetch: bool | None, status:
             if status:
                 remember(store, remote, status=True)
         except GitError as exc:
-            print(f"warning: {exc.message}; showing {'the status last fetched' if status else 'local records'}",
+            print(f"warning: {exc.message}; showing {'the status last fetched' if status else 'local records only'}",
                   file=sys.stderr)
     return History(store, RunStore(store, "refs/heads/runs"), remote, fetched)

@@ -30,14 +30,23 @@ def main(flow: str | None = None, status: str | None = None, limit: int = 20, si
         raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     since_time = parse_moment(since, "--since") if since else None
     until_time = parse_moment(until, "--until") if until else None
-    runs = open_history(directory, remote, fetch).runs
+    history = open_history(directory, remote, fetch)
+    runs = history.runs
     records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
     if runs.skipped_note():
         warn(runs.skipped_note())
+    unrecorded = not records and flow is not None and flow not in runs.flows()
+    if unrecorded:  # a misspelled name is an error, not an empty list
+        from puppemon.commands.flownames import check_known
+
+        check_known(flow, runs.flows(), history.store, history.remote, directory, fetch)
     if as_json:
         print(json.dumps(records, indent=2, ensure_ascii=False))
         return 0
     if not records:
+        if unrecorded:
+            print(f"no runs of {flow} yet")
+            return 0
         filtered = flow or status or since or until
         print("no runs match" if filtered and (runs.tip or runs.archives) else "no runs recorded yet")
         return 0
