@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Iterable
 
 from puppemon.commands.common import load_flow, parse_params, write_bytes
-from puppemon.formats import format_duration, new_id
+from puppemon.errors import PuppemonError
+from puppemon.formats import format_size, new_id, outcome, plural, reason
 from puppemon.project import manifest
 from puppemon.run.runner import execute
 from puppemon.run.spec import RunResult, RunSpec
@@ -34,12 +37,54 @@ def execute_here(spec: RunSpec) -> RunResult:
 
 def summary(result: RunResult) -> str:
     """`hello: succeeded in 0.1s`, with the reason when it did not succeed."""
-    line = f"{result.flow}: {result.status} in {format_duration(result.duration)}"
+    line = f"{result.flow}: {outcome(result.status, result.duration)}"
     if len(result.attempts) > 1:
         line += f" ({len(result.attempts)} attempts)"
-    if result.status != "succeeded" and result.error:
-        line += f": {result.error}"
-    return line
+    why = reason(result.status, result.error)
+    return line + (f": {why}" if why else "")
+
+
+OUTPUTS = Path(".puppemon") / "outputs"   # in the project; .puppemon/.gitignore keeps it out of git and push
+
+
+def local_secrets(flow) -> dict[str, str]:
+    """The secrets `flow` asks for, from this environment (`discord` from DISCORD): on the server they come
+    from the daemon's secrets file; here, one missing is an error, never an empty value."""
+    from puppemon import env_name
+
+    missing = [name for name in flow.secrets if not os.environ.get(env_name(name))]
+    if missing:
+        names = ", ".join(repr(n) for n in missing)
+        exports = " ".join(f"{env_name(n)}=..." for n in missing)
+        raise PuppemonError(f"flow {flow.name!r} asks for secret{'s' if len(missing) > 1 else ''} {names}, "
+                            f"not set here: to run it locally, export {exports} (on the server, the "
+                            "daemon's secrets file gives it)")
+    return {name: os.environ[env_name(name)] for name in flow.secrets}
+
+
+def keep_outputs(project: Path, result: RunResult) -> str | None:
+    """Write what the run left in its output directory to .puppemon/outputs/<run-id>/; the line saying where."""
+    if not result.outputs:
+        return f"outputs: {result.outputs_note}" if result.outputs_note else None
+    top = project / OUTPUTS.parent
+    target = project / OUTPUTS / result.run_id
+    try:
+        target.mkdir(parents=True)
+        if not (top / ".gitignore").exists():
+            (top / ".gitignore").write_text("# written by puppemon run: nothing here is pushed\n*\n")
+        for out in result.outputs:
+            path = target / out.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(out.data)
+            if out.executable:
+                path.chmod(0o755)
+    except OSError as exc:
+        raise PuppemonError(f"cannot keep the run's outputs in {target}: {exc.strerror}") from None
+    size = sum(out.size for out in result.outputs)
+    target = target.resolve()
+    shown = os.path.relpath(target) if target.is_relative_to(Path.cwd().resolve()) else str(target)
+    line = f"outputs: {shown}{os.sep} ({plural(len(result.outputs), 'file')}, {format_size(size)})"
+    return line + (f"; {result.outputs_note}" if result.outputs_note else "")
 
 
 def exit_code(result: RunResult) -> int:
@@ -61,13 +106,15 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
 
         target = open_target(project, remote, push)  # before the run: a bad repo or remote fails fast
     spec = RunSpec(run_id=new_id(), flow=found, code_dir=project, params=params,
-                   variables=dict(loaded.variables), workdir="shared")
+                   variables=dict(loaded.variables), workdir="shared", secrets=local_secrets(found))
     if found.python is not None:  # the same environment the daemon builds, cached for this user
         from puppemon.commands.env import local_environment
 
         spec.environment, spec.flow_api = local_environment(found, project)
     result = execute_here(spec)
     print(summary(result), file=sys.stderr)
+    if kept := keep_outputs(project, result):
+        print(kept, file=sys.stderr)
     if result.has_result:
         print(f"result: {json.dumps(result.result)}", file=sys.stderr)
     if record:
