@@ -115,7 +115,7 @@ def test_init_github_writes_the_workflow(tmp_path):
     proc = puppemon("init", "--github", ".", "--puppemon-source", source, cwd=project)
     assert proc.stdout == ("wrote puppemon.yaml\n"
                            "wrote flows/hello.py\n"
-                           "wrote .github/workflows/puppemon-push.yml\n"
+                           "wrote .github/workflows/puppemon-push.yml (deploys on every push to main)\n"
                            "next: run `puppemon validate`, then `puppemon push` to deploy\n")
     assert (project / WORKFLOW_PATH).read_text() == render(source)
 

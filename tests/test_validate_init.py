@@ -174,7 +174,7 @@ def test_init_github_writes_the_workflow_too(tmp_path, capsys):
     source = "git+https://git.example.com/me/puppemon.git@v0.1.0"
     assert init_command.main(str(tmp_path), github=True, puppemon_source=source) == 0
     out = capsys.readouterr().out
-    assert f"wrote {tmp_path}/.github/workflows/puppemon-push.yml\n" in out
+    assert f"wrote {tmp_path}/.github/workflows/puppemon-push.yml (deploys on every push to main)\n" in out
     assert f'PUPPEMON_SOURCE: "{source}"' in (tmp_path / ".github" / "workflows" / "puppemon-push.yml").read_text()
 
 

@@ -84,11 +84,13 @@ def scaffold(directory: str) -> list[str]:
 
 
 def main(directory: str = ".", github: bool = False, puppemon_source: str | None = None) -> int:
-    """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    from puppemon.project.github import WORKFLOW_PATH, installed_source, render, write_workflow
+    """Scaffold puppemon.yaml and an example flow (never overwrites); with `github`, the deploy workflow too
+    (only the workflow, in a project that has its puppemon.yaml already)."""
+    from puppemon.project.github import WORKFLOW_PATH, default_branch, installed_source, render, write_workflow
 
     workflow = Path(directory) / WORKFLOW_PATH
-    source = None
+    existing = github and (Path(directory) / MANIFEST_NAME).is_file()
+    source = branch = None
     if github:  # checked first, so a refusal writes nothing at all
         if workflow.exists() or workflow.is_symlink():
             raise PuppemonError(f"{_shown(directory, WORKFLOW_PATH.as_posix())} already exists; puppemon init "
@@ -98,14 +100,17 @@ def main(directory: str = ".", github: bool = False, puppemon_source: str | None
             raise PuppemonError("cannot tell which repository this puppemon comes from (it was not installed "
                                 "from a git clone whose commit is on its origin), so the workflow could not "
                                 "install it; pass --puppemon-source git+https://HOST/YOU/puppemon.git@COMMIT")
-        render(source)
-    written = scaffold(directory)
-    for name in written:
+        branch = default_branch(directory) if Path(directory).is_dir() else "main"
+        render(source, branch)
+    for name in [] if existing else scaffold(directory):
         print(f"wrote {_shown(directory, name)}")
     if github:
-        write_workflow(directory, source)
-        print(f"wrote {_shown(directory, WORKFLOW_PATH.as_posix())}")
+        write_workflow(directory, source, branch)
+        print(f"wrote {_shown(directory, WORKFLOW_PATH.as_posix())} (deploys on every push to {branch})")
     where = "" if os.path.normpath(directory) == "." else " " + shlex.quote(directory)
     push = "" if not where else " -C" + where
-    print(f"next: run `puppemon validate{where}`, then `puppemon push{push}` to deploy")
+    if existing:
+        print(f"next: commit the workflow and push it to GitHub; {MANIFEST_NAME} was there already, untouched")
+    else:
+        print(f"next: run `puppemon validate{where}`, then `puppemon push{push}` to deploy")
     return 0

@@ -15,6 +15,7 @@ from puppemon.errors import PuppemonError
 
 WORKFLOW_PATH = Path(".github") / "workflows" / "puppemon-push.yml"
 EXAMPLE_SOURCE = "git+https://github.com/OWNER/puppemon.git@COMMIT"
+YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}   # not strings to YAML 1.1
 
 # Kept byte-identical to examples/github/puppemon-push.yml (a test compares them); `init --github`
 # writes it with EXAMPLE_SOURCE replaced by where this puppemon comes from.
@@ -67,12 +68,44 @@ jobs:
 """
 
 
-def render(source: str) -> str:
-    """The workflow, installing puppemon from `source` (a pip requirement)."""
+def render(source: str, branch: str = "main") -> str:
+    """The workflow, installing puppemon from `source` (a pip requirement), deploying on pushes to `branch`."""
     if not source or any(c in source for c in "\"\n\\"):
         raise PuppemonError(f"--puppemon-source {source!r}: give a pip requirement such as "
                             f"git+https://github.com/you/puppemon.git@v0.1.0")
-    return WORKFLOW.replace(f'PUPPEMON_SOURCE: "{EXAMPLE_SOURCE}"', f'PUPPEMON_SOURCE: "{source}"')
+    text = WORKFLOW.replace(f'PUPPEMON_SOURCE: "{EXAMPLE_SOURCE}"', f'PUPPEMON_SOURCE: "{source}"')
+    if branch != "main":
+        # plain when YAML reads it as that string; else quoted (a branch may be `1.0`, `on`, or hold * and ,)
+        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9._/-]*", branch) and branch.lower() not in YAML_WORDS
+        shown = branch if plain else json.dumps(branch)
+        text = text.replace("branches: [main]  # your default branch",
+                            f"branches: [{shown}]  # the repository's default branch")
+    return text
+
+
+def default_branch(directory: str | os.PathLike, remote: str = "origin") -> str:
+    """The repository's default branch: the remote's HEAD as last fetched, else as the remote says now,
+    else the branch checked out, else main."""
+    from puppemon.gitstore import GitError
+    from puppemon.gitstore.command import run_git
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = run_git(["-C", str(directory), *args], check=False, timeout=20)
+        except GitError:  # no git, or a remote that does not answer
+            return None
+        return proc.stdout.decode("utf-8", "replace").strip() if proc.returncode == 0 else None
+
+    known = git("symbolic-ref", "--quiet", f"refs/remotes/{remote}/HEAD")
+    if known and known.startswith(f"refs/remotes/{remote}/"):
+        return known.removeprefix(f"refs/remotes/{remote}/")
+    if git("remote", "get-url", remote):
+        for line in (git("ls-remote", "--symref", remote, "HEAD") or "").splitlines():
+            target, _, name = line.partition("\t")
+            if name == "HEAD" and target.startswith("ref: refs/heads/"):
+                return target.removeprefix("ref: refs/heads/")
+    current = git("symbolic-ref", "--quiet", "--short", "HEAD")
+    return current or "main"
 
 
 def installed_source(package_dir: str | os.PathLike | None = None) -> str | None:
@@ -136,7 +169,7 @@ def https_url(url: str) -> str | None:
     return f"https://{match.group(1)}/{match.group(2)}" if match else None
 
 
-def write_workflow(directory: str | os.PathLike, source: str = EXAMPLE_SOURCE) -> Path:
+def write_workflow(directory: str | os.PathLike, source: str = EXAMPLE_SOURCE, branch: str = "main") -> Path:
     """Write the deploy workflow into `directory`'s .github/workflows; never overwrite one."""
     path = Path(directory) / WORKFLOW_PATH
     if path.exists() or path.is_symlink():
@@ -145,7 +178,7 @@ def write_workflow(directory: str | os.PathLike, source: str = EXAMPLE_SOURCE) -
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(path, "x", encoding="utf-8", newline="\n") as fh:
-            fh.write(render(source))
+            fh.write(render(source, branch))
     except FileExistsError:
         raise PuppemonError(f"{path} already exists; not overwriting it") from None
     return path
