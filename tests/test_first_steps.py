@@ -248,7 +248,7 @@ def test_the_daemons_first_ctrl_c_says_a_second_kills_the_runs(tmp_path, bare_re
         assert daemon.proc.poll() is None   # still waiting for the run
         assert " INFO SIGINT: stopping; runs in flight get up to 60s to finish (Ctrl-C again kills them now)\n" \
             in daemon.log
-        assert re.search(r" INFO stopping: waiting up to 60s for 1 run\n", daemon.log)
+        wait_until(lambda: " INFO stopping: waiting up to 60s for 1 run\n" in daemon.log, 5, "the wait")
         daemon.proc.send_signal(signal.SIGINT)
         assert daemon.stop(timeout=20) == 0
     assert " WARNING SIGINT again: killing the runs in flight\n" in daemon.log
