@@ -166,11 +166,16 @@ def logs(run, result, outputs, remote, fetch, directory) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON (see docs/json.md).")
+@click.option("--prune-gone", is_flag=True,
+              help="Remove the status refs (and live-log refs) of the daemons that are gone from the remote.")
 @_read_options
-def status(as_json, remote, fetch, directory) -> None:
-    """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight."""
-    _call("status", as_json=as_json, remote=remote, fetch=fetch, directory=directory)
+def status(as_json, prune_gone, remote, fetch, directory) -> None:
+    """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight.
+
+    A daemon with no heartbeat for 3 of its heartbeat periods (5 minutes at least) is gone.
+    """
+    _call("status", as_json=as_json, remote=remote, fetch=fetch, directory=directory, prune_gone=prune_gone)
 
 
 @cli.command()

@@ -5,7 +5,10 @@ from datetime import datetime, timezone
 
 from puppemon.project.manifest import MANIFEST_NAME, Manifest, load
 from puppemon.project.triggers import describe, next_run
-from puppemon.ui import print_lines, print_table
+from puppemon.ui import Column, print_lines, print_table
+
+# On a narrow terminal the trigger wraps (down to 30 cells), then the next run goes; the flow stays.
+COLUMNS = (Column("flow"), Column("trigger", wrap=True, least=30), Column("next run", drop=1))
 
 
 def render(manifest: Manifest, now: datetime) -> tuple[str, list[list[str]]]:
@@ -41,7 +44,7 @@ def main(directory: str = ".", now: datetime | None = None) -> int:
     summary, rows = render(manifest, now)
     print_lines([[(summary, "green")]])
     if rows:
-        print_table(("flow", "trigger", "next run"), rows, header_style="bold")
+        print_table(COLUMNS, rows, header_style="bold")
     hints = unused_dependency_files(manifest, root)
     if hints:
         print_lines([[hint] for hint in hints])

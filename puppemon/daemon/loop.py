@@ -346,6 +346,7 @@ class Daemon:
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
+            "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started)}
