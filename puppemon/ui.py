@@ -134,14 +134,17 @@ def table_lines(columns: Sequence[str | Column], rows: Sequence[Sequence[Cell]],
     texts = [[text_of(c) for c in row] for row in rows]
     keep, widths = fit(columns, texts, limit)
     names = [_column(columns[i]).name for i in keep]
+    lines = [[[(piece, _style(row[i])) for piece in wrap_words(text_of(row[i]), w)]
+              if width(text_of(row[i])) > w else [(text_of(row[i]), _style(row[i]))]
+              for i, w in zip(keep, widths)] for row in rows]
+    # a wrapped column is as wide as its widest line, which may be less than it was given
+    widths = [max([width(n)] + [width(piece[0]) for row in lines for piece in row[k]])
+              for k, n in enumerate(names)]
     out: list[list[Cell]] = [_line(indent, [[(n, header_style)] for n in names], widths)]
     if rule:
         out.append([indent + RULE * (sum(widths) + GAP * (len(widths) - 1))])
-    for row in rows:
-        cells = [row[i] for i in keep]
-        parts = [[(piece, _style(c)) for piece in wrap_words(text_of(c), w)] if width(text_of(c)) > w
-                 else [(text_of(c), _style(c))] for c, w in zip(cells, widths)]
-        for k in range(max(len(p) for p in parts)):
+    for parts in lines:
+        for k in range(max((len(p) for p in parts), default=1)):
             out.append(_line(indent, [p[k:k + 1] for p in parts], widths))
     return out
 

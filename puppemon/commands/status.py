@@ -14,7 +14,7 @@ from puppemon.ui import Cell, Column, print_lines, table_lines, terminal_width
 
 # A daemon's flows on a narrow terminal: the last run's id goes first, then its status, then the next
 # fire time; the flow's name stays.
-FLOW_COLUMNS = (Column("flow"), Column("next", drop=3), Column("last run", drop=2), Column("", drop=1))
+FLOW_COLUMNS = (Column("flow"), Column("next", drop=1), Column("last run", drop=2), Column("", drop=3))
 
 
 def _state(daemon: dict) -> list[Cell]:
