@@ -293,6 +293,11 @@ class RunStore:
                 break
         return found
 
+    def recent_ids(self, limit: int) -> list[str]:
+        """The newest `limit` run ids of every flow, from the tree names alone (no record is read)."""
+        each = [self._flow_run_ids(name) for name in self.flows()]
+        return list(itertools.islice(heapq.merge(*each, reverse=True), limit))
+
     def _ids_from_history(self) -> Iterator[tuple[str, str]]:
         """(flow, run id) from the run commits on the branch, newest commit first."""
         seen = set()
