@@ -325,7 +325,7 @@ class Daemon:
             if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
                 self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
-                log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
+                log.warning("%s: run %s recorded as crashed: %s", ctx.flow, ctx.run_id, error)
             if not self.ledger.waiting(ctx.run_id):
                 self.state.unjournal(ctx.run_id)
 
