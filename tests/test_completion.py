@@ -43,6 +43,13 @@ def test_run_ids_from_the_local_runs_branch_without_fetching(history_project):
     assert complete(project, "cancel", "20261125T0833") == (["20261125T083300Z-cc0002"], "")
     # logs takes an id or a flow: both are offered
     assert complete(project, "logs", "") == (["hello", *ids], "")
+    # the newest that match, however old: not the newest that are then filtered
+    from puppemon.gitstore import Store
+    from puppemon.history.records import RunStore
+
+    runs = RunStore(Store.discover(project))
+    assert runs.recent_ids(1) == [ids[0]]
+    assert runs.recent_ids(1, "20261125T0831") == ["20261125T083100Z-0b0b0b"]
     # no fetch: a run the remote has and this repository does not yet is not offered
     seed(bare_remote, project.parent, [(dict(HISTORY[0][0], id="20261126T000000Z-123456"), b"")])
     assert complete(project, "cancel", "20261126") == ([], "")

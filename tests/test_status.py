@@ -165,9 +165,15 @@ def test_a_real_daemon_then_a_new_deploy(tmp_path, bare_remote):
     assert box["flows"]["hello"]["last_run"]["status"] == "succeeded"
     assert box["flows"]["nightly"]["last_run"] is None
     assert box["in_flight"] == []
+    # a --once daemon has no scheduler left, but says when it is due to be started again
+    assert (box["once"], box["poll"], box["gone"]) == (True, 60.0, False)
+    due = datetime.fromisoformat(box["flows"]["nightly"]["next"].replace("Z", "+00:00"))
+    assert (due.hour, due.minute) == (3, 0) and timedelta(0) < due - datetime.now(timezone.utc) <= timedelta(days=1)
+    assert box["flows"]["hello"]["next"] is None   # on deploy only
     out = puppemon("status", cwd=repo).stdout.splitlines()
     assert out[0].startswith("box: ran once, last heartbeat ") and out[0].endswith(" s ago")
     assert out[2] == f"  deployed {first[:7]}: up to date"
+    assert out[3] == f"  next start due: nightly at {due:%Y-%m-%d} 03:00:00 UTC"
     (repo / "puppemon.yaml").write_text(MANIFEST.replace("echo hello", "echo hello again"))
     puppemon("push", cwd=repo)
     second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
@@ -192,3 +198,23 @@ def test_status_refs_anyone_could_push_are_skipped_and_counted(pushed, bare_remo
     proc = puppemon("status", cwd=project)
     assert proc.stderr == "warning: 6 status refs under refs/puppemon/status/ could not be read (skipped)\n"
     assert proc.stdout.splitlines()[1] == "  on [bold red]srv[/], pid 4242, puppemon 0.1.0"
+
+
+def test_prune_gone_removes_the_status_and_live_refs_of_gone_daemons(pushed, bare_remote):
+    project, tip = pushed
+    now = datetime.now(timezone.utc)
+    write_status(bare_remote, "alive", flows_commit=tip, heartbeat=utc_iso(now))
+    write_status(bare_remote, "old", heartbeat=utc_iso(now - timedelta(minutes=6)))
+    write_status(bare_remote, "slow-poll", heartbeat=utc_iso(now - timedelta(minutes=6)), poll=600)  # bound 30 min
+    store = Store(bare_remote)
+    tree = store.update_tree(None, {"runs.json": (store.blob(b"{}"), 0o100644)})
+    store.force_ref("refs/puppemon/live/old", store.commit(tree, [], "live logs of old\n"))
+    proc = puppemon("status", "--prune-gone", cwd=project)
+    assert proc.stdout == ("removed refs/puppemon/status/old from origin\n"
+                           "removed refs/puppemon/live/old from origin\n")
+    refs = git("--git-dir", str(bare_remote), "for-each-ref", "--format=%(refname)", "refs/puppemon").split()
+    assert refs == ["refs/puppemon/status/alive", "refs/puppemon/status/slow-poll"]
+    assert "refs/puppemon/status/old" not in git("for-each-ref", "refs/puppemon", cwd=project)
+    assert puppemon("status", "--prune-gone", cwd=project).stdout == "no daemon is gone\n"
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
+        "alive", "slow-poll"]

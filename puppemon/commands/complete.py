@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RECENT = 200   # run ids offered: the newest of the local history
+RECENT = 200   # run ids offered at most: the newest that match
 
 
 def flow_names(directory: str, incomplete: str) -> list[str]:
@@ -36,6 +36,6 @@ def run_ids(directory: str, incomplete: str) -> list[str]:
         runs = RunStore(Store.discover(directory), "refs/heads/runs")
         if not runs.tip and not runs.archives:
             return []
-        return [run_id for run_id in runs.recent_ids(RECENT) if run_id.startswith(incomplete)]
+        return runs.recent_ids(RECENT, incomplete)
     except Exception:  # noqa: BLE001 - not a repository, no runs branch: nothing to offer
         return []
