@@ -26,6 +26,18 @@ def _call(module: str, **kwargs) -> None:
     sys.exit(code or 0)
 
 
+def _complete(kind: str):
+    """A click shell_complete callback: flow names (`flows`), run ids (`runs`) or both (`both`), read from
+    the local repository (commands/complete.py; imported only when completing)."""
+    def complete(ctx: click.Context, _param, incomplete: str) -> list[str]:
+        from puppemon.commands import complete as found
+
+        directory = str(ctx.params.get("directory") or ".")
+        names = found.flow_names(directory, incomplete) if kind in ("flows", "both") else []
+        return names + (found.run_ids(directory, incomplete) if kind in ("runs", "both") else [])
+    return complete
+
+
 def _params_options(f):
     """-p KEY=VALUE and --params-json, shared by run and trigger."""
     f = click.option("--params-json", default=None, metavar="JSON",
@@ -55,14 +67,16 @@ def init(directory: str, github: bool, puppemon_source: str | None) -> None:
 
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False))
-def validate(directory: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verdict and each flow as JSON (also when the manifest is invalid).")
+def validate(directory: str, as_json: bool) -> None:
     """Check puppemon.yaml and show each flow's trigger and next fire time.
 
     Each entrypoint is read, never imported: its file must be in the project
     and define the function, and the flow's params must fit its signature.
     DIRECTORY may be the project or a directory inside it.
     """
-    _call("validate", directory=directory)
+    _call("validate", directory=directory, as_json=as_json)
 
 
 @cli.command()
@@ -89,7 +103,7 @@ def push(remote, branch, message, dry_run, watch, allow, directory) -> None:
 
 
 @cli.command()
-@click.argument("flow")
+@click.argument("flow", shell_complete=_complete("flows"))
 @_params_options
 @click.option("--record", is_flag=True, help="Record the run on the runs branch and push it to the remote.")
 @click.option("--no-push", is_flag=True, help="With --record: commit the record locally only.")
@@ -108,7 +122,7 @@ def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
 
 
 @cli.command("env")
-@click.argument("flow")
+@click.argument("flow", shell_complete=_complete("flows"))
 @click.option("--rebuild", is_flag=True, help="Build the environment again even if it is cached.")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="The project directory (default: the one you are in).")
@@ -139,7 +153,7 @@ def _history_options(f):
 
 
 @cli.command()
-@click.argument("flow", required=False)
+@click.argument("flow", required=False, shell_complete=_complete("flows"))
 @click.option("--status", default=None, type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many runs to show.")
@@ -147,7 +161,7 @@ def _history_options(f):
               help="Only runs started since then: 2h, 7d, 2026-11-25, 2026-11-25T08:00.")
 @click.option("--until", default=None, metavar="DATE|DURATION",
               help="Only runs started before then (same forms); older days are read from the archive refs.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run.json records.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run.json records (see docs/json.md).")
 @_read_options
 def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -> None:
     """List recorded runs, newest first (fetches the remote's runs branch first)."""
@@ -156,21 +170,28 @@ def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -
 
 
 @cli.command()
-@click.argument("run", metavar="RUN_ID|FLOW")
+@click.argument("run", metavar="RUN_ID|FLOW", shell_complete=_complete("both"))
 @click.option("--result", is_flag=True, help="Print the run's result.json instead of its log.")
 @click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's record, log and result as one JSON object.")
 @_read_options
-def logs(run, result, outputs, remote, fetch, directory) -> None:
+def logs(run, result, outputs, as_json, remote, fetch, directory) -> None:
     """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
-    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory)
+    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory,
+          as_json=as_json)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemons' status as JSON (see docs/json.md).")
+@click.option("--prune-gone", is_flag=True,
+              help="Remove the status refs (and live-log refs) of the daemons that are gone from the remote.")
 @_read_options
-def status(as_json, remote, fetch, directory) -> None:
-    """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight."""
-    _call("status", as_json=as_json, remote=remote, fetch=fetch, directory=directory)
+def status(as_json, prune_gone, remote, fetch, directory) -> None:
+    """Show each daemon's heartbeat, deployed commit, next fire times and runs in flight.
+
+    A daemon with no heartbeat for 3 of its heartbeat periods (5 minutes at least) is gone.
+    """
+    _call("status", as_json=as_json, remote=remote, fetch=fetch, directory=directory, prune_gone=prune_gone)
 
 
 @cli.command()
@@ -221,7 +242,7 @@ def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen
 
 
 @cli.command()
-@click.argument("flow")
+@click.argument("flow", shell_complete=_complete("flows"))
 @_params_options
 @click.option("--remote", default=None, metavar="NAME|URL",
               help="Remote to send the request to (default: the branch's upstream remote, else origin).")
@@ -236,7 +257,7 @@ def trigger(flow, pairs, params_json, remote, wait, timeout, directory) -> None:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete("runs"))
 @click.option("--remote", default=None, metavar="NAME|URL",
               help="Remote to send the request to (default: the branch's upstream remote, else origin).")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
@@ -256,9 +277,10 @@ def secrets() -> None:
               help="The daemon's secrets file.")
 @click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A puppemon.yaml: show which flow gets which secret, and what is not granted.")
-def secrets_check(secrets_file, manifest) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the secrets' names and grants as JSON.")
+def secrets_check(secrets_file, manifest, as_json) -> None:
     """Check a secrets file; with --manifest, show each flow's granted and refused secrets."""
-    _call("secrets", secrets_file=secrets_file, manifest=manifest)
+    _call("secrets", secrets_file=secrets_file, manifest=manifest, as_json=as_json)
 
 
 @cli.command()

@@ -73,6 +73,9 @@ flows:
     assert [r["id"] for r in crashed] == [info["run_id"]]
     assert crashed[0]["error"] == (f"the daemon stopped while this run was in flight; its leftover "
                                    f"processes (group {pgid}) were killed")
+    # at WARNING with its reason, as `journalctl -p warning` would show it
+    assert (f" WARNING long: run {info['run_id']} recorded as crashed: {crashed[0]['error']}\n"
+            in result.stderr), result.stderr
     assert not list(journal.glob("*.json"))
     # a second start records nothing more
     assert run_daemon_once(str(bare_remote), state).returncode == 0

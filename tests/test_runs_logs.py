@@ -46,13 +46,13 @@ HISTORY = [
     (make_record("hello", 4, "skipped", suffix="dd0003"), b""),
 ]
 
-HEADER = "id                        flow     status      trigger                started               duration"
+HEADER = "id                        flow     status      trigger                started                duration"
 TABLE = HEADER + "\n" + "─" * len(HEADER) + "\n" + """\
-20261125T083400Z-dd0003   hello    skipped     schedule               2026-11-25 08:34:00   0.4s
-20261125T083300Z-cc0002   report   timed_out   deploy                 2026-11-25 08:33:00   1h 01m
-20261125T083200Z-aa0001   hello    cancelled   manual by ann@laptop   2026-11-25 08:32:00   0.4s
-20261125T083100Z-0b0b0b   backup   failed      schedule               2026-11-25 08:31:00   1m 15s
-20261125T083000Z-7f3a9c   hello    succeeded   schedule               2026-11-25 08:30:00   0.4s
+20261125T083400Z-dd0003   hello    skipped     schedule               2026-11-25 08:34 UTC   0.4s
+20261125T083300Z-cc0002   report   timed_out   deploy                 2026-11-25 08:33 UTC   1h 01m
+20261125T083200Z-aa0001   hello    cancelled   manual by ann@laptop   2026-11-25 08:32 UTC   0.4s
+20261125T083100Z-0b0b0b   backup   failed      schedule               2026-11-25 08:31 UTC   1m 15s
+20261125T083000Z-7f3a9c   hello    succeeded   schedule               2026-11-25 08:30 UTC   0.4s
 """
 
 
@@ -92,7 +92,7 @@ def test_runs_colours_statuses_on_a_terminal(history):
     out = puppemon_on_terminal("runs", "--no-fetch", cwd=history)
     assert "\x1b[32msucceeded" in out and "\x1b[31mfailed" in out and "\x1b[31mtimed_out" in out
     assert "\x1b[33mcancelled" in out and "\x1b[33mskipped" in out
-    # the same table as off a terminal, once the colours are taken out
+    # the same table as off a terminal (200 columns wide), once the colours are taken out
     assert re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r\n", "\n") == TABLE
 
 
@@ -104,9 +104,9 @@ def test_runs_table_off_a_terminal_is_plain_and_never_cut(project, bare_remote, 
     proc = puppemon("runs", cwd=project, env={"COLUMNS": "40"})
     shown = trigger_text(rec["trigger"])
     assert len(shown) > 100
-    header = f"{'id':<23}   {'flow':<5}   {'status':<9}   {'trigger':<{len(shown)}}   {'started':<19}   duration"
+    header = f"{'id':<23}   {'flow':<5}   {'status':<9}   {'trigger':<{len(shown)}}   {'started':<20}   duration"
     assert proc.stdout == (f"{header}\n{'─' * len(header)}\n20261125T083000Z-7f3a9c   hello   succeeded   "
-                           f"{shown}   2026-11-25 08:30:00   0.4s\n")
+                           f"{shown}   2026-11-25 08:30 UTC   0.4s\n")
 
 
 def test_runs_with_no_records(project):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from puppemon.commands import status as status_cmd
-from puppemon.formats import format_age
+from puppemon.formats import format_age, utc_iso
 from puppemon.gitstore import Store
 from puppemon.history.records import dump_json
 from tests.conftest import git, make_repo, puppemon, puppemon_on_terminal
@@ -52,18 +52,23 @@ def test_daemons_with_flows_heartbeats_and_runs_in_flight(pushed, bare_remote, c
     write_status(bare_remote, "beta", heartbeat="2026-11-25T08:30:00.000Z", state="stopped",
                  flows_commit="0" * 40, flows={}, unpublished=2)
     assert show(project, capsys) == f"""\
-alpha on server (pid 4242, puppemon 0.1.0): running, heartbeat 12 s ago
+alpha: running, heartbeat 12 s ago
+  on server, pid 4242, puppemon 0.1.0
   deployed {tip[:7]}: up to date
-  flow     next                  last run
-  fresh    2026-11-25 08:45:30   -
-  hello    2026-11-25 09:00:00   skipped 20261125T083400Z-dd0003
-  report   -                     timed_out 20261125T083300Z-cc0002
-  running: report 20261125T083930Z-abcdef since 2026-11-25 08:39:30
+  flow     next                      last run
+  fresh    2026-11-25 08:45:30 UTC   -
+  hello    2026-11-25 09:00:00 UTC   skipped     20261125T083400Z-dd0003
+  report   -                         timed_out   20261125T083300Z-cc0002
+  running: report 20261125T083930Z-abcdef since 2026-11-25 08:39:30 UTC
 
-beta on server (pid 4242, puppemon 0.1.0): stopped, heartbeat 10 min ago
-  deployed 0000000: behind: deploying {tip[:7]}
+beta: gone (was stopped), last heartbeat 10 min ago
+  on server, pid 4242, puppemon 0.1.0
+  deployed 0000000; the remote has {tip[:7]} now
   no runs in flight
   2 records not yet pushed
+
+1 daemon gone (no heartbeat for 5m or more)
+remove with `puppemon status --prune-gone`
 """
     data = json.loads(puppemon("status", "--json", cwd=project).stdout)
     assert data["remote"] == "origin" and data["flows_tip"] == tip
@@ -73,6 +78,8 @@ beta on server (pid 4242, puppemon 0.1.0): stopped, heartbeat 10 min ago
                                                    "started": "2026-11-25T08:34:00.000Z"}
     assert alpha["flows"]["fresh"]["last_run"] is None
     assert beta["stale"] is True and beta["heartbeat_age"] > 180
+    at_now = json.loads(show(project, capsys, as_json=True))["daemons"]
+    assert [(d["name"], d["gone"], d["gone_after"]) for d in at_now] == [("alpha", False, 300), ("beta", True, 300)]
 
 
 def test_stale_heartbeat_is_red_and_ages_read_well():
@@ -89,10 +96,12 @@ def test_stale_heartbeat_is_red_and_ages_read_well():
 
 def test_status_on_a_terminal_is_coloured_and_says_the_same(pushed, bare_remote):
     project, tip = pushed
-    write_status(bare_remote, "alpha", flows_commit=tip, host="[bold]srv[/] :smile:")
+    write_status(bare_remote, "alpha", flows_commit=tip, host="[bold]srv[/] :smile:",
+                 heartbeat=utc_iso(datetime.now(timezone.utc) - timedelta(seconds=150)))  # "2 min ago" for 90 s
     plain = puppemon("status", cwd=project).stdout
     beat = plain.split("heartbeat ")[1].splitlines()[0]
-    assert plain.splitlines()[:2] == [f"alpha on [bold]srv[/] :smile: (pid 4242, puppemon 0.1.0): running, heartbeat {beat}",
+    assert plain.splitlines()[:3] == [f"alpha: running, heartbeat {beat}",
+                                      "  on [bold]srv[/] :smile:, pid 4242, puppemon 0.1.0",
                                       f"  deployed {tip[:7]}: up to date"]
     out = puppemon_on_terminal("status", "--no-fetch", cwd=project)
     assert "\x1b[1malpha" in out and "\x1b[32mup to date" in out
@@ -156,14 +165,21 @@ def test_a_real_daemon_then_a_new_deploy(tmp_path, bare_remote):
     assert box["flows"]["hello"]["last_run"]["status"] == "succeeded"
     assert box["flows"]["nightly"]["last_run"] is None
     assert box["in_flight"] == []
+    # a --once daemon has no scheduler left, but says when it is due to be started again
+    assert (box["once"], box["poll"], box["gone"]) == (True, 60.0, False)
+    due = datetime.fromisoformat(box["flows"]["nightly"]["next"].replace("Z", "+00:00"))
+    assert (due.hour, due.minute) == (3, 0) and timedelta(0) < due - datetime.now(timezone.utc) <= timedelta(days=1)
+    assert box["flows"]["hello"]["next"] is None   # on deploy only
     out = puppemon("status", cwd=repo).stdout.splitlines()
-    assert out[0].startswith("box on ") and " s ago" in out[0]
-    assert out[1] == f"  deployed {first[:7]}: up to date"
+    assert out[0].startswith("box: ran once, last heartbeat ") and out[0].endswith(" s ago")
+    assert out[2] == f"  deployed {first[:7]}: up to date"
+    assert out[3] == f"  next start due: nightly at {due:%Y-%m-%d} 03:00:00 UTC"
     (repo / "puppemon.yaml").write_text(MANIFEST.replace("echo hello", "echo hello again"))
     puppemon("push", cwd=repo)
     second = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
     out = puppemon("status", cwd=repo).stdout.splitlines()
-    assert out[1] == f"  deployed {first[:7]}: behind: deploying {second[:7]}"
+    # it stopped: it deploys nothing until it is started again
+    assert out[2] == f"  deployed {first[:7]}; the remote has {second[:7]} now"
 
 
 def test_status_refs_anyone_could_push_are_skipped_and_counted(pushed, bare_remote, capsys):
@@ -176,9 +192,29 @@ def test_status_refs_anyone_could_push_are_skipped_and_counted(pushed, bare_remo
         tree = store.update_tree(None, {"status.json": (store.blob(body), 0o100644)})
         store.force_ref(f"refs/puppemon/status/{name}", store.commit(tree, [], "status\n"))
     store.force_ref("refs/puppemon/status/a-blob", store.blob(b"{}"))
-    assert show(project, capsys).splitlines()[0] == (
-        "good on [bold red]srv[/] (pid 4242, puppemon 0.1.0): running, heartbeat 12 s ago")
+    assert show(project, capsys).splitlines()[:2] == [
+        "good: running, heartbeat 12 s ago", "  on [bold red]srv[/], pid 4242, puppemon 0.1.0"]
     assert capsys.readouterr().err == ""  # show() read it: the warning went with the first call
     proc = puppemon("status", cwd=project)
     assert proc.stderr == "warning: 6 status refs under refs/puppemon/status/ could not be read (skipped)\n"
-    assert proc.stdout.startswith("good on [bold red]srv[/] (pid 4242")
+    assert proc.stdout.splitlines()[1] == "  on [bold red]srv[/], pid 4242, puppemon 0.1.0"
+
+
+def test_prune_gone_removes_the_status_and_live_refs_of_gone_daemons(pushed, bare_remote):
+    project, tip = pushed
+    now = datetime.now(timezone.utc)
+    write_status(bare_remote, "alive", flows_commit=tip, heartbeat=utc_iso(now))
+    write_status(bare_remote, "old", heartbeat=utc_iso(now - timedelta(minutes=6)))
+    write_status(bare_remote, "slow-poll", heartbeat=utc_iso(now - timedelta(minutes=6)), poll=600)  # bound 30 min
+    store = Store(bare_remote)
+    tree = store.update_tree(None, {"runs.json": (store.blob(b"{}"), 0o100644)})
+    store.force_ref("refs/puppemon/live/old", store.commit(tree, [], "live logs of old\n"))
+    proc = puppemon("status", "--prune-gone", cwd=project)
+    assert proc.stdout == ("removed refs/puppemon/status/old from origin\n"
+                           "removed refs/puppemon/live/old from origin\n")
+    refs = git("--git-dir", str(bare_remote), "for-each-ref", "--format=%(refname)", "refs/puppemon").split()
+    assert refs == ["refs/puppemon/status/alive", "refs/puppemon/status/slow-poll"]
+    assert "refs/puppemon/status/old" not in git("for-each-ref", "refs/puppemon", cwd=project)
+    assert puppemon("status", "--prune-gone", cwd=project).stdout == "no daemon is gone\n"
+    assert [d["name"] for d in json.loads(puppemon("status", "--json", cwd=project).stdout)["daemons"]] == [
+        "alive", "slow-poll"]

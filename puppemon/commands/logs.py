@@ -47,8 +47,21 @@ def header(record: dict) -> str:
     return line
 
 
+def json_text(runs: RunStore, record: dict) -> str:
+    """`{"run": <run.json>, "log": <the log as text>, "result": <result.json or null>}` (docs/json.md)."""
+    import json
+
+    log = (runs.read_file(record, "log.txt") or b"").decode("utf-8", "replace")
+    data = runs.read_file(record, "result.json") if record.get("has_result") else None
+    try:
+        value = json.loads(data) if data is not None else None
+    except ValueError:
+        value = None
+    return json.dumps({"run": record, "log": log, "result": value}, indent=2, ensure_ascii=False)
+
+
 def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
-         outputs: bool = False, directory: str = ".") -> int:
+         outputs: bool = False, directory: str = ".", as_json: bool = False) -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
     from puppemon.commands.reading import open_history
 
@@ -63,6 +76,9 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
         history = open_history(directory, remote, True)
         record = _find(history.runs, which)
     runs = history.runs
+    if as_json:
+        print(json_text(runs, record))
+        return 0
     print(header(record), file=sys.stderr)
     if why := reason(str(record.get("status")), record.get("error")):
         print(f"error: {why}", file=sys.stderr)

@@ -6,17 +6,29 @@ import json
 from puppemon.commands.common import styled_status, warn
 from puppemon.commands.reading import open_history
 from puppemon.errors import PuppemonError
-from puppemon.formats import STATUSES, format_duration, is_flow_name, local_time, parse_moment
+from puppemon.formats import STATUSES, format_duration, is_flow_name, parse_iso, parse_moment
 from puppemon.history.records import one_line, trigger_text
-from puppemon.ui import print_table
+from puppemon.ui import Column, print_table
 
-COLUMNS = ("id", "flow", "status", "trigger", "started", "duration")
+# What a narrow terminal gives up first: the trigger, then the start time (the id holds it, in UTC),
+# then the duration. The id, flow and status always stay, whole.
+COLUMNS = (Column("id"), Column("flow"), Column("status"), Column("trigger", drop=3, wrap=True, least=16),
+           Column("started", drop=2), Column("duration", drop=1))
+
+
+def started_text(text: str | None) -> str:
+    """`2026-11-25 16:30 CST`: local time with its zone; the seconds are in the id (UTC)."""
+    try:
+        moment = parse_iso(text)
+    except (TypeError, ValueError):   # a record anyone could push
+        moment = None
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z") if moment else "-"
 
 
 def runs_rows(records: list[dict]) -> list[list]:
     """One row of ui.Cells per record; text a request carried stays text, on one line."""
     return [[r["id"], r["flow"], styled_status(one_line(r.get("status", "?"), 40)),
-             trigger_text(r.get("trigger") or {}), local_time(r.get("started")),
+             trigger_text(r.get("trigger") or {}), started_text(r.get("started")),
              format_duration(r.get("duration"))] for r in records]
 
 

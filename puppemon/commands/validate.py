@@ -5,7 +5,10 @@ from datetime import datetime, timezone
 
 from puppemon.project.manifest import MANIFEST_NAME, Manifest, load
 from puppemon.project.triggers import describe, next_run
-from puppemon.ui import print_lines, print_table
+from puppemon.ui import Column, print_lines, print_table
+
+# On a narrow terminal the trigger wraps (down to 30 cells), then the next run goes; the flow stays.
+COLUMNS = (Column("flow"), Column("trigger", wrap=True, least=30), Column("next run", drop=1))
 
 
 def render(manifest: Manifest, now: datetime) -> tuple[str, list[list[str]]]:
@@ -30,18 +33,50 @@ def unused_dependency_files(manifest: Manifest, root) -> list[str]:
     return hints
 
 
-def main(directory: str = ".", now: datetime | None = None) -> int:
+def json_shape(manifest: Manifest, now: datetime, hints: list[str]) -> dict:
+    """`validate --json` of a valid manifest (docs/json.md)."""
+    from puppemon.formats import utc_iso
+
+    flows = []
+    for flow in manifest.flows.values():
+        # only a cron line has a time of its own; an interval counts from the deploy, on deploy waits for one
+        times = [t.next_fire(now) for t in flow.triggers if t.kind == "cron"]
+        moment = min((t for t in times if t is not None), default=None)
+        flows.append({"name": flow.name, "trigger": describe(flow), "kinds": [t.kind for t in flow.triggers],
+                      "timezone": flow.timezone, "next_run": utc_iso(moment) if moment else None,
+                      "next_run_text": next_run(flow, now)})
+    return {"manifest": MANIFEST_NAME, "valid": True, "error": None, "flows": flows, "hints": hints}
+
+
+def main(directory: str = ".", now: datetime | None = None, as_json: bool = False) -> int:
+    """Check the manifest and print a summary and a table (or, with `as_json`, one JSON object)."""
+    from puppemon.errors import PuppemonError
     from puppemon.project.entrypoints import check_manifest, directory_reader
     from puppemon.project.manifest import find_root
 
-    root = find_root(directory)
-    manifest = load(root)
-    check_manifest(manifest, directory_reader(root), MANIFEST_NAME, "the project directory")
+    try:
+        root = find_root(directory)
+        manifest = load(root)
+        check_manifest(manifest, directory_reader(root), MANIFEST_NAME, "the project directory")
+    except PuppemonError as exc:
+        if not as_json:
+            raise
+        import json
+
+        print(json.dumps({"manifest": MANIFEST_NAME, "valid": False, "error": exc.message, "flows": [],
+                          "hints": []}, indent=2, ensure_ascii=False))
+        return 1
     now = now or datetime.now(timezone.utc)
+    if as_json:
+        import json
+
+        print(json.dumps(json_shape(manifest, now, unused_dependency_files(manifest, root)), indent=2,
+                         ensure_ascii=False))
+        return 0
     summary, rows = render(manifest, now)
     print_lines([[(summary, "green")]])
     if rows:
-        print_table(("flow", "trigger", "next run"), rows, header_style="bold")
+        print_table(COLUMNS, rows, header_style="bold")
     hints = unused_dependency_files(manifest, root)
     if hints:
         print_lines([[hint] for hint in hints])

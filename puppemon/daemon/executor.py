@@ -11,12 +11,14 @@ from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Active, Pending
 from puppemon.daemon.settings import UserGrants
 from puppemon.errors import PuppemonError
+from puppemon.history.records import one_line
 from puppemon.run.backend import Execution
 from puppemon.run.environments import flow_api
 from puppemon.run.users import OSUser, current_name, lookup
 from puppemon.secrets import SecretStore, for_flow
 
 log = logging.getLogger("puppemon")
+NOTEWORTHY = ("failed", "timed_out", "crashed")   # logged at WARNING; the other outcomes at INFO
 
 
 class RunExecutor:
@@ -54,7 +56,11 @@ class RunExecutor:
             result = execute(spec, cancel=active.cancel, on_start=lambda _n, ex: self._started(active, ex))
             record = self.ledger.run(ctx, result)
         # the Ledger drops the journal entry once the record is committed (a full disk can delay it)
-        log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
+        if record["status"] in NOTEWORTHY:   # at WARNING, with the reason: `journalctl -p warning` finds it
+            log.warning("%s: %s in %.1fs (run %s): %s", p.flow, record["status"], record["duration"], p.run_id,
+                        one_line(record.get("error") or f"exit code {record.get('exit_code')}", 300))
+        else:
+            log.info("%s: %s in %.1fs (run %s)", p.flow, record["status"], record["duration"], p.run_id)
 
     def _user(self, flow) -> OSUser | None:
         """The OS user `flow` runs as (None: the daemon's own); PuppemonError when the config does not allow it."""

@@ -340,7 +340,7 @@ class Daemon:
             if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
                 self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
-                log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
+                log.warning("%s: run %s recorded as crashed: %s", ctx.flow, ctx.run_id, error)
             if not self.ledger.waiting(ctx.run_id):
                 self.state.unjournal(ctx.run_id)
 
@@ -361,6 +361,7 @@ class Daemon:
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
+            "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started)}

@@ -64,6 +64,7 @@ class ClockSource:
         self.ctx = ctx
         self.scheduler = None
         self.fires: dict[str, datetime] = ctx.state.last_fires()
+        self.caught_up: Deployment | None = None    # without a scheduler (--once): what next times come from
 
     def start(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -112,6 +113,7 @@ class ClockSource:
         from puppemon.project.triggers import fire_times
 
         now = self.ctx.clock()
+        self.caught_up = deployment
         for name, flow in deployment.manifest.flows.items():
             last = self.fires.get(name)
             if last is None or (flow.catchup == "none" and not once):
@@ -136,9 +138,25 @@ class ClockSource:
 
     def upcoming(self) -> dict[str, str | None]:
         if self.scheduler is None:
-            return {}
+            return self._unscheduled()
         return {job.id: utc_iso(job.next_run_time) if job.next_run_time else None
                 for job in self.scheduler.get_jobs()}
+
+    def _unscheduled(self) -> dict[str, str | None]:
+        """Without a scheduler (--once): the fire time each flow is due next, counted from its last one
+        (what the next `--once` start will catch up), so `status` can say when to start it again."""
+        from datetime import timedelta
+
+        from puppemon.project.triggers import fire_times
+
+        if self.caught_up is None:
+            return {}
+        now, found = self.ctx.clock(), {}
+        for name, flow in self.caught_up.manifest.flows.items():
+            times = fire_times(flow, self.fires.get(name, now), now + timedelta(days=400), 1)
+            if times:
+                found[name] = utc_iso(times[0])
+        return found
 
     def close(self) -> None:
         if self.scheduler is not None:

@@ -278,8 +278,11 @@ class Recorder:
                 # Someone else wrote the same path first (a claim on a request, a
                 # "done" marker): the first pushed wins and this commit is dropped.
                 subject = commit.message.splitlines()[0] if commit.message else commit.sha
-                log.info("dropped local record %r: %s already has it with other content",
-                         subject, self.remote)
+                if "\nPuppemon-Claim: " in commit.message:  # the normal end of a race between daemons
+                    log.info("another daemon took it first (%s on %s): not ours to run", subject, self.remote)
+                else:
+                    log.info("dropped local record %r: %s already has it with other content",
+                             subject, self.remote)
                 self.dropped.append(commit.message)
                 continue
             tree = store.update_tree(tip_tree, changes)

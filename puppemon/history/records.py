@@ -293,6 +293,14 @@ class RunStore:
                 break
         return found
 
+    def recent_ids(self, limit: int, prefix: str = "") -> list[str]:
+        """The newest `limit` run ids of every flow that start with `prefix`, from the tree names alone
+        (no record is read; days after a date prefix are not opened)."""
+        until = prefix if re.fullmatch(r"[0-9]{8}.*", prefix) else None
+        each = [self._flow_run_ids(name, until) for name in self.flows()]
+        found = (run_id for run_id in heapq.merge(*each, reverse=True) if run_id.startswith(prefix))
+        return list(itertools.islice(found, limit))
+
     def _ids_from_history(self) -> Iterator[tuple[str, str]]:
         """(flow, run id) from the run commits on the branch, newest commit first."""
         seen = set()

@@ -25,6 +25,11 @@ FLOWS_TIP = "refs/puppemon/remote-flows"
 HEARTBEAT = 60.0
 MIN_INTERVAL = 5.0
 STALE_AFTER = 180.0  # three missed heartbeats
+LIVE_REFS = "refs/puppemon/live/"
+# A daemon whose last heartbeat is older than gone_after(its status) is gone: `status` lists it so,
+# `status --prune-gone` removes its refs, and failover between daemons uses the same bound.
+GONE_AFTER = 300.0
+GONE_HEARTBEATS = 3  # ... or this many of its heartbeats, which come every max(poll, HEARTBEAT) seconds
 MAX_STATUS = 1024**2  # a status.json larger than this is not read (a daemon's is a few KiB)
 
 
@@ -104,17 +109,45 @@ def readable(status) -> bool:
         return False
     if not all(isinstance(status.get(k), (int, type(None))) for k in ("pid", "unpublished")):
         return False
+    if not isinstance(status.get("poll"), (int, float, type(None))) or not isinstance(status.get("once"),
+                                                                                     (bool, type(None))):
+        return False
     flows, in_flight = status.get("flows") or {}, status.get("in_flight") or []
     return (isinstance(flows, dict) and isinstance(in_flight, list)
             and all(is_flow_name(f) and isinstance(i, dict) and _time_or_none(i.get("next")) for f, i in flows.items())
             and all(isinstance(r, dict) and _time_or_none(r.get("started")) for r in in_flight))
 
 
+def gone_after(status: dict) -> float:
+    """Seconds without a heartbeat after which the daemon of `status` is gone: GONE_HEARTBEATS of its
+    heartbeat periods (max(its published poll interval, HEARTBEAT)), and never less than GONE_AFTER."""
+    poll = status.get("poll")
+    poll = float(poll) if isinstance(poll, (int, float)) and not isinstance(poll, bool) and poll > 0 else 0.0
+    return max(GONE_AFTER, GONE_HEARTBEATS * max(poll, HEARTBEAT))
+
+
+def next_due(status: dict) -> tuple[str, str] | None:
+    """(the earliest next fire time a daemon published, its flow), or None."""
+    times = sorted((info["next"], flow) for flow, info in (status.get("flows") or {}).items() if info.get("next"))
+    return times[0] if times else None
+
+
+def is_gone(status: dict, age: float | None, now: datetime) -> bool:
+    """Whether the daemon of `status` stopped heartbeating for longer than gone_after; a --once daemon
+    counts from the fire it is due next, when its timer should start it again."""
+    bound = gone_after(status)
+    if age is None:
+        return True
+    if status.get("once") and (due := next_due(status)):
+        return age > bound and (now - parse_iso(due[0])).total_seconds() > bound
+    return age > bound
+
+
 def statuses(store: Store, now: datetime) -> tuple[list[dict], int]:
     """(each daemon's status.json, with its heartbeat's age and whether it is stale, as fetched by
     fetch_status; how many status refs could not be read)."""
     daemons, unreadable = [], 0
-    for _name, sha in sorted(store.refs(STATUS_REFS).items()):
+    for ref, sha in sorted(store.refs(STATUS_REFS).items()):
         try:
             data = store.read(sha, "status.json", MAX_STATUS)
             status = json.loads(data) if data is not None else None
@@ -127,6 +160,9 @@ def statuses(store: Store, now: datetime) -> tuple[list[dict], int]:
         age = (now - beat).total_seconds() if beat else None
         status["heartbeat_age"] = round(age, 3) if age is not None else None
         status["stale"] = age is None or age > STALE_AFTER
+        status["ref"] = ref
+        status["gone_after"] = gone_after(status)
+        status["gone"] = is_gone(status, age, now)
         daemons.append(status)
     return daemons, unreadable
 
@@ -152,3 +188,18 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
                                 if last else None)
         status["flows"] = flows
     return tip, daemons, unreadable
+
+
+def prune_gone(store: Store, remote: str, status_refs: list[str]) -> list[str]:
+    """Delete `status_refs` (refs/puppemon/status/<name>) and the daemons' live refs, where there are,
+    from `remote` and here; the refs removed."""
+    refs = list(status_refs)
+    for name in (ref[len(STATUS_REFS):] for ref in status_refs):
+        if store.fetch_optional(remote, LIVE_REFS + name, f"refs/puppemon/pruning/{name}"):
+            refs.append(LIVE_REFS + name)
+            store.delete_ref(f"refs/puppemon/pruning/{name}")
+    if refs:
+        store.push(remote, [f":{ref}" for ref in refs], timeout=60)
+        for ref in refs:
+            store.delete_ref(ref)
+    return refs
