@@ -65,8 +65,9 @@ def test_run_a_flow_over_http(served, bare_remote):
     assert call(port, "POST", "/flows/hello/runs", big) == (413, {"error": "body larger than 1048576 bytes"})
 
     status, body = call(port, "POST", "/flows/hello/runs", {"params": {"n": 7}})
-    assert status == 202 and set(body) == {"run_id", "request_id"}
-    rid = body["request_id"]
+    assert status == 202 and set(body) == {"id", "run_id", "request_id"}
+    rid = body["id"]
+    assert body["run_id"] == body["request_id"] == rid  # one id: the request's is its run's
     [record] = wait_until(lambda: records_for(bare_remote, rid), 30, "the run", lambda: d.log)
     assert (record["id"], record["params"], record["trigger"]) == (
         body["run_id"], {"n": 7}, {"kind": "http", "by": "127.0.0.1"})
