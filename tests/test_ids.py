@@ -90,7 +90,7 @@ def test_an_ambiguous_prefix_lists_the_candidates_and_unknown_ids_are_errors(tmp
 
 
 @pytest.mark.slow
-def test_cancel_withdraws_a_queued_run_and_stops_a_running_one(tmp_path, bare_remote, daemons):
+def test_cancel_withdraws_a_queued_run_and_stops_a_running_one(tmp_path, bare_remote, daemons):  # noqa: F811 - the fixture
     repo, marker = project(tmp_path, bare_remote)
     d = daemons(bare_remote, tmp_path / "state", "--max-parallel", "1")
     slow = puppemon("trigger", "slow", cwd=repo).stdout.strip()
@@ -120,7 +120,7 @@ def test_cancel_withdraws_a_queued_run_and_stops_a_running_one(tmp_path, bare_re
 
 
 @pytest.mark.slow
-def test_cancel_flow_stops_its_running_and_queued_runs_and_waits(tmp_path, bare_remote, daemons):
+def test_cancel_flow_stops_its_running_and_queued_runs_and_waits(tmp_path, bare_remote, daemons):  # noqa: F811 - the fixture
     repo, _marker = project(tmp_path, bare_remote)
     d = daemons(bare_remote, tmp_path / "state")
     first = puppemon("trigger", "slow", cwd=repo).stdout.strip()

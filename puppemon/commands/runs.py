@@ -45,7 +45,7 @@ def main(flow: str | None = None, status: str | None = None, limit: int = 20, si
     if flow is not None and flow not in runs.flows() and re.match(r"[0-9]{4}|[0-9A-Za-z-]*[TZ]", flow):
         records, flow = [one_run(history, flow, fetch)], None  # an id or prefix: that run, whatever its state
     elif flow is not None and not is_flow_name(flow):
-        raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _) nor a run id")
+        raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     else:
         records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
     if runs.skipped_note():
