@@ -69,7 +69,8 @@ def _targets(history, run_id: str | None, flow: str | None) -> list:
         found = unfinished(history.runs, flow, datetime.now(timezone.utc), running(history, True))
         if not found:
             raise PuppemonError(f"no run of {flow} is requested, queued or running: nothing to cancel")
-        return found
+        # the runs not started first: a run stopped first would free its slot for the next one to start
+        return sorted(found, key=lambda c: c.state == "running")
     located = locate(history, run_id, True)
     if located.state not in UNFINISHED:
         raise PuppemonError(f"{located.describe()}: nothing to cancel")
