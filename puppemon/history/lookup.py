@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Callable
 
 from puppemon.errors import PuppemonError
-from puppemon.formats import RUN_ID, request_base
+from puppemon.formats import RUN_ID, local_time, request_base
 from puppemon.history.records import RunStore, find_record, is_recorded, one_line
 from puppemon.gitstore import TooLarge
 from puppemon.history.requests import MAX_SIZE, BadRequest, check_request, read_claim, recent_dirs
@@ -50,7 +50,7 @@ class Located:
         if self.state == "queued":
             return f"{head} is queued on {self.daemon}: it has not started yet"
         if self.state == "running":
-            return f"{head} is running on {self.daemon} since {self.since}"
+            return f"{head} is running on {self.daemon} since {local_time(self.since, True)}"
         if self.state == "refused":
             return f"{head} was refused by {self.daemon}: {self.reason}"
         return f"{head} finished: {one_line((self.record or {}).get('status', '?'), 40)}"
