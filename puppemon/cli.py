@@ -248,23 +248,29 @@ def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen
               help="Remote to send the request to (default: the branch's upstream remote, else origin).")
 @click.option("--wait", is_flag=True, help="Follow the run to its end, print its log, exit with its exit code.")
 @click.option("--timeout", default=None, metavar="SECONDS", help="With --wait: give up after this long (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the request as JSON (see the README); not with --wait.")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory (default: the current one).")
-def trigger(flow, pairs, params_json, remote, wait, timeout, directory) -> None:
-    """Ask the daemon to run FLOW: write a request to the runs branch and print its id."""
+def trigger(flow, pairs, params_json, remote, wait, timeout, as_json, directory) -> None:
+    """Ask the daemon to run FLOW: write a request to the runs branch and print the run's id."""
     _call("trigger", flow=flow, pairs=pairs, params_json=params_json, remote=remote, wait=wait,
-          timeout=timeout, directory=directory)
+          timeout=timeout, as_json=as_json, directory=directory)
 
 
 @cli.command()
-@click.argument("run_id", shell_complete=_complete("runs"))
+@click.argument("run_id", metavar="[RUN_ID]", required=False, shell_complete=_complete("runs"))
+@click.option("--flow", default=None, metavar="NAME", help="Cancel every requested, queued or running run of NAME.")
+@click.option("--wait", is_flag=True, help="Wait until each run is recorded (exit 1 unless all are cancelled).")
+@click.option("--timeout", default=None, metavar="SECONDS", help="With --wait: give up after this long (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON (see the README).")
 @click.option("--remote", default=None, metavar="NAME|URL",
               help="Remote to send the request to (default: the branch's upstream remote, else origin).")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory (default: the current one).")
-def cancel(run_id, remote, directory) -> None:
-    """Ask the daemon running RUN_ID to stop it (SIGTERM, grace, SIGKILL); print the request id."""
-    _call("cancel", run_id=run_id, remote=remote, directory=directory)
+def cancel(run_id, flow, wait, timeout, as_json, remote, directory) -> None:
+    """Withdraw RUN_ID (an id or unique prefix) if it has not started, else stop it (SIGTERM, grace, SIGKILL)."""
+    _call("cancel", run_id=run_id, flow=flow, wait=wait, timeout=timeout, as_json=as_json, remote=remote,
+          directory=directory)
 
 
 @cli.group()

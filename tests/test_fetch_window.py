@@ -48,11 +48,12 @@ def test_logs_of_a_run_not_fetched_yet_fetches_after_all(project, bare_remote, t
 
 
 def test_a_write_from_here_makes_the_next_read_fetch(project, bare_remote, tmp_path):
+    puppemon("push", cwd=project)
     seed(bare_remote, tmp_path, HISTORY[:1])
     ids(project)
     newer = make_record("hello", 9, suffix="ee0009")
     seed(bare_remote, tmp_path, [(newer, b"later\n")])
-    puppemon("cancel", newer["id"], cwd=project)                 # a request commit, pushed from here
+    puppemon("trigger", "hello", cwd=project)                    # a request commit, pushed from here
     assert ids(project)[0] == newer["id"]
 
 

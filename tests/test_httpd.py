@@ -37,7 +37,7 @@ def signed(payload: dict, secret: str = GH_SECRET) -> tuple[bytes, str]:
 
 
 @pytest.fixture
-def served(tmp_path, bare_remote, daemons):
+def served(tmp_path, bare_remote, daemons):  # noqa: F811 - the fixture
     """A pushed project and a daemon with the HTTP hook; fetches only when told (poll 1h)."""
     repo = setup_project(tmp_path, bare_remote)
     d = daemons(bare_remote, tmp_path / "state", "--listen", "127.0.0.1:0", "--poll", "1h",
@@ -65,8 +65,9 @@ def test_run_a_flow_over_http(served, bare_remote):
     assert call(port, "POST", "/flows/hello/runs", big) == (413, {"error": "body larger than 1048576 bytes"})
 
     status, body = call(port, "POST", "/flows/hello/runs", {"params": {"n": 7}})
-    assert status == 202 and set(body) == {"run_id", "request_id"}
-    rid = body["request_id"]
+    assert status == 202 and set(body) == {"id", "run_id", "request_id"}
+    rid = body["id"]
+    assert body["run_id"] == body["request_id"] == rid  # one id: the request's is its run's
     [record] = wait_until(lambda: records_for(bare_remote, rid), 30, "the run", lambda: d.log)
     assert (record["id"], record["params"], record["trigger"]) == (
         body["run_id"], {"n": 7}, {"kind": "http", "by": "127.0.0.1"})
@@ -121,7 +122,7 @@ def test_refuses_a_public_address_without_a_token(tmp_path):
     assert bad.stderr == "Error: --listen 'nope': expected HOST:PORT, e.g. 127.0.0.1:8765\n"
 
 
-def test_token_file_and_clean_shutdown(tmp_path, bare_remote, daemons):
+def test_token_file_and_clean_shutdown(tmp_path, bare_remote, daemons):  # noqa: F811 - the fixture
     setup_project(tmp_path, bare_remote)
     token_file = tmp_path / "token"
     token_file.write_text("from-a-file\n")

@@ -158,7 +158,9 @@ def test_logs_in_another_timezone(history):
 def test_logs_errors(history):
     ambiguous = puppemon("logs", "2026", cwd=history, check=False)
     assert ambiguous.returncode == 1
-    assert ambiguous.stderr.startswith("Error: '2026' matches 5 runs (")
+    assert ambiguous.stderr.startswith("Error: '2026' matches 5 runs; give more of the id:\n"
+                                       "  20261125T083000Z-7f3a9c  hello  finished\n")
+    assert len(ambiguous.stderr.splitlines()) == 6
     missing = puppemon("logs", "nope", cwd=history, check=False)
     assert missing.stderr == "Error: no run with id 'nope'; list runs with `puppemon runs`\n"
 

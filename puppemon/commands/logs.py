@@ -9,28 +9,52 @@ from puppemon.formats import format_duration, local_time, reason
 from puppemon.history.records import RunStore, one_line, trigger_text
 
 
-def find_run(runs: RunStore, which: str) -> dict:
-    """The latest run of the flow named `which`, else the run whose id is or starts with `which`."""
+def state_of(history, which: str, fetch: bool | None):
+    """The run `which` names, in whatever state it is (history/lookup.py `Located`): the latest recorded
+    run of the flow named `which`, else the run whose id is, or uniquely matches, `which`."""
+    from puppemon.commands.locating import locate
+    from puppemon.history.lookup import Located
+
+    runs = history.runs
     if which in runs.flows():
         record = runs.latest(which)
         if record is not None:
-            return record
-    return runs.find(which)
+            return Located(record["id"], record["flow"], "finished", record, record.get("daemon"))
+    return locate(history, which, fetch)
 
 
-def _find(runs: RunStore, which: str, last: bool = True) -> dict:
-    """find_run, saying what could not be read (when not found, only on the `last` try: once)."""
+def _find(history, which: str, fetch: bool | None, last: bool = True):
+    """state_of, saying what could not be read (when not found, only on the `last` try: once)."""
+    runs = history.runs
     try:
-        if not runs.tip:
-            raise PuppemonError("no runs recorded yet")
-        record = find_run(runs, which)
+        located = state_of(history, which, fetch)
     except PuppemonError:
         if last and runs.skipped_note():
             warn(runs.skipped_note())
         raise
     if runs.skipped_note():
         warn(runs.skipped_note())
-    return record
+    return located
+
+
+def locate_fresh(directory: str, which: str, remote: str | None, fetch: bool | None):
+    """(the history read, the run `which` names): a fetch made moments ago is reused, unless the run
+    asked for is not in it or not finished in it (it may be newer)."""
+    from puppemon.commands.reading import open_history
+    from puppemon.history.lookup import UNFINISHED
+
+    history = open_history(directory, remote, fetch)
+    again = fetch is None and not history.fetched and history.remote is not None
+    try:
+        located = _find(history, which, fetch, last=not again)
+    except PuppemonError:
+        if not again:
+            raise
+        located = None
+    if again and (located is None or located.state in UNFINISHED):
+        history = open_history(directory, remote, True)
+        located = _find(history, which, True)
+    return history, located
 
 
 def header(record: dict) -> str:
@@ -60,22 +84,29 @@ def json_text(runs: RunStore, record: dict) -> str:
     return json.dumps({"run": record, "log": log, "result": value}, indent=2, ensure_ascii=False)
 
 
+def unfinished_json(located) -> str:
+    """Where a run that has no record yet (or was refused) is, with `run`, `log`, `result` null."""
+    import json
+
+    return json.dumps({"id": located.id, "flow": located.flow, "state": located.state, "daemon": located.daemon,
+                       "since": located.since, "reason": located.reason, "run": None, "log": None,
+                       "result": None}, indent=2, ensure_ascii=False)
+
+
 def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
          outputs: bool = False, directory: str = ".", as_json: bool = False) -> int:
-    """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
-    from puppemon.commands.reading import open_history
-
-    history = open_history(directory, remote, fetch)
-    again = fetch is None and not history.fetched and history.remote is not None
-    try:
-        record = _find(history.runs, which, last=not again)
-    except PuppemonError:
-        if not again:
-            raise
-        # a fetch made moments ago was reused, and the run asked for is not in it: it may be newer
-        history = open_history(directory, remote, True)
-        record = _find(history.runs, which)
-    runs = history.runs
+    """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte); of a run not
+    finished yet, which state it is in (stderr)."""
+    history, located = locate_fresh(directory, which, remote, fetch)
+    if as_json and located.state != "finished":
+        print(unfinished_json(located))
+        return 1 if located.state == "refused" else 0
+    if located.state == "refused":
+        raise PuppemonError(located.describe())
+    if located.state != "finished":
+        print(f"{located.describe()}; its log is recorded when it ends", file=sys.stderr)
+        return 0
+    record, runs = located.record, history.runs
     if as_json:
         print(json_text(runs, record))
         return 0
@@ -95,4 +126,3 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
     else:
         write_bytes(runs.read_file(record, "log.txt") or b"")
     return 0
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from puppemon.commands.common import styled_status, warn
 from puppemon.commands.reading import open_history
@@ -32,19 +33,33 @@ def runs_rows(records: list[dict]) -> list[list]:
              format_duration(r.get("duration"))] for r in records]
 
 
+def one_run(history, which: str, fetch: bool | None) -> dict:
+    """run.json of the run `which` names; of a run not finished, {id, flow, status: its state, daemon, since}."""
+    from puppemon.commands.locating import locate
+
+    located = locate(history, which, fetch)
+    if located.record is not None:
+        return located.record
+    return {"id": located.id, "flow": located.flow, "status": located.state, "trigger": {},
+            "daemon": located.daemon, "since": located.since, "started": None, "duration": None}
+
+
 def main(flow: str | None = None, status: str | None = None, limit: int = 20, since: str | None = None,
          as_json: bool = False, remote: str | None = None, fetch: bool | None = None, directory: str = ".",
          until: str | None = None) -> int:
     """Print the newest runs (a table, or a JSON array with `as_json`); `fetch` as reading.open_history."""
     if status is not None and status not in STATUSES:
         raise PuppemonError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
-    if flow is not None and not is_flow_name(flow):
-        raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
     since_time = parse_moment(since, "--since") if since else None
     until_time = parse_moment(until, "--until") if until else None
     history = open_history(directory, remote, fetch)
     runs = history.runs
-    records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
+    if flow is not None and flow not in runs.flows() and re.match(r"[0-9]{4}|[0-9A-Za-z-]*[TZ]", flow):
+        records, flow = [one_run(history, flow, fetch)], None  # an id or prefix: that run, whatever its state
+    elif flow is not None and not is_flow_name(flow):
+        raise PuppemonError(f"{flow!r} is not a flow name (lowercase letters, digits, - and _)")
+    else:
+        records = runs.list(flow=flow, status=status, since=since_time, until=until_time, limit=limit)
     if runs.skipped_note():
         warn(runs.skipped_note())
     unrecorded = not records and flow is not None and flow not in runs.flows()

@@ -16,8 +16,9 @@ class WaitTimeout(PuppemonError):
 
 
 def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, remote: str | None = None,
-         wait: bool = False, timeout: str | None = None, directory: str = ".") -> int:
-    """Write the request, print its id; with `wait`, follow the run and exit with its exit code."""
+         wait: bool = False, timeout: str | None = None, directory: str = ".", as_json: bool = False) -> int:
+    """Write the request, print its id (the run's); with `wait`, follow the run and exit with its exit code.
+    `as_json` prints {"id", "flow", "params", "by", "time", "remote"} instead of the id."""
     from puppemon.commands.common import parse_params
     from puppemon.commands.reading import forget
     from puppemon.formats import FLOW_NAME_RE, option_seconds
@@ -27,6 +28,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
 
     if not FLOW_NAME_RE.match(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")
+    if as_json and wait:
+        raise PuppemonError("--json cannot be combined with --wait; trigger --json, then `puppemon logs ID`")
     limit = option_seconds(timeout, "--timeout") if timeout is not None else None
     params = parse_params(pairs, params_json)
     store = Store.discover(directory)
@@ -35,6 +38,12 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     body = run_request(flow, params, user_at_host(), datetime.now(timezone.utc))
     forget(store.git_dir)   # the next `runs` or `logs` here fetches what this request leads to
     send(store, remote, body)
+    if as_json:
+        import json
+
+        shown = {k: body[k] for k in ("id", "flow", "params", "by", "time")}
+        print(json.dumps({**shown, "remote": remote}, indent=2, ensure_ascii=False), flush=True)
+        return 0
     print(body["id"], flush=True)
     if not wait:
         return 0

@@ -3,7 +3,7 @@
 Off unless `--listen HOST:PORT`. Routes:
 
     GET  /healthz                 no auth: name, deployed commit, runs in flight
-    POST /flows/<name>/runs       Bearer token; body {"params": {...}} -> 202 {"run_id", "request_id"}
+    POST /flows/<name>/runs       Bearer token; body {"params": {...}} -> 202 {"id", "run_id", "request_id"} (one id)
     POST /fetch                   Bearer token; fetch and deploy now -> 202
     POST /github                  X-Hub-Signature-256 (HMAC-SHA256, PUPPEMON_GITHUB_SECRET)
 
@@ -66,7 +66,7 @@ class Control(Protocol):
         """(the deployed flows commit, its flow names), or None when nothing is deployed."""
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
-        """Start a run (recorded as a claimed request); {run_id, request_id}, or None when stopping."""
+        """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when stopping."""
 
     def fetch_now(self) -> None:
         """Fetch and deploy at the next moment."""

@@ -33,7 +33,7 @@ from typing import Callable
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Pending, RunQueue
-from puppemon.formats import RUN_ID, new_id, request_base, utc_iso
+from puppemon.formats import RUN_ID, request_base, utc_iso
 from puppemon.errors import PuppemonError
 from puppemon.gitstore import Store, TooLarge
 from puppemon.history.records import dump_json, find_record, is_recorded, one_line
@@ -57,6 +57,8 @@ class RequestServer:
         self.submitted: set[str] = set()   # run ids started by this process and not recorded yet
         self.settled: set[str] = set()     # request ids nothing more is to be done for, until the remote shows them
         self.lock = threading.Lock()
+        # run id -> the cancel request naming it, seen this cycle with the run neither here nor recorded
+        self.cancels: dict[str, dict] = {}
         self._recorded: list[str] = []     # run ids recorded since the last cycle (`recorded`)
         # per pass ("local", "remote"): date dir -> (its tree when last looked at, request ids left to look at again)
         self._looked: dict[str, dict[str, tuple[str | None, frozenset[str]]]] = {"local": {}, "remote": {}}
@@ -69,6 +71,7 @@ class RequestServer:
         if self.current() is None or self.queue.stopping:
             return
         claimed = False
+        self.cancels.clear()  # the cancels still waiting show again in this cycle's local pass
         local = self.store.ref(self.local_ref)
         for base, _names, rid in self._requests(local, "local", claimed=False):  # a claimed one: see below
             claimed = self._guarded(rid, self._serve_new, local, base, rid) or claimed
@@ -210,7 +213,7 @@ class RequestServer:
                 "time": utc_iso(self.clock())}
 
     def _claim(self, body: dict) -> None:
-        claim = self._claim_body(body["id"], new_id(self.clock()), body["flow"])
+        claim = self._claim_body(body["id"], body["id"], body["flow"])  # the request's id is its run's
         self.ledger.add({f"{request_base(body['id'])}.claim.json": dump_json(claim)},
                         f"claim request {body['id']} ({body['flow']}) for {self.daemon}\n\n"
                         f"Puppemon-Request: {body['id']}\nPuppemon-Claim: {self.daemon}\n")
@@ -221,7 +224,11 @@ class RequestServer:
         pending = Pending(body["flow"], {"kind": "request", "by": by},
                           params=body.get("params") or {}, request=rid, run_id=run_id)
         deployment = self.current()
-        if body["flow"] not in deployment.manifest.flows:
+        withdrawn = self.cancels.get(run_id)
+        if withdrawn is not None:  # a cancel came before the run could start: it never does
+            pending.deployment = deployment
+            self._withdraw(pending, withdrawn)
+        elif body["flow"] not in deployment.manifest.flows:
             error = (f"request {rid}: no flow {body['flow']!r} in the deployed flows commit "
                      f"{deployment.sha[:7]} (flows: {', '.join(sorted(deployment.manifest.flows))})")
             log.warning("%s", error)
@@ -241,7 +248,7 @@ class RequestServer:
         that waits for a slot has its request published soon (`soon`), so a clone finds it meanwhile."""
         now = self.clock()
         body = run_request(flow, params, f"http {client}", now)
-        rid, run_id = body["id"], new_id(now)
+        rid = run_id = body["id"]
         if self.queue.stopping:
             return None
         with self.lock:
@@ -256,25 +263,38 @@ class RequestServer:
             return None
         if self.queue.queued(run_id):
             self.soon()
-        return {"run_id": run_id, "request_id": rid}
+        return {"id": run_id, "run_id": run_id, "request_id": rid}
 
     # -- cancel requests -------------------------------------------------------
     def _cancel(self, body: dict) -> None:
-        rid, run_id = body["id"], body["run_id"]
+        run_id = body["run_id"]
         outcome, withdrawn = self.queue.cancel(run_id)
         if withdrawn is not None:
-            error = f"cancelled before it started (cancel request {rid})"
-            self.ledger.synthetic(withdrawn.context(self.daemon), "cancelled", error)
+            self._withdraw(withdrawn, body)
+            return
         if outcome is None:
             local = self.store.ref(self.local_ref)
             record = find_record(self.store, local, run_id)
             if record is None and not is_recorded(self.store, local, run_id):
-                return  # not in flight here, not recorded: another daemon's, or not started yet
+                # not in flight here, not recorded: another daemon's, or not started yet (a claim of this
+                # daemon's that the remote pass is to start looks here first: `_start`)
+                self.cancels[run_id] = body
+                return
             outcome = f"already finished ({one_line(record['status'], 40) if record else 'unreadable record'})"
+        self._done(body, outcome)
+
+    def _withdraw(self, pending: Pending, cancel: dict) -> None:
+        """Record a run that had not started `cancelled` (it never starts), and the cancel done."""
+        error = f"withdrawn before it started (cancel request {cancel['id']})"
+        self.ledger.synthetic(pending.context(self.daemon), "cancelled", error)
+        self._done(cancel, "withdrawn before it started")
+
+    def _done(self, cancel: dict, outcome: str) -> None:
+        rid, run_id = cancel["id"], cancel["run_id"]
         log.info("cancel request %s: run %s %s", rid, run_id, outcome)
         done = {"schema": SCHEMA, "request": rid, "run_id": run_id, "daemon": self.daemon,
                 "outcome": outcome, "time": utc_iso(self.clock())}
         self.ledger.add({f"{request_base(rid)}.done.json": dump_json(done)},
                         f"cancel request {rid}: {run_id} {outcome}\n\nPuppemon-Request: {rid}\n")
         self.settled.add(rid)
-
+        self.cancels.pop(run_id, None)

@@ -322,25 +322,35 @@ class RunStore:
                 for entry in self.store.listdir(where, f"runs/{flow}/{yyyy}/{mm}/{dd}"):
                     yield flow, entry.name
 
+    def matches(self, id_or_prefix: str) -> list[tuple[str, str]]:
+        """(flow, run id) of the recorded runs whose id starts with `id_or_prefix` (one that names no day:
+        whose id holds it, found in the branch's run commits)."""
+        if not self.tip and not self.archives:
+            return []
+        date = re.match(r"^([0-9]{4})([0-9]{2})([0-9]{2})", id_or_prefix)
+        if date:
+            return sorted({(f, r) for f, r in self._ids_of_day(*date.groups())
+                           if r.startswith(id_or_prefix) and RUN_ID.match(r)})
+        return [(f, r) for f, r in self._ids_from_history() if id_or_prefix in r]
+
     def find(self, id_or_prefix: str) -> dict:
         """run.json of the run whose id is, or uniquely starts with, `id_or_prefix`."""
         if not self.tip and not self.archives:
             raise PuppemonError("there are no runs recorded yet")
-        date = re.match(r"^([0-9]{4})([0-9]{2})([0-9]{2})", id_or_prefix)
-        if date:
-            matches = sorted({(f, r) for f, r in self._ids_of_day(*date.groups())
-                              if r.startswith(id_or_prefix) and RUN_ID.match(r)})
-        else:
-            matches = [(f, r) for f, r in self._ids_from_history() if id_or_prefix in r]
+        matches = self.matches(id_or_prefix)
         if not matches:
             raise PuppemonError(f"no run with id {id_or_prefix!r}; list runs with `puppemon runs`")
         if len(matches) > 1:
             shown = ", ".join(r for _, r in matches[:5])
             raise PuppemonError(f"{id_or_prefix!r} matches {len(matches)} runs ({shown}); give more of the id")
-        record = self._run_json(*matches[0])
+        return self.record(*matches[0])
+
+    def record(self, flow: str, run_id: str) -> dict:
+        """run.json of a run `matches` found; an error says when it cannot be read."""
+        record = self._run_json(flow, run_id)
         if record is None:
             self.skipped -= 1  # said in the error, not counted
-            raise PuppemonError(f"the record of run {matches[0][1]} ({run_dir(*matches[0])}/run.json) cannot be "
+            raise PuppemonError(f"the record of run {run_id} ({run_dir(flow, run_id)}/run.json) cannot be "
                                 f"read: it is not a run.json this version of puppemon understands")
         return record
 
