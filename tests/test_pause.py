@@ -222,3 +222,59 @@ def test_two_daemons_both_honour_a_pause_across_a_redeploy_and_a_restart(tmp_pat
             assert restarted.stop() == 0
         assert two.stop() == 0
     fsck(bare_remote)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: R, S, T (stopped), ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_paused_run_is_frozen_and_its_timeout_does_not_count_the_pause(tmp_path, bare_remote):
+    pidfile = tmp_path / "pid"
+    manifest = (f'version: 1\nflows:\n  slow:\n    command: ["sh", "-c", "echo $$ > {pidfile}; sleep 2; echo done"]\n'
+                "    run_on_deploy: true\n    timeout: 3s\n")
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "state") as d:
+        found = wait_until(lambda: re.search(r"slow: started run (\S+)", d.log), 20, "the run", lambda: d.log)
+        run_id = found.group(1)
+        pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "its pid"))
+        paused = json.loads(puppemon("pause", "--run", run_id, "--json", cwd=repo).stdout)
+        assert paused["action"] == "pause" and paused["run_id"] == run_id
+        wait_until(lambda: f"run {run_id} paused" in d.log, 10, "the daemon pausing it", lambda: d.log)
+        assert process_state(pid) == "T"
+        frozen = time.monotonic()
+        while time.monotonic() - frozen < 3:   # paused for 3s: past the timeout, had it kept counting
+            assert process_state(pid) == "T"
+            time.sleep(0.2)
+        puppemon("resume", "--run", run_id, cwd=repo)
+        wait_until(lambda: re.search(r"slow: \w+ in", d.log), 15, "the run's end", lambda: d.log)
+        assert d.stop() == 0
+    (run,) = of_flow(remote_records(bare_remote), "slow")
+    assert run["status"] == "succeeded" and run["duration"] >= 5, run
+    log = git("--git-dir", str(bare_remote), "show",
+              f"runs:runs/slow/{run_id[:4]}/{run_id[4:6]}/{run_id[6:8]}/{run_id}/log.txt")
+    assert re.fullmatch(r"puppemon: paused \(its timeout does not count while paused\)\n"
+                        r"puppemon: resumed after [3-9]\.\ds paused\ndone\n", log), log
+    done = [json.loads(git("--git-dir", str(bare_remote), "show", f"runs:{p}"))
+            for p in git("--git-dir", str(bare_remote), "ls-tree", "-r", "--name-only", "runs", "requests").split()
+            if p.endswith(".done.json")]
+    assert sorted(d["outcome"] for d in done) == ["paused", "resumed"]
+
+
+def test_a_run_paused_longer_than_max_pause_is_cancelled(tmp_path, bare_remote):
+    manifest = 'version: 1\nflows:\n  slow:\n    command: ["sleep", "30"]\n    run_on_deploy: true\n'
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    deploy(repo)
+    clock = Clock(datetime.now(timezone.utc))
+    with running(bare_remote, tmp_path / "state", clock, max_pause=1.0) as daemon:
+        daemon.cycle()
+        wait_until(lambda: in_flight(daemon) == ["slow"], 10, "the run")
+        (active,) = daemon.queue.in_flight()
+        puppemon("pause", "--run", active.run_id, cwd=repo)
+        daemon.cycle()
+        assert active.pause.wanted
+        idle(daemon)
+    (run,) = of_flow(remote_records(bare_remote), "slow")
+    assert run["status"] == "cancelled" and run["error"] == "cancelled: paused for longer than 1.0s (max_pause)"
+    assert 1 <= run["duration"] < 10
