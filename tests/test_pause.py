@@ -278,3 +278,20 @@ def test_a_run_paused_longer_than_max_pause_is_cancelled(tmp_path, bare_remote):
     (run,) = of_flow(remote_records(bare_remote), "slow")
     assert run["status"] == "cancelled" and run["error"] == "cancelled: paused for longer than 1.0s (max_pause)"
     assert 1 <= run["duration"] < 10
+
+
+def test_status_shows_paused_flows_and_why(tmp_path, bare_remote):
+    from tests.test_status import write_status
+
+    repo = manifest_project(tmp_path, str(bare_remote), HOURLY)
+    deploy(repo)
+    tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    write_status(bare_remote, "box", flows_commit=tip, flows={"tick": {"next": "2026-11-25T09:00:00.000Z"},
+                                                             "other": {"next": None}})
+    puppemon("pause", "tick", "--reason", "disk full", cwd=repo)
+    out = puppemon("status", cwd=repo).stdout.splitlines()
+    assert [line.split() for line in out if line.startswith("  tick") or line.startswith("  other")] == [
+        ["other", "-", "-"], ["tick", "paused", "-"]]
+    assert re.fullmatch(r"tick: paused \(disk full\) by \S+@\S+ since \S+ \S+ UTC", out[-1]), out
+    data = json.loads(puppemon("status", "--json", cwd=repo).stdout)
+    assert data["paused"] == {"tick": control(bare_remote, "tick")}

@@ -50,7 +50,7 @@ def _flow_lines(flows: dict) -> list[list[Cell]]:
     for name in sorted(flows):
         info = flows[name]
         last = info.get("last_run")
-        rows.append((name, local_time(info.get("next")) if info.get("next") else "-",
+        rows.append((name, "paused" if info.get("paused") else local_time(info.get("next")) if info.get("next") else "-",
                      f"{last['status']} {last['id']}" if last else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     lines: list[list[Cell]] = []
@@ -75,14 +75,22 @@ def main(as_json: bool = False, remote: str | None = None, fetch: bool | None = 
     tip, daemons, unreadable = collect(store, runs, now or datetime.now(timezone.utc))
     if unreadable:
         warn(f"{plural(unreadable, 'status ref')} under refs/puppemon/status/ could not be read (skipped)")
+    from puppemon.history.control import describe, paused, read_states
+
+    held = paused(read_states(store, store.ref("refs/heads/runs")))   # control/ on the runs branch
     if as_json:
-        print(json.dumps({"remote": remote, "flows_tip": tip, "daemons": daemons}, indent=2))
+        print(json.dumps({"remote": remote, "flows_tip": tip, "daemons": daemons, "paused": held}, indent=2))
         return 0
     if not daemons:
         print(f"no daemon has reported to {remote or 'this repository'} yet")
-        return 0
     lines: list[list[Cell]] = []
     for n, daemon in enumerate(daemons):
+        for name in held:
+            if name in (daemon.get("flows") or {}):
+                daemon["flows"][name]["next"] = None
+                daemon["flows"][name]["paused"] = True
         lines += ([[""]] if n else []) + render(daemon)
+    if held:
+        lines += [[""]] + [[f"{name}: ", (describe(state), "yellow")] for name, state in sorted(held.items())]
     print_lines(lines)
     return 0
