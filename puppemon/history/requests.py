@@ -176,7 +176,7 @@ def check_request(data: bytes, request_id: str) -> dict:
         if not (isinstance(body.get("run_id"), str) and RUN_ID.match(body["run_id"])):
             raise BadRequest(f"run_id {show(body.get('run_id'))} is not a run id")
     else:
-        raise BadRequest(f"kind {show(body.get('kind'))}: expected run, {', '.join(RUN_KINDS)}")
+        raise BadRequest(f"kind {show(body.get('kind'))}: expected run, cancel, pause or resume")
     return body
 
 
