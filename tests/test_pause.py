@@ -242,7 +242,9 @@ def test_a_paused_run_is_frozen_and_its_timeout_does_not_count_the_pause(tmp_pat
         paused = json.loads(puppemon("pause", "--run", run_id, "--json", cwd=repo).stdout)
         assert paused["action"] == "pause" and paused["run_id"] == run_id
         wait_until(lambda: f"run {run_id} paused" in d.log, 10, "the daemon pausing it", lambda: d.log)
-        assert process_state(pid) == "T"
+        wait_until(lambda: process_state(pid) == "T", 1, "its process stopped (the run's thread applies it)")
+        wait_until(lambda: f"running: slow {run_id} since " in puppemon("status", "--fetch", cwd=repo).stdout
+                   and "(paused)" in puppemon("status", "--fetch", cwd=repo).stdout, 10, "status saying so")
         frozen = time.monotonic()
         while time.monotonic() - frozen < 3:   # paused for 3s: past the timeout, had it kept counting
             assert process_state(pid) == "T"

@@ -36,7 +36,8 @@ def render(daemon: dict) -> list[list[Cell]]:
     if not in_flight:
         lines.append(["  no runs in flight"])
     for run in in_flight:
-        lines.append([f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}"])
+        lines.append([f"  running: {run.get('flow')} {run.get('run_id')} since {local_time(run.get('started'))}"
+                      + (" (paused)" if run.get("paused") is True else "")])
     if daemon.get("unpublished"):
         lines.append(["  ", (f"{daemon['unpublished']} records not yet pushed", "yellow")])
     return lines
