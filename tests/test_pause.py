@@ -297,3 +297,24 @@ def test_status_shows_paused_flows_and_why(tmp_path, bare_remote):
     assert re.fullmatch(r"tick: paused \(disk full\) by \S+@\S+ since \S+ \S+ UTC", out[-1]), out
     data = json.loads(puppemon("status", "--json", cwd=repo).stdout)
     assert data["paused"] == {"tick": control(bare_remote, "tick")}
+
+
+def test_a_state_change_replayed_onto_a_moved_remote_is_kept_and_a_concurrent_one_collides(tmp_path, bare_remote):
+    """Overwriting control/flows/<flow>.json replays onto records others pushed meanwhile; only a change
+    to the same file since its parent collides (first pushed wins)."""
+    from puppemon.history.recorder import Recorder
+
+    a, b = (Store.open_or_init_bare(tmp_path / name) for name in ("a.git", "b.git"))
+    first, second = (Recorder(s, remote=str(bare_remote)) for s in (a, b))
+    first.add({"control/flows/tick.json": b"1\n"}, "pause tick")
+    assert first.sync()
+    assert second.sync(push=False)                              # b has state 1
+    first.add({"requests/2026/11/25/x.json": b"{}\n"}, "request x")   # someone else moves the remote
+    assert first.sync()
+    second.add({"control/flows/tick.json": b"2\n"}, "resume tick")
+    assert second.sync() and second.dropped == []
+    assert git("--git-dir", str(bare_remote), "show", "runs:control/flows/tick.json") == "2\n"
+    first.add({"control/flows/tick.json": b"3\n"}, "pause tick again")   # made on state 1: b changed it since
+    assert first.sync()
+    assert [m.splitlines()[0] for m in first.dropped] == ["pause tick again"]
+    assert git("--git-dir", str(bare_remote), "show", "runs:control/flows/tick.json") == "2\n"
