@@ -230,15 +230,17 @@ def quickstart(directory, duration) -> None:
 @click.option("--build-timeout", default=None, metavar="DURATION",
               help="How long building one flow's Python environment may take before the deploy is "
                    "refused (default 10m).")
+@click.option("--max-pause", default=None, metavar="DURATION",
+              help="A run paused with `pause --run` longer than this is cancelled (default 24h).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           rotate_after, build_timeout, config) -> None:
+           rotate_after, build_timeout, max_pause, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, config=config)
+          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause, config=config)
 
 
 @cli.command()
@@ -271,6 +273,61 @@ def cancel(run_id, flow, wait, timeout, as_json, remote, directory) -> None:
     """Withdraw RUN_ID (an id or unique prefix) if it has not started, else stop it (SIGTERM, grace, SIGKILL)."""
     _call("cancel", run_id=run_id, flow=flow, wait=wait, timeout=timeout, as_json=as_json, remote=remote,
           directory=directory)
+
+
+def _control_options(f):
+    """FLOW, --all, --run ID, --json, --remote and -C, shared by pause and resume."""
+    f = click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+                     help="Project directory (default: the current one).")(f)
+    f = click.option("--remote", default=None, metavar="NAME|URL",
+                     help="Remote to write to (default: the branch's upstream remote, else origin).")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")(f)
+    f = click.option("--run", "run_id", default=None, metavar="RUN_ID",
+                     help="A run in flight instead of a flow (its process group is frozen, SIGSTOP).")(f)
+    f = click.option("--all", "all_flows", is_flag=True, help="Every deployed flow, in one commit.")(f)
+    return click.argument("flow", required=False)(f)
+
+
+@cli.command()
+@_control_options
+@click.option("--reason", default=None, metavar="TEXT", help="Why, for `git log runs`, status and upcoming.")
+def pause(flow, all_flows, run_id, as_json, remote, directory, reason) -> None:
+    """Pause FLOW (or --all): its schedule and triggers start no run until it is resumed.
+
+    The state is a commit on the runs branch, so every daemon honours it, through
+    restarts and deploys. Requests for a paused flow are refused. With --run ID,
+    freeze that run in flight instead; its timeout stops counting meanwhile.
+    """
+    _call("pause", flow=flow, all_flows=all_flows, run_id=run_id, as_json=as_json, remote=remote,
+          directory=directory, reason=reason)
+
+
+@cli.command()
+@_control_options
+@click.option("--catch-up", "catch_up", is_flag=True,
+              help="Run once for the fires missed while paused (one run per flow, not one per fire).")
+def resume(flow, all_flows, run_id, as_json, remote, directory, catch_up) -> None:
+    """Resume FLOW (or --all) paused with `puppemon pause`; with --run ID, let that run go on.
+
+    Fires missed while paused are not run, unless --catch-up asks for one run.
+    """
+    _call("pause", flow=flow, all_flows=all_flows, run_id=run_id, as_json=as_json, remote=remote,
+          directory=directory, catch_up=catch_up, resume=True)
+
+
+@cli.command()
+@click.argument("flow", required=False)
+@click.option("-n", "count", default=1, show_default=True, type=click.IntRange(min=1, max=100),
+              help="How many fire times to show per flow.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fire times as JSON.")
+@_read_options
+def upcoming(flow, count, as_json, remote, fetch, directory) -> None:
+    """List the next fire times of the deployed flows (or FLOW), soonest first.
+
+    Read from the remote's flows branch (and its runs branch for paused flows), in
+    each flow's timezone and yours; without a deploy, from puppemon.yaml here.
+    """
+    _call("upcoming", flow=flow, count=count, as_json=as_json, remote=remote, fetch=fetch, directory=directory)
 
 
 @cli.group()

@@ -91,7 +91,7 @@ BAD = {
     f"{rid(20)}.json": (b"{not json", "the request is not JSON (Expecting property name enclosed in double "
                                       "quotes: line 1 column 2 (char 1))"),
     f"{rid(9)}.json": (b"[1, 2]", "the request is not a JSON object"),
-    f"{rid(10)}.json": (request(10, kind="rm -rf"), "kind 'rm -rf': expected run or cancel"),
+    f"{rid(10)}.json": (request(10, kind="rm -rf"), "kind 'rm -rf': expected run, cancel, pause or resume"),
     f"{rid(11)}.json": (request(11, kind="cancel", run_id="../../x"), "run_id '../../x' is not a run id"),
     f"{rid(12)}.json": (request(12, by={"name": "x"}), "`by` is not text"),
     f"{rid(13)}.json": (request(13, schema=99), "schema 99: this version reads schema 1"),

@@ -69,6 +69,8 @@ def repo(project, bare_remote, tmp_path):
     (["runs", "--no-fetch", "-n", "2", "--json"], READS),
     (["logs", "--no-fetch", HISTORY[1][0]["id"]], READS),
     (["status", "--no-fetch"], READS),
+    (["upcoming", "--no-fetch"], EVERYWHERE | {"rich"}),   # reads the deployed manifest: yaml
+    (["upcoming", "--no-fetch", "--json"], EVERYWHERE | {"rich"}),
     (["push", "--dry-run"], EVERYWHERE | {"rich", "pygit2"}),
 ])
 def test_commands_leave_heavy_libraries_unloaded(repo, tmp_path, args, absent):

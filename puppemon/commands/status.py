@@ -59,6 +59,7 @@ def render(daemon: dict, limit: int | None = None) -> list[list[Cell]]:
         lines.append(["  no runs in flight"])
     for run in in_flight:
         head, since = f"  running: {run.get('flow')} {run.get('run_id')}", f"since {local_time(run.get('started'), True)}"
+        since += " (paused)" if run.get("paused") is True else ""
         fits = limit is None or len(head) + 1 + len(since) <= limit
         lines += [[f"{head} {since}"]] if fits else [[head], [f"    {since}"]]
     if daemon.get("unpublished"):
@@ -74,7 +75,8 @@ def _flow_lines(flows: dict, limit: int | None) -> list[list[Cell]]:
     for name in sorted(flows):
         info = flows[name]
         last = info.get("last_run")
-        rows.append([name, local_time(info.get("next"), True) if info.get("next") else "-",
+        nxt = "paused" if info.get("paused") else local_time(info.get("next"), True) if info.get("next") else "-"
+        rows.append([name, nxt,
                      styled_status(str(last["status"])) if last else "-", str(last["id"]) if last else ""])
     return table_lines(FLOW_COLUMNS, rows, None if limit is None else limit - 2, rule=False, indent="  ")
 
@@ -107,20 +109,28 @@ def main(as_json: bool = False, remote: str | None = None, fetch: bool | None = 
         warn(f"{plural(unreadable, 'status ref')} under refs/puppemon/status/ could not be read (skipped)")
     if prune_gone:
         return _prune(history, daemons)
+    from puppemon.history.control import describe, paused, read_states
+
+    held = paused(read_states(store, store.ref("refs/heads/runs")))   # control/ on the runs branch
     if as_json:
-        print(json.dumps({"remote": remote, "flows_tip": tip, "daemons": daemons}, indent=2))
+        print(json.dumps({"remote": remote, "flows_tip": tip, "daemons": daemons, "paused": held}, indent=2))
         return 0
     if not daemons:
         print(f"no daemon has reported to {remote or 'this repository'} yet")
-        return 0
     limit = terminal_width(sys.stdout)
     lines: list[list[Cell]] = []
     for n, daemon in enumerate(daemons):
+        for name in held:
+            if name in (daemon.get("flows") or {}):
+                daemon["flows"][name]["next"] = None
+                daemon["flows"][name]["paused"] = True
         lines += ([[""]] if n else []) + render(daemon, limit)
     gone = [d for d in daemons if d.get("gone")]
     if gone:
         bound = format_interval(min(d["gone_after"] for d in gone))
         lines += [[""], [f"{plural(len(gone), 'daemon')} gone (no heartbeat for {bound} or more)"],
                   ["remove with `puppemon status --prune-gone`"]]
+    if held:
+        lines += [[""]] + [[f"{name}: ", (describe(state), "yellow")] for name, state in sorted(held.items())]
     print_lines(lines)
     return 0

@@ -25,8 +25,9 @@ class RunExecutor:
     """Runs a Pending with the code of its deploy and records the outcome (called in the run's thread)."""
 
     def __init__(self, state: StateDir, ledger: Ledger, daemon: str, secrets: SecretStore | None,
-                 kill_grace: float, clock: Callable[[], datetime], users: UserGrants | None = None) -> None:
-        self.state, self.ledger, self.daemon = state, ledger, daemon
+                 kill_grace: float, clock: Callable[[], datetime], users: UserGrants | None = None,
+                 max_pause: float | None = None) -> None:
+        self.state, self.ledger, self.daemon, self.max_pause = state, ledger, daemon, max_pause
         self.secrets, self.kill_grace, self.clock = secrets, kill_grace, clock
         self.users = users or UserGrants({})
 
@@ -53,7 +54,9 @@ class RunExecutor:
         except PuppemonError as exc:
             record = self.ledger.synthetic(ctx, "failed", exc.message, started, self.clock())
         else:
-            result = execute(spec, cancel=active.cancel, on_start=lambda _n, ex: self._started(active, ex))
+            active.pause.limit = self.max_pause
+            result = execute(spec, cancel=active.cancel, pause=active.pause,
+                             on_start=lambda _n, ex: self._started(active, ex))
             record = self.ledger.run(ctx, result)
         # the Ledger drops the journal entry once the record is committed (a full disk can delay it)
         if record["status"] in NOTEWORTHY:   # at WARNING, with the reason: `journalctl -p warning` finds it

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
 from puppemon.errors import PuppemonError
+from puppemon.history.control import describe as describe_control
 from puppemon.history.requests import MAX_DEPTH, nesting
 
 log = logging.getLogger("puppemon")
@@ -64,6 +65,9 @@ class Control(Protocol):
 
     def deployed_flows(self) -> tuple[str, list[str]] | None:
         """(the deployed flows commit, its flow names), or None when nothing is deployed."""
+
+    def paused(self, flow: str) -> dict | None:
+        """The control state of `flow` when it is paused (`puppemon pause`), else None."""
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when stopping."""
@@ -151,6 +155,9 @@ class HttpHook:
         sha, flows = deployed
         if name not in flows:
             return 404, {"error": f"no flow {name!r} in the deployed flows commit {sha[:7]}"}
+        paused = self.control.paused(name)
+        if paused is not None:  # as a disabled workflow refuses a dispatch: nothing is queued, nor recorded
+            return 409, {"error": f"flow {name!r} is {describe_control(paused)}: `puppemon resume {name}` first"}
         started = self.control.run_now(name, params, client)
         if started is None:
             return 503, {"error": "the daemon is stopping"}

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from puppemon import __version__
+from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
@@ -90,7 +91,9 @@ class Daemon:
                                  EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
-        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
+        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
+                               s.max_pause)
+        self.controls = Controls(self.store, self.state, self.clock)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock)
@@ -101,7 +104,7 @@ class Daemon:
         self.clock_source = by_class[SOURCES["cron"]]
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
-                                      self.publish, self.outbox.soon)
+                                      self.publish, self.outbox.soon, self.controls.paused)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
@@ -248,6 +251,7 @@ class Daemon:
             log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "
                     "branch): run `puppemon push` in your project; %s", self.s.remote, self.s.branch_flows,
                     "nothing to run" if once else "waiting for a deploy")
+        resumed = self.controls.refresh(self.store.ref(self.recorder.ref))  # paused flows, before anything runs
         if self.deployer.is_new(tip):
             self.deploy(tip, wait=once)
         if self.deployer.current is None and (last := self.deployer.last_good(tip)):
@@ -257,6 +261,8 @@ class Daemon:
         if self.deployer.current is not None and catch_up:
             for source in self.sources:
                 source.catch_up(self.deployer.current, once)
+        for pending in resumed:  # `resume --catch-up`: one run for the fires missed while paused
+            self.submit(pending)
         try:
             self.requests.cycle()
         except PuppemonError as exc:
@@ -308,8 +314,9 @@ class Daemon:
         self.clock_source.fire(flow, scheduled)
 
     def submit(self, pending: Pending) -> str | None:
-        """Queue a run of the current deploy (what every trigger source calls); its run id, or None."""
-        return self.queue.submit(pending)
+        """Queue a run of the current deploy (what every trigger source calls); its run id, or None
+        (also when its flow is paused)."""
+        return None if self.controls.hold(pending) else self.queue.submit(pending)
 
     # -- records -------------------------------------------------------------
     def _skip(self, pending: Pending) -> None:
@@ -356,7 +363,9 @@ class Daemon:
         upcoming: dict[str, str | None] = {}
         for source in self.sources:
             upcoming.update(source.upcoming())
-        flows = {name: {"next": upcoming.get(name)} for name in current.manifest.flows} if current else {}
+        paused = self.controls.summary()
+        flows = {name: {"next": upcoming.get(name), **({"paused": paused[name]} if name in paused else {})}
+                 for name in current.manifest.flows} if current else {}
         return {
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
@@ -364,8 +373,8 @@ class Daemon:
             "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
             "flows_commit": current.sha if current else None,
             "flows": flows,
-            "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started)}
-                          for a in self.queue.in_flight()],
+            "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started),
+                           **({"paused": True} if a.pause.since is not None else {})} for a in self.queue.in_flight()],
             "unpublished": self.recorder.unpublished(),
         }
 
@@ -385,6 +394,9 @@ class Daemon:
     def deployed_flows(self) -> tuple[str, list[str]] | None:
         current = self.deployer.current
         return (current.sha, list(current.manifest.flows)) if current else None
+
+    def paused(self, flow: str) -> dict | None:
+        return self.controls.paused(flow)
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         return self.requests.serve_http(flow, params, client)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from puppemon.formats import new_id
 from puppemon.history.records import RunContext
+from puppemon.run.spec import PauseSwitch
 
 if TYPE_CHECKING:
     from puppemon.daemon.deployer import Deployment
@@ -51,6 +52,7 @@ class Active:
 
     pending: Pending
     cancel: threading.Event = field(default_factory=threading.Event)
+    pause: PauseSwitch = field(default_factory=PauseSwitch)   # its limit is the executor's (max_pause)
     started: datetime | None = None
     execution: object | None = None       # the backend's Execution of its current attempt
     thread: threading.Thread | None = None
@@ -114,6 +116,19 @@ class RunQueue:
                 self.pending.remove(queued)
                 return "cancelled before it started", queued
         return None, None
+
+    def pause(self, run_id: str, paused: bool) -> str | None:
+        """Freeze a run in flight (`paused`) or let it go on: what was done, or None when it is not in
+        flight here (a queued run has nothing to freeze yet)."""
+        with self.lock:
+            active = self.active.get(run_id)
+            if active is None:
+                return None
+            was = active.pause.wanted
+            active.pause.set(paused)
+        if was == paused:
+            return "already paused" if paused else "not paused"
+        return "paused" if paused else "resumed"
 
     # -- running them ------------------------------------------------------------
     def dispatch(self) -> None:

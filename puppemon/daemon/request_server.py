@@ -36,6 +36,7 @@ from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.formats import RUN_ID, request_base, utc_iso
 from puppemon.errors import PuppemonError
 from puppemon.gitstore import Store, TooLarge
+from puppemon.history.control import describe as describe_control
 from puppemon.history.records import dump_json, find_record, is_recorded, one_line
 from puppemon.history.requests import (DAYS, MAX_SIZE, SCHEMA, BadRequest, check_claim, check_request, recent_dirs,
                                        request_files, request_message, run_request)
@@ -50,10 +51,11 @@ class RequestServer:
 
     def __init__(self, store: Store, refs: tuple[str, str], ledger: Ledger, queue: RunQueue,
                  current: Callable[[], Deployment | None], daemon: str, clock: Callable[[], datetime],
-                 publish: Callable[[], None], soon: Callable[[], None], days: int = DAYS) -> None:
+                 publish: Callable[[], None], soon: Callable[[], None],
+                 paused: Callable[[str], dict | None] = lambda _flow: None, days: int = DAYS) -> None:
         self.store, (self.local_ref, self.remote_ref), self.ledger = store, refs, ledger
         self.queue, self.current, self.daemon, self.clock = queue, current, daemon, clock
-        self.publish, self.soon, self.days = publish, soon, days
+        self.publish, self.soon, self.days, self.paused = publish, soon, days, paused
         self.submitted: set[str] = set()   # run ids started by this process and not recorded yet
         self.settled: set[str] = set()     # request ids nothing more is to be done for, until the remote shows them
         self.lock = threading.Lock()
@@ -104,7 +106,10 @@ class RequestServer:
         if body["kind"] == "run":
             self._claim(body)
             return True
-        self._cancel(body)
+        if body["kind"] == "cancel":
+            self._cancel(body)
+        else:
+            self._pause_run(body)
         return False
 
     def _serve_claimed(self, remote: str, local: str, base: str, rid: str) -> None:
@@ -225,9 +230,16 @@ class RequestServer:
                           params=body.get("params") or {}, request=rid, run_id=run_id)
         deployment = self.current()
         withdrawn = self.cancels.get(run_id)
+        paused = self.paused(body["flow"]) if body["flow"] in deployment.manifest.flows else None
         if withdrawn is not None:  # a cancel came before the run could start: it never does
             pending.deployment = deployment
             self._withdraw(pending, withdrawn)
+        elif paused is not None:
+            # a paused flow refuses requests (as a disabled workflow refuses a dispatch); the record says so
+            error = f"not run: flow {body['flow']!r} is {describe_control(paused)} (`puppemon resume` it first)"
+            log.info("request %s: %s", rid, error)
+            pending.deployment = deployment
+            self.ledger.synthetic(pending.context(self.daemon), "skipped", error)
         elif body["flow"] not in deployment.manifest.flows:
             error = (f"request {rid}: no flow {body['flow']!r} in the deployed flows commit "
                      f"{deployment.sha[:7]} (flows: {', '.join(sorted(deployment.manifest.flows))})")
@@ -289,12 +301,27 @@ class RequestServer:
         self.ledger.synthetic(pending.context(self.daemon), "cancelled", error)
         self._done(cancel, "withdrawn before it started")
 
-    def _done(self, cancel: dict, outcome: str) -> None:
-        rid, run_id = cancel["id"], cancel["run_id"]
-        log.info("cancel request %s: run %s %s", rid, run_id, outcome)
+    def _done(self, body: dict, outcome: str) -> None:
+        """Mark a cancel, pause or resume request done (`<id>.done.json`) with what it did."""
+        rid, run_id, kind = body["id"], body["run_id"], body["kind"]
+        log.info("%s request %s: run %s %s", kind, rid, run_id, outcome)
         done = {"schema": SCHEMA, "request": rid, "run_id": run_id, "daemon": self.daemon,
                 "outcome": outcome, "time": utc_iso(self.clock())}
         self.ledger.add({f"{request_base(rid)}.done.json": dump_json(done)},
-                        f"cancel request {rid}: {run_id} {outcome}\n\nPuppemon-Request: {rid}\n")
+                        f"{kind} request {rid}: {run_id} {outcome}\n\nPuppemon-Request: {rid}\n")
         self.settled.add(rid)
-        self.cancels.pop(run_id, None)
+        if kind == "cancel":
+            self.cancels.pop(run_id, None)
+
+    # -- pause and resume requests (a run in flight) -----------------------------
+    def _pause_run(self, body: dict) -> None:
+        """Freeze a run in flight here (`pause --run`) or let it go on; done when acted on or when the run
+        is recorded already, else left waiting (another daemon's run, or not started yet)."""
+        outcome = self.queue.pause(body["run_id"], body["kind"] == "pause")
+        if outcome is None:
+            if self.queue.queued(body["run_id"]):
+                return  # not started yet: acted on once it runs
+            if not is_recorded(self.store, self.store.ref(self.local_ref), body["run_id"]):
+                return
+            outcome = "already finished"
+        self._done(body, outcome)

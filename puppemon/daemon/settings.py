@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, POLL, ROTATE_AFTER
+from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after"}
+               "rotate_after", "max_pause"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -59,6 +59,7 @@ class Settings:
     users: UserGrants = field(default_factory=lambda: UserGrants({}))   # config only: OS users flows may run as
     build_timeout: float = BUILD_TIMEOUT   # building one Python environment (run/environments.py)
     rotate_after: int = ROTATE_AFTER       # entries of closed days the runs tip holds before they rotate out
+    max_pause: float = MAX_PAUSE           # a run paused longer than this is cancelled
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -204,6 +205,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         keep=option_seconds(merged["keep"], "--keep") if merged.get("keep") else None,
         build_timeout=option_seconds(merged.get("build_timeout", BUILD_TIMEOUT), "--build-timeout"),
         rotate_after=_count(merged.get("rotate_after", ROTATE_AFTER), "--rotate-after"),
+        max_pause=option_seconds(merged.get("max_pause", MAX_PAUSE), "--max-pause"),
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),

@@ -274,7 +274,7 @@ class Recorder:
             parent_tree = store.get_commit(commit.parents[0]).tree if commit.parents else None
             changes = store.tree_changes(parent_tree, commit.tree)
             tip_tree = store.get_commit(tip).tree
-            if self._collides(tip_tree, changes):
+            if self._collides(tip_tree, changes, parent_tree):
                 # Someone else wrote the same path first (a claim on a request, a
                 # "done" marker): the first pushed wins and this commit is dropped.
                 subject = commit.message.splitlines()[0] if commit.message else commit.sha
@@ -297,12 +297,18 @@ class Recorder:
     def _on_first_parents(self, local: str, sha: str) -> bool:
         return any(commit.sha == sha for commit in self.store.first_parent_log(local))
 
-    def _collides(self, tree: str, changes: Mapping[str, "tuple[str, int] | None"]) -> bool:
-        """True when a path `changes` writes already exists in `tree` with other content."""
+    def _collides(self, tree: str, changes: Mapping[str, "tuple[str, int] | None"],
+                  parent_tree: str | None = None) -> bool:
+        """True when a path `changes` writes already exists in `tree` with other content that someone
+        else wrote: a file the commit overwrites (control/) collides only when `tree` no longer holds
+        what the commit's parent (`parent_tree`) had there."""
         for path, value in changes.items():
             entry = self.store.lookup(tree, path)
             # a deletion (retention) never collides: gone is gone, whoever got there first
-            if entry is not None and value is not None and (entry.oid, entry.mode) != tuple(value):
+            if entry is None or value is None or (entry.oid, entry.mode) == tuple(value):
+                continue
+            before = self.store.lookup(parent_tree, path) if parent_tree else None
+            if before is None or (before.oid, before.mode) != (entry.oid, entry.mode):
                 return True
         return False
 

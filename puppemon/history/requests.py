@@ -1,10 +1,10 @@
-"""Run and cancel requests on the runs branch, as clients write and read them (`trigger`, `cancel`).
+"""Run, cancel and pause/resume requests on the runs branch, as clients write and read them (`trigger`, `cancel`).
 
 Layout, next to each other under the request's date::
 
     requests/<yyyy>/<mm>/<dd>/<id>.json        the request (kind run or cancel, who, when)
     requests/<yyyy>/<mm>/<dd>/<id>.claim.json  run requests: the daemon that took it and its run id
-    requests/<yyyy>/<mm>/<dd>/<id>.done.json   cancel requests: which daemon acted, and how
+    requests/<yyyy>/<mm>/<dd>/<id>.done.json   cancel, pause and resume requests: which daemon acted, and how
 
 The daemon's side (claiming, serving, cancelling) is puppemon/daemon/request_server.py.
 """
@@ -27,13 +27,14 @@ def run_request(flow: str, params: dict, by: str, now: datetime, request_id: str
             "params": params, "by": by, "time": utc_iso(now)}
 
 
-def cancel_request(run_id: str, by: str, now: datetime) -> dict:
-    return {"schema": SCHEMA, "id": new_id(now), "kind": "cancel", "run_id": run_id,
+def cancel_request(run_id: str, by: str, now: datetime, kind: str = "cancel") -> dict:
+    """A request about a run in flight: cancel it, or (`kind` pause, resume) freeze it or let it go on."""
+    return {"schema": SCHEMA, "id": new_id(now), "kind": kind, "run_id": run_id,
             "by": by, "time": utc_iso(now)}
 
 
 def request_message(body: dict) -> str:
-    what = f"run {body['flow']}" if body["kind"] == "run" else f"cancel {body['run_id']}"
+    what = f"run {body['flow']}" if body["kind"] == "run" else f"{body['kind']} {body['run_id']}"
     return (f"request: {one_line(what, 140)} (by {one_line(body['by'], 100)})\n\nPuppemon-Request: {body['id']}\n"
             f"Puppemon-Request-Kind: {body['kind']}\n")
 
@@ -115,6 +116,7 @@ def describe(record: dict) -> str:
 
 MAX_SIZE = 64 * 1024   # bytes of one request or claim file
 MAX_DEPTH = 32         # nesting of a request's params
+RUN_KINDS = ("cancel", "pause", "resume")   # requests about a run in flight, by its run_id
 
 
 class BadRequest(ValueError):
@@ -170,11 +172,11 @@ def check_request(data: bytes, request_id: str) -> dict:
             raise BadRequest("params are not a JSON object")
         if nesting(params) > MAX_DEPTH:
             raise BadRequest(f"params nest deeper than {MAX_DEPTH} levels")
-    elif body.get("kind") == "cancel":
+    elif body.get("kind") in RUN_KINDS:
         if not (isinstance(body.get("run_id"), str) and RUN_ID.match(body["run_id"])):
             raise BadRequest(f"run_id {show(body.get('run_id'))} is not a run id")
     else:
-        raise BadRequest(f"kind {show(body.get('kind'))}: expected run or cancel")
+        raise BadRequest(f"kind {show(body.get('kind'))}: expected run, cancel, pause or resume")
     return body
 
 

@@ -62,7 +62,8 @@ class Execution(Protocol):
         """Force it to stop now (SIGKILL)."""
 
     def pause(self) -> None:
-        """Freeze it (SIGSTOP) where the backend can; its timeout keeps counting."""
+        """Freeze it (SIGSTOP) where the backend can. The runner calls it (from the run's own thread) and
+        stops counting the run's timeout until `resume`; `stop` must reach a frozen attempt too."""
 
     def resume(self) -> None:
         """Let a paused attempt go on."""

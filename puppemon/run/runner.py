@@ -27,7 +27,7 @@ from puppemon.project.manifest import Flow
 from puppemon.run import backends
 from puppemon.run.backend import Backend, Execution, Launch, StartFailed
 from puppemon.run.capture import Log
-from puppemon.run.spec import Attempt, Output, RunResult, RunSpec
+from puppemon.run.spec import Attempt, Output, PauseSwitch, RunResult, RunSpec
 from puppemon.run.users import blocked, hand_over
 from puppemon.run.workspace import collect_outputs, copy_code, empty_dir, new_area, read_left, rmtree
 from puppemon.secrets import redact, redact_json, secret_text
@@ -84,43 +84,70 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
 
 
 def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: threading.Event | None,
-            log: Log, on_start: OnStart | None) -> tuple[str, int | None, str | None, int]:
+            log: Log, on_start: OnStart | None,
+            pause: PauseSwitch | None = None) -> tuple[str, int | None, str | None, int]:
     """Run one attempt to its end; returns (status, exit_code, error, how many processes it left
-    running outside its process group, which the backend stopped)."""
+    running outside its process group, which the backend stopped). While `pause` holds it frozen,
+    its timeout does not count."""
     try:
         execution = backend.start(launch, log.write)
     except StartFailed as exc:
         return "failed", exc.exit_code, exc.error, 0
     deadline = time.monotonic() + timeout if timeout else None
-    reason = None  # "timed_out" | "cancelled" once we started stopping it
+    reason = None  # "timed_out" | "cancelled" | "paused_too_long" once we started stopping it
     try:
         if on_start is not None:
             on_start(launch.attempt, execution)
         while True:
             if reason is None and execution.running:
+                if pause is not None:
+                    deadline = _apply_pause(pause, execution, deadline, log)
                 if cancel is not None and cancel.is_set():
                     reason = "cancelled"
-                elif deadline is not None and time.monotonic() >= deadline:
+                elif pause is not None and pause.since is not None and pause.limit is not None \
+                        and time.monotonic() - pause.since >= pause.limit:
+                    reason = "paused_too_long"
+                elif deadline is not None and time.monotonic() >= deadline and not (pause and pause.since):
                     reason = "timed_out"
                 if reason:
-                    execution.stop()
+                    execution.stop()  # a frozen group is woken to see it (the backend's stop)
             rc = execution.wait(POLL)
             if rc is not None:
                 break
     finally:
+        if pause is not None:
+            pause.since = None
         execution.close()
         escaped = _note_escaped(execution, log)
-    return (*_outcome(reason, rc, timeout, cancel), escaped)
+    return (*_outcome(reason, rc, timeout, cancel, pause), escaped)
 
 
-def _outcome(reason: str | None, rc: int, timeout: float | None,
-             cancel: threading.Event | None) -> tuple[str, int | None, str | None]:
+def _apply_pause(pause: PauseSwitch, execution: Execution, deadline: float | None, log: Log) -> float | None:
+    """Freeze or continue the attempt as `pause` asks; the deadline, moved by the time it was frozen."""
+    if pause.wanted and pause.since is None:
+        execution.pause()
+        pause.since = time.monotonic()
+        log.line("puppemon: paused (its timeout does not count while paused)")
+    elif not pause.wanted and pause.since is not None:
+        execution.resume()
+        frozen = time.monotonic() - pause.since
+        pause.since = None
+        log.line(f"puppemon: resumed after {format_duration(frozen)} paused")
+        if deadline is not None:
+            deadline += frozen
+    return deadline
+
+
+def _outcome(reason: str | None, rc: int, timeout: float | None, cancel: threading.Event | None,
+             pause: PauseSwitch | None = None) -> tuple[str, int | None, str | None]:
     if reason is None and rc is not None and rc < 0 and cancel is not None and cancel.is_set():
         reason = "cancelled"  # killed from outside while a cancel was pending (a forced daemon stop)
     if reason == "timed_out":
         return reason, 124, f"timed out after {format_duration(timeout)}"
     if reason == "cancelled":
         return reason, 130, "cancelled"
+    if reason == "paused_too_long":
+        return "cancelled", 130, f"cancelled: paused for longer than {format_duration(pause.limit)} (max_pause)"
     if rc == 0:
         return "succeeded", 0, None
     if rc < 0:
@@ -140,7 +167,8 @@ def _note_escaped(execution: Execution, log: Log) -> int:
 
 
 def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
-            cancel: threading.Event | None = None, on_start: OnStart | None = None) -> RunResult:
+            cancel: threading.Event | None = None, on_start: OnStart | None = None,
+            pause: PauseSwitch | None = None) -> RunResult:
     """Run `spec` to its end (with its retries) and return what happened."""
     flow = spec.flow
     started, t0 = _now(), time.monotonic()
@@ -153,7 +181,7 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
     area = None
     try:
         area = new_area(spec.run_id)
-        _attempts(spec, backend, area, params, log, run, cancel, on_start)
+        _attempts(spec, backend, area, params, log, run, cancel, on_start, pause)
     except _StartError as exc:
         run.error = str(exc)
     except OSError as exc:
@@ -224,7 +252,7 @@ def _hand_over(spec: RunSpec, area: Path, env: dict[str, str]) -> None:
 
 
 def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Log, run: _Run,
-              cancel: threading.Event | None, on_start: OnStart | None) -> None:
+              cancel: threading.Event | None, on_start: OnStart | None, pause: PauseSwitch | None = None) -> None:
     flow = spec.flow
     tmp, out_dir, result_file = area / "tmp", area / "outputs", area / "result.json"
     error_file = Path(f"{result_file}.error")
@@ -255,7 +283,7 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
         a_started, a_t0 = _now(), time.monotonic()
         launch = Launch(spec.run_id, number, argv, cwd, env, flow, spec.grace, spec.user)
         run.status, run.exit_code, run.error, escaped = attempt(backend, launch, flow.timeout, cancel, log,
-                                                                on_start)
+                                                                on_start, pause)
         run.escaped += escaped
         run.attempts.append(Attempt(number, run.status, run.exit_code, a_started, _now(),
                                     time.monotonic() - a_t0))

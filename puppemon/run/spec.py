@@ -1,6 +1,7 @@
 """What a run is asked to do (RunSpec) and what came of it (RunResult), whatever backend ran it."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,24 @@ class RunSpec:
     user: OSUser | None = None          # the OS user it runs as (None: this process's); the caller checked the grant
     environment: Environment | None = None   # its Python environment (run/environments.py); None: this Python
     flow_api: Path | None = None        # with an environment: the directory that makes `import puppemon` work
+
+
+class PauseSwitch:
+    """Asks a run in flight to freeze or go on (any thread may `set` it). The runner's own thread
+    applies it between polls, through the backend's `pause` and `resume`; paused time does not count
+    towards the timeout, and a run paused longer than `limit` seconds is cancelled."""
+
+    def __init__(self, limit: float | None = None) -> None:
+        self.limit = limit
+        self.since: float | None = None    # time.monotonic() when the runner froze it; None when running
+        self._wanted = threading.Event()
+
+    def set(self, paused: bool) -> None:
+        (self._wanted.set if paused else self._wanted.clear)()
+
+    @property
+    def wanted(self) -> bool:
+        return self._wanted.is_set()
 
 
 @dataclass
