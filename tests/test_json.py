@@ -63,7 +63,8 @@ def test_status_json_shape(project, bare_remote):
                  flows={"hello": {"next": "2026-11-25T09:00:00.000Z"}})
     write_status(bare_remote, "gone-box", heartbeat=utc_iso(now - timedelta(hours=1)), poll=600.0)
     data = json.loads(puppemon("status", "--json", cwd=project).stdout)
-    assert set(data) == {"remote", "flows_tip", "daemons"}
+    assert set(data) == {"remote", "flows_tip", "daemons", "paused"}
+    assert data["paused"] == {}
     assert (data["remote"], data["flows_tip"]) == ("origin", tip)
     alpha, gone = data["daemons"]
     shape = {"name": str, "host": str, "pid": int, "version": str, "state": str, "heartbeat": str,
