@@ -9,3 +9,4 @@ GRACE = 30.0           # on SIGTERM, how long runs may finish before they are ki
 KILL_GRACE = 5.0       # a cancelled or timed-out run: SIGTERM, then SIGKILL this much later
 BUILD_TIMEOUT = 600.0    # building one flow's Python environment, before the deploy is refused
 ROTATE_AFTER = 500     # entries of closed days the runs tip holds before they rotate into archive refs
+LIVE_INTERVAL = 5.0     # seconds between two pushes of the live log tails, at least (0: none)

@@ -25,6 +25,7 @@ from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
 from puppemon.daemon.queue import Pending, RunQueue
@@ -89,7 +90,9 @@ class Daemon:
                                  EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
-        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users)
+        self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
+        executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
+                               self.live)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock)
@@ -128,6 +131,7 @@ class Daemon:
             self._install_signals()
             if self.http is not None:
                 self.http.start()
+            self.live.start()
             return self._once() if self.s.once else self._forever()
         finally:
             self.state.close()
@@ -211,6 +215,7 @@ class Daemon:
         while self.queue.busy() and time.monotonic() < deadline and not self.forced:
             time.sleep(0.05)
         self.queue.cancel_all()
+        self.live.stop()
         self.outbox.close()
         self.ledger.retry()
         if self.ledger.waiting():
@@ -312,6 +317,7 @@ class Daemon:
         from puppemon.run import backends
 
         for left in self.state.leftovers():
+            self.live.forget()  # its live tail may still be on the remote
             ctx = left.context
             if self.ledger.waiting(ctx.run_id):
                 continue  # it finished: its true record, kept in the journal (a full disk), goes out
@@ -324,10 +330,15 @@ class Daemon:
             tip = self.store.ref(self.recorder.ref)
             if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
-                self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
+                output = self.state.captured(ctx.run_id, self._all_secrets())
+                self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock(), output)
                 log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
             if not self.ledger.waiting(ctx.run_id):
                 self.state.unjournal(ctx.run_id)
+
+    def _all_secrets(self) -> dict:
+        """Every secret value this daemon holds: which of them a crashed run had is not known any more."""
+        return {name: secret.value for name, secret in self.secrets.secrets.items()} if self.secrets else {}
 
     def publish(self) -> None:
         count = self.recorder.unpublished()
