@@ -159,10 +159,13 @@ def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -
 @click.argument("run", metavar="RUN_ID|FLOW")
 @click.option("--result", is_flag=True, help="Print the run's result.json instead of its log.")
 @click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Follow a running run (or FLOW's): print its output as it comes, until it ends.")
 @_read_options
-def logs(run, result, outputs, remote, fetch, directory) -> None:
+def logs(run, result, outputs, follow, remote, fetch, directory) -> None:
     """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
-    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory)
+    _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory,
+          follow=follow)
 
 
 @cli.command()
@@ -209,15 +212,20 @@ def quickstart(directory, duration) -> None:
 @click.option("--build-timeout", default=None, metavar="DURATION",
               help="How long building one flow's Python environment may take before the deploy is "
                    "refused (default 10m).")
+@click.option("--live-interval", default=None, metavar="SECONDS",
+              help="Push the log tails of runs in flight to refs/puppemon/live/NAME at most this often, for "
+                   f"`logs -f` (default {daemon_defaults.LIVE_INTERVAL:g}; 0: never).")
+@click.option("--no-live", is_flag=True, default=None, help="Publish no live log tails (as --live-interval 0).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           rotate_after, build_timeout, config) -> None:
+           rotate_after, build_timeout, live_interval, no_live, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, config=config)
+          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, live_interval=live_interval,
+          no_live=no_live, config=config)
 
 
 @cli.command()

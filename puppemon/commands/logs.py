@@ -48,10 +48,17 @@ def header(record: dict) -> str:
 
 
 def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
-         outputs: bool = False, directory: str = ".") -> int:
+         outputs: bool = False, directory: str = ".", follow: bool = False) -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
     from puppemon.commands.reading import open_history
 
+    if follow:
+        from puppemon.commands.follow import follow_run
+
+        if fetch is False or result or outputs:
+            raise PuppemonError("-f follows a run's log through the remote: it cannot go with "
+                                f"{'--no-fetch' if fetch is False else '--result' if result else '--outputs'}")
+        return follow_run(which, remote, directory)
     history = open_history(directory, remote, fetch)
     again = fetch is None and not history.fetched and history.remote is not None
     try:

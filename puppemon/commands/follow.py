@@ -1,0 +1,77 @@
+"""`puppemon logs -f RUN_ID|FLOW`: a run's output as it comes, through git, until it ends."""
+from __future__ import annotations
+
+import sys
+import time
+
+from puppemon.errors import PuppemonError
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def target(follower, history, tip: str | None, which: str) -> tuple[str | None, str | None]:
+    """(run id, flow) of the run `which` names: an id (or the id of a request), or a flow name (its
+    latest run in flight, else its latest record); (None, None) while an id is not known yet."""
+    from puppemon.formats import RUN_ID, is_flow_name
+    from puppemon.history.live import running
+    from puppemon.history.requests import read_claim
+
+    if RUN_ID.match(which):
+        claim = read_claim(follower.store, tip, which)
+        return (claim["run_id"], claim.get("flow")) if claim else (which, None)
+    if not is_flow_name(which):
+        raise PuppemonError(f"{which!r} is neither a run id (e.g. 20261125T083000Z-7f3a9c) nor a flow name")
+    in_flight = running(follower.store, which) or _in_flight(follower, which)
+    if in_flight:
+        return in_flight[-1], which
+    latest = history.runs.latest(which) if history.runs.tip else None
+    if latest is None:
+        raise PuppemonError(f"flow {which!r} has no run in flight and none recorded")
+    return latest["id"], which
+
+
+def _in_flight(follower, flow: str) -> list[str]:
+    """The runs of `flow` the daemons' status refs show in flight (a daemon that publishes no live logs)."""
+    from datetime import datetime, timezone
+
+    from puppemon.history.status import heartbeating
+
+    if follower.no_daemon():
+        return []
+    return sorted(r["run_id"] for s in heartbeating(follower.store, datetime.now(timezone.utc))
+                  for r in s.get("in_flight") or [] if r.get("flow") == flow and isinstance(r.get("run_id"), str))
+
+
+def follow_run(which: str, remote: str | None, directory: str = ".") -> int:
+    """Print the run's output as it comes and, once it is recorded, the rest of its log and its outcome;
+    exit with the code `trigger --wait` gives it."""
+    from puppemon.commands.common import write_bytes
+    from puppemon.commands.reading import open_history
+    from puppemon.history.follow import Follower, sleep_until_next
+
+    history = open_history(directory, remote, None)
+    if history.remote is None:
+        raise PuppemonError("-f follows a run through a remote, and this repository has none: "
+                            "pass --remote NAME|URL")
+    follower = Follower(history.store, history.remote, write_bytes, _say)
+    run_id = flow = None
+    said = False
+    try:
+        while True:
+            polled = time.monotonic()
+            tip = follower.fetch()
+            if run_id is None or flow is None:
+                run_id, flow = target(follower, history, tip, which)
+            record = follower.step(tip, run_id, flow)
+            if record is not None:
+                return follower.end(record)
+            if not follower.started and not said:
+                said = True
+                _say(f"no output of run {run_id} yet (it has not started, or its daemon publishes no live logs): "
+                     "waiting ...")
+            sleep_until_next(polled, None)
+    except KeyboardInterrupt:
+        _say(f"stopped following run {run_id or which}; it goes on (`puppemon cancel {run_id or which}` stops it)")
+        return 130
