@@ -218,3 +218,59 @@ def test_trigger_wait_says_when_no_daemon_is_there_and_ctrl_c_leaves_the_request
                    f"no daemon has sent a heartbeat to origin lately: the request waits until one starts "
                    "(`puppemon status` shows the daemons)\n",
                    f"stopped waiting: request {rid} stays queued; `puppemon cancel {rid}` withdraws it\n"]
+
+
+# -- the pieces, against oracles: `redact` of the whole stream, Log.render ---------------------------
+
+def test_a_redacted_stream_is_the_redaction_of_the_whole():
+    import random
+
+    from puppemon.run.capture import Redactor
+    from puppemon.secrets import redact
+
+    rng = random.Random(14)
+    for _ in range(2000):
+        secrets = {"a": rng.choice(["sec", "secX", "ab", "a", "aab", "abab"]),
+                   "b": {"k": rng.choice(["XYsX", "baba", "Xsec"])}}
+        pieces = [bytes(rng.choice(b"ab\nsecXY") for _ in range(rng.randint(0, 12)))
+                  for _ in range(rng.randint(0, 20))]
+        redactor = Redactor(secrets)
+        stream = b"".join(redactor.feed(p) for p in pieces)
+        assert stream + redact(redactor.pending, secrets) == redact(b"".join(pieces), secrets)
+        # held back only what may be a secret's start: a line that ends with a newline shows whole
+        assert b"\n" not in redactor.pending
+    assert Redactor({"t": "hunter2"}).feed(b"a hunter2 line\n") == b"a *** line\n"
+
+
+@pytest.mark.parametrize("limit", [0, 1, 10, 64, 1000])
+def test_a_spool_read_after_a_crash_renders_as_the_log_would(tmp_path, limit):
+    import random
+
+    from puppemon.run.capture import Log, Spool, read_spool
+
+    rng = random.Random(limit)
+    for trial in range(50):
+        pieces = [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(0, 30))]
+        log, spool = Log(limit, None), Spool(tmp_path / f"{trial}.log", limit)
+        for piece in pieces:
+            log.write(piece)
+            spool.write(piece)
+        spool.close()   # as a kill -9 leaves it: nothing flushed but what was written
+        assert read_spool(tmp_path / f"{trial}.log").render({}) == log.render({})
+    assert read_spool(tmp_path / "missing.log") is None
+
+
+def test_live_interval_from_the_command_line_and_the_config(tmp_path):
+    from puppemon.daemon.settings import build_settings
+    from puppemon.errors import PuppemonError
+
+    base = {"remote": "r", "state": str(tmp_path)}
+    assert build_settings(base).live_interval == 5.0
+    assert build_settings({**base, "live_interval": "2s"}).live_interval == 2.0
+    assert build_settings({**base, "no_live": True}).live_interval == 0.0
+    config = tmp_path / "daemon.yaml"
+    config.write_text("remote: r\nlive_interval: 0\n")
+    assert build_settings({"config": str(config)}).live_interval == 0.0
+    with pytest.raises(PuppemonError) as bad:
+        build_settings({**base, "live_interval": "0.2"})
+    assert bad.value.message == "--live-interval '0.2': at least 1s (or 0, or --no-live, for none)"

@@ -31,8 +31,10 @@ FRESH_AFTER = 200  # publishes before the scratch repository is started afresh, 
 class RunOutput:
     """One run's output while it runs: redacted, spooled to the journal, its last TAIL bytes in memory."""
 
-    def __init__(self, run_id: str, flow: str, started, secrets: dict, spool: Path, limit: int) -> None:
+    def __init__(self, run_id: str, flow: str, started, secrets: dict, spool: Path, limit: int,
+                 changed: Callable[[], None] = lambda: None) -> None:
         self.run_id, self.flow, self.started = run_id, flow, utc_iso(started)
+        self.changed = changed
         self.redactor = Redactor(secrets)
         self.lock = threading.Lock()
         self.tail = bytearray()
@@ -59,6 +61,7 @@ class RunOutput:
                 except OSError as exc:  # a full disk: the run goes on, its record still gets the whole log
                     log.warning("run %s: its output is no longer kept as it comes: %s", self.run_id, exc)
                     self._close_spool()
+        self.changed()
 
     def snapshot(self) -> Tail:
         with self.lock:
@@ -96,7 +99,7 @@ class LiveLogs:
         return self.interval > 0
 
     def open(self, run_id: str, flow: str, started, secrets: dict, limit: int) -> RunOutput:
-        output = RunOutput(run_id, flow, started, secrets, self.state.spool_path(run_id), limit)
+        output = RunOutput(run_id, flow, started, secrets, self.state.spool_path(run_id), limit, self._changed.set)
         with self._lock:
             self._runs[run_id] = output
         return output
