@@ -27,6 +27,8 @@ flows:
   chatty:
     command: ["sh", "-c", "echo token=$TOKEN; head -c 200000 /dev/zero | tr '\\\\0' x; echo; echo token=$TOKEN; exec sleep 60"]
     secrets: [token]
+  slowfail:
+    command: echo one; sleep 8; echo two; exit 3
   crashy:
     command: echo before 1; echo before 2; echo "secret $TOKEN"; exec sleep 60
     secrets: [token]
@@ -138,6 +140,16 @@ def test_the_live_ref_is_one_bounded_redacted_commit(live_project, bare_remote, 
     everything = subprocess.run(["git", "--git-dir", str(bare_remote), "cat-file", "--batch-all-objects",
                                  "--batch"], capture_output=True).stdout
     assert SECRET.encode() not in everything
+    # Ctrl-C stops following, not the run
+    follower = subprocess.Popen([sys.executable, "-m", "puppemon", "logs", "-f", run_id], cwd=repo,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = follower.stdout.read(len(b"xxxx"))
+    assert first == b"xxxx"   # the tail starts in the middle of the x's (what was before it is said on stderr)
+    os.kill(follower.pid, signal.SIGINT)
+    assert follower.wait(20) == 130
+    err = follower.stderr.read().decode()
+    assert err.splitlines()[-1] == f"stopped following run {run_id}; it goes on (`puppemon cancel {run_id}` stops it)"
+    assert "bytes of output not shown" in err and "Traceback" not in err
     puppemon("cancel", run_id, cwd=repo)
     wait_until(lambda: record_of(bare_remote, run_id), 30, "the cancelled record", lambda: daemon.log)
     wait_until(lambda: not live_refs(bare_remote), 15, "the live ref to go", lambda: daemon.log)
@@ -159,6 +171,28 @@ def test_no_live_publishes_no_live_ref(live_project, bare_remote):
 
     wait_until(recorded, 30, "the run's record", lambda: daemon.log, interval=0.2)
     assert len(seen) > 10 and not any(seen)
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_logs_follow_of_a_flow_whose_daemon_publishes_no_live_logs(live_project, bare_remote):
+    repo, start = live_project
+    daemon = start("--no-live")
+    rid = puppemon("trigger", "slowfail", cwd=repo).stdout.strip()
+
+    def in_flight() -> bool:
+        proc = subprocess.run(["git", "--git-dir", str(bare_remote), "show", "refs/puppemon/status/d1:status.json"],
+                              capture_output=True, text=True)
+        return proc.returncode == 0 and bool(json.loads(proc.stdout)["in_flight"])
+
+    wait_until(in_flight, 30, "the run in the daemon's status", lambda: daemon.log, interval=0.2)
+    proc = puppemon("logs", "-f", "slowfail", cwd=repo, check=False)
+    run_id = claimed_run(bare_remote, rid)
+    record = record_of(bare_remote, run_id)
+    assert (proc.returncode, proc.stdout) == (3, "one\ntwo\n")   # the whole log, from the record
+    assert proc.stderr.splitlines() == [
+        f"no output of run {run_id} yet (it has not started, or its daemon publishes no live logs): waiting ...",
+        f"run {run_id} (slowfail): failed in {record['duration']:.1f}s: exited with code 3"]
     assert daemon.stop() == 0
 
 
@@ -215,7 +249,7 @@ def test_trigger_wait_says_when_no_daemon_is_there_and_ctrl_c_leaves_the_request
     assert proc.wait(20) == 130
     reader.join(5)
     assert err == [f"waiting for a daemon to take request {rid} ...\n",
-                   f"no daemon has sent a heartbeat to origin lately: the request waits until one starts "
+                   "no daemon has sent a heartbeat to origin lately: the request waits until one starts "
                    "(`puppemon status` shows the daemons)\n",
                    f"stopped waiting: request {rid} stays queued; `puppemon cancel {rid}` withdraws it\n"]
 

@@ -12,8 +12,8 @@ def _say(message: str) -> None:
 
 
 def target(follower, history, tip: str | None, which: str) -> tuple[str | None, str | None]:
-    """(run id, flow) of the run `which` names: an id (or the id of a request), or a flow name (its
-    latest run in flight, else its latest record); (None, None) while an id is not known yet."""
+    """(run id, flow) of the run `which` names: an id (or the id of a request: the run it led to), a
+    flow name (its latest run in flight, else its latest record), or a recorded run's id prefix."""
     from puppemon.formats import RUN_ID, is_flow_name
     from puppemon.history.live import running
     from puppemon.history.requests import read_claim
@@ -21,15 +21,12 @@ def target(follower, history, tip: str | None, which: str) -> tuple[str | None, 
     if RUN_ID.match(which):
         claim = read_claim(follower.store, tip, which)
         return (claim["run_id"], claim.get("flow")) if claim else (which, None)
-    if not is_flow_name(which):
-        raise PuppemonError(f"{which!r} is neither a run id (e.g. 20261125T083000Z-7f3a9c) nor a flow name")
-    in_flight = running(follower.store, which) or _in_flight(follower, which)
-    if in_flight:
+    if is_flow_name(which) and (in_flight := running(follower.store, which) or _in_flight(follower, which)):
         return in_flight[-1], which
-    latest = history.runs.latest(which) if history.runs.tip else None
-    if latest is None:
-        raise PuppemonError(f"flow {which!r} has no run in flight and none recorded")
-    return latest["id"], which
+    from puppemon.commands.logs import _find
+
+    record = _find(history.runs, which)  # the flow's latest record, or a recorded run's id or prefix
+    return record["id"], record["flow"]
 
 
 def _in_flight(follower, flow: str) -> list[str]:

@@ -25,6 +25,7 @@ from puppemon.run.capture import Redactor, Spool
 
 log = logging.getLogger("puppemon")
 
+SYNC_EVERY = 5.0   # seconds between two flushes of a run's spool file to the disk, at most
 FRESH_AFTER = 200  # publishes before the scratch repository is started afresh, even while runs go on
 
 
@@ -39,6 +40,7 @@ class RunOutput:
         self.lock = threading.Lock()
         self.tail = bytearray()
         self.total = 0
+        self.synced = time.monotonic()
         try:
             self.spool: Spool | None = Spool(spool, limit)
         except OSError as exc:
@@ -58,6 +60,9 @@ class RunOutput:
             if self.spool is not None:
                 try:
                     self.spool.write(chunk)
+                    if (now := time.monotonic()) >= self.synced + SYNC_EVERY:  # a power cut loses little
+                        self.synced = now
+                        self.spool.sync()
                 except OSError as exc:  # a full disk: the run goes on, its record still gets the whole log
                     log.warning("run %s: its output is no longer kept as it comes: %s", self.run_id, exc)
                     self._close_spool()
