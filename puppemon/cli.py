@@ -161,11 +161,14 @@ def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -
 @click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
 @click.option("-f", "--follow", is_flag=True,
               help="Follow a running run (or FLOW's): print its output as it comes, until it ends.")
+@click.option("--http", default=None, metavar="URL",
+              help="With -f: also read the output from the daemon's HTTP hook at URL, for less delay "
+                   "(token: $PUPPEMON_HTTP_TOKEN).")
 @_read_options
-def logs(run, result, outputs, follow, remote, fetch, directory) -> None:
+def logs(run, result, outputs, follow, http, remote, fetch, directory) -> None:
     """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
     _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory,
-          follow=follow)
+          follow=follow, http=http)
 
 
 @cli.command()

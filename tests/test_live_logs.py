@@ -111,6 +111,43 @@ def test_logs_follow_prints_lines_while_the_run_goes_then_its_status(live_projec
 
 
 @pytest.mark.slow
+def test_logs_follow_over_the_http_hook(live_project, bare_remote):
+    import re
+    import urllib.error
+    import urllib.request
+
+    repo, start = live_project
+    token = {"PUPPEMON_HTTP_TOKEN": "live-token-1"}
+    daemon = DaemonProcess(str(bare_remote), bare_remote.parent / "state", "--no-live", "--listen", "127.0.0.1:0",
+                           env=token).start()
+    try:
+        port = wait_until(lambda: re.search(r"HTTP hook listening on http://127\.0\.0\.1:(\d+)", daemon.log), 15,
+                          "the HTTP hook", lambda: daemon.log).group(1)
+        url = f"http://127.0.0.1:{port}"
+        rid = puppemon("trigger", "ticks", cwd=repo).stdout.strip()
+        follower = subprocess.Popen([sys.executable, "-m", "puppemon", "logs", "-f", "--http", url, rid], cwd=repo,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, **token})
+        out = Reader(follower.stdout)
+        wait_until(lambda: out.lines, 30, "a first line over HTTP", lambda: daemon.log)
+        run_id = claimed_run(bare_remote, rid)
+        assert record_of(bare_remote, run_id) is None and not live_refs(bare_remote)  # it came over HTTP
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/runs/{run_id}/live", timeout=10)
+        assert refused.value.code == 401
+        assert follower.wait(30) == 0
+        out.thread.join(5)
+        assert out.text() == [f"line {i}\n" for i in range(1, 6)]
+        asked = urllib.request.Request(f"{url}/runs/{run_id}/live", headers={"Authorization": "Bearer live-token-1"})
+        with pytest.raises(urllib.error.HTTPError) as ended:
+            urllib.request.urlopen(asked, timeout=10)
+        assert ended.value.code == 404
+        assert daemon.stop() == 0
+    finally:
+        daemon.__exit__()
+
+
+@pytest.mark.slow
 def test_the_live_ref_is_one_bounded_redacted_commit(live_project, bare_remote, tmp_path):
     repo, start = live_project
     daemon = start("--live-interval", "1")

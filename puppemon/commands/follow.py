@@ -1,6 +1,7 @@
 """`puppemon logs -f RUN_ID|FLOW`: a run's output as it comes, through git, until it ends."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -41,18 +42,19 @@ def _in_flight(follower, flow: str) -> list[str]:
                   for r in s.get("in_flight") or [] if r.get("flow") == flow and isinstance(r.get("run_id"), str))
 
 
-def follow_run(which: str, remote: str | None, directory: str = ".") -> int:
+def follow_run(which: str, remote: str | None, directory: str = ".", http: str | None = None) -> int:
     """Print the run's output as it comes and, once it is recorded, the rest of its log and its outcome;
     exit with the code `trigger --wait` gives it."""
     from puppemon.commands.common import write_bytes
     from puppemon.commands.reading import open_history
-    from puppemon.history.follow import Follower, sleep_until_next
+    from puppemon.history.follow import Follower
 
     history = open_history(directory, remote, None)
     if history.remote is None:
         raise PuppemonError("-f follows a run through a remote, and this repository has none: "
                             "pass --remote NAME|URL")
-    follower = Follower(history.store, history.remote, write_bytes, _say)
+    hook = (http, os.environ.get("PUPPEMON_HTTP_TOKEN") or None) if http else None
+    follower = Follower(history.store, history.remote, write_bytes, _say, http=hook)
     run_id = flow = None
     said = False
     try:
@@ -68,7 +70,7 @@ def follow_run(which: str, remote: str | None, directory: str = ".") -> int:
                 said = True
                 _say(f"no output of run {run_id} yet (it has not started, or its daemon publishes no live logs): "
                      "waiting ...")
-            sleep_until_next(polled, None)
+            follower.between_polls(run_id, polled)
     except KeyboardInterrupt:
         _say(f"stopped following run {run_id or which}; it goes on (`puppemon cancel {run_id or which}` stops it)")
         return 130

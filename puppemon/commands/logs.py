@@ -48,7 +48,7 @@ def header(record: dict) -> str:
 
 
 def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
-         outputs: bool = False, directory: str = ".", follow: bool = False) -> int:
+         outputs: bool = False, directory: str = ".", follow: bool = False, http: str | None = None) -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte)."""
     from puppemon.commands.reading import open_history
 
@@ -58,7 +58,9 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
         if fetch is False or result or outputs:
             raise PuppemonError("-f follows a run's log through the remote: it cannot go with "
                                 f"{'--no-fetch' if fetch is False else '--result' if result else '--outputs'}")
-        return follow_run(which, remote, directory)
+        return follow_run(which, remote, directory, http)
+    if http:
+        raise PuppemonError("--http is for -f (following a running run)")
     history = open_history(directory, remote, fetch)
     again = fetch is None and not history.fetched and history.remote is not None
     try:

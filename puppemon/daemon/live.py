@@ -109,6 +109,12 @@ class LiveLogs:
             self._runs[run_id] = output
         return output
 
+    def tail(self, run_id: str) -> Tail | None:
+        """The tail of a run in flight (the HTTP hook serves it), or None."""
+        with self._lock:
+            output = self._runs.get(run_id)
+        return output.snapshot() if output is not None else None
+
     def close(self, run_id: str) -> None:
         """The run ended: its tail is no longer published (its spool file goes with its journal entry)."""
         with self._lock:

@@ -330,15 +330,12 @@ class Daemon:
             tip = self.store.ref(self.recorder.ref)
             if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
                 error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
-                output = self.state.captured(ctx.run_id, self._all_secrets())
+                # which secrets the run had is not known any more: every one this daemon holds
+                output = self.state.captured(ctx.run_id, self.secrets.everything() if self.secrets else {})
                 self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock(), output)
                 log.warning("%s: run %s recorded as crashed", ctx.flow, ctx.run_id)
             if not self.ledger.waiting(ctx.run_id):
                 self.state.unjournal(ctx.run_id)
-
-    def _all_secrets(self) -> dict:
-        """Every secret value this daemon holds: which of them a crashed run had is not known any more."""
-        return {name: secret.value for name, secret in self.secrets.secrets.items()} if self.secrets else {}
 
     def publish(self) -> None:
         count = self.recorder.unpublished()
@@ -383,6 +380,9 @@ class Daemon:
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         return self.requests.serve_http(flow, params, client)
+
+    def live_tail(self, run_id: str):
+        return self.live.tail(run_id)
 
     def fetch_now(self) -> None:
         self.wake.set()

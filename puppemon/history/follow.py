@@ -20,6 +20,7 @@ from puppemon.history.requests import describe, exit_code
 from puppemon.history.status import fetch_status, heartbeating
 
 POLL = 1.0
+HTTP_POLL = 0.2  # seconds between two reads of the HTTP hook, when one is given
 LAST = 512   # bytes of what was shown kept, to find where it ends in the recorded log
 
 
@@ -38,8 +39,9 @@ class Follower:
     """Prints one run's output as it comes (`out`), and notes for a person (`say`, stderr)."""
 
     def __init__(self, store: Store, remote: str, out: Callable[[bytes], None], say: Callable[[str], None],
-                 branch: str = "runs") -> None:
+                 branch: str = "runs", http: tuple[str, str | None] | None = None) -> None:
         self.store, self.remote, self.out, self.say = store, remote, out, say
+        self.http = http   # (the daemon's HTTP hook URL, its token): the tail from there between fetches
         self.recorder = Recorder(store, remote=remote, branch=branch)
         self.shown = 0
         self.last = b""
@@ -104,6 +106,46 @@ class Follower:
         except GitError:
             return False   # cannot tell: the fetch warning says what is wrong
         return not heartbeating(self.store, datetime.now(timezone.utc))
+
+
+    def between_polls(self, run_id: str | None, polled: float) -> None:
+        """Until the next fetch: the run's tail from the HTTP hook every HTTP_POLL s, when one is given."""
+        if self.http is None or run_id is None:
+            return sleep_until_next(polled, None)
+        until = polled + POLL
+        while (now := time.monotonic()) < until:
+            try:
+                tail = http_tail(*self.http, run_id, self.shown)
+            except (OSError, ValueError) as exc:
+                self.say(f"warning: cannot read the HTTP hook {self.http[0]} ({exc}): following through git only")
+                self.http = None
+                return sleep_until_next(polled, None)
+            if tail is not None:
+                self.started = True
+                self.show(tail)
+            time.sleep(max(0.0, min(now + HTTP_POLL, until) - time.monotonic()))
+        return None
+
+
+def http_tail(url: str, token: str | None, run_id: str, since: int) -> Tail | None:
+    """The tail of `run_id` from a daemon's HTTP hook, from byte `since` on; None when it is not in flight
+    there. OSError (ValueError: an answer that is not one) when the hook cannot be read."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{url.rstrip('/')}/runs/{run_id}/live?since={since}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            body = json.loads(resp.read(4 * 1024**2))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise OSError(f"HTTP {exc.code}") from None
+    data = base64.b64decode(body["log_base64"])
+    return Tail(run_id, str(body["flow"]), body.get("started"), max(int(body["total"]), len(data)), data)
 
 
 def sleep_until_next(started: float, deadline: float | None, clock: Callable[[], float] = time.monotonic) -> None:

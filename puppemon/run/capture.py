@@ -81,6 +81,7 @@ class Redactor:
         self.needles = [n.encode() for n in found]
         self.pattern = re.compile(b"|".join(map(re.escape, self.needles))) if found else None
         self.keep = max(map(len, self.needles)) - 1 if found else 0
+        self.firsts = {n[0] for n in self.needles}
         self.pending = b""
 
     def feed(self, data: bytes) -> bytes:
@@ -92,7 +93,7 @@ class Redactor:
         # that starts before it is whole in `buf`, and no longer one could start there, so it is the
         # match a scan of the whole stream finds.
         cut = next((q for q in range(max(0, len(buf) - self.keep), len(buf))
-                    if any(n.startswith(buf[q:]) for n in self.needles)), len(buf))
+                    if buf[q] in self.firsts and any(n.startswith(buf[q:]) for n in self.needles)), len(buf))
         out, at = [], 0
         for match in self.pattern.finditer(buf):
             if match.start() >= cut:
