@@ -1,7 +1,9 @@
 """Figure 17: a line printed by a run → the same line shown by `puppemon logs -f`, through git alone
 (the daemon's live ref, the HTTP hook off). The run prints its wall-clock time on each line, a line
 every 0.7 s; the follower's reader notes when each line reaches it. Median over the lines, against
-the daemon's --live-interval (the most a line waits for the next push while output keeps coming)."""
+the daemon's --live-interval (the most a line waits for the next push while output keeps coming).
+The same over the daemon's HTTP hook (`logs -f --http URL`, the daemon started with --no-live, so
+every line came that way)."""
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +13,11 @@ import time
 
 from bench.common import Context, Row, median, puppemon_argv, run, stop_daemon
 from bench.fig_daemon import deploy_project
+from bench.fig_idle import wait_for
+from bench.fig_trigger import free_port
 
 SLACK = 2.0   # the goal: interval + this, the follower's poll (1 s) and a fetch and a push included
+HTTP_GOAL = 0.5
 
 
 def interval(ctx: Context) -> float:
@@ -30,22 +35,23 @@ def manifest(ctx: Context) -> str:
 
 
 def rows(ctx: Context) -> list[str]:
-    return ["line printed → shown by logs -f, through git"]
+    return ["line printed → shown by logs -f, through git", "line printed → shown by logs -f --http"]
 
 
-def measure(ctx: Context) -> list[Row]:
-    root = ctx.dir("live")
+def delays(ctx: Context, name: str, daemon_args: list[str], follow_args: list[str]) -> list[float]:
+    """Run the flow once under a daemon started with `daemon_args`; each line's delay to `logs -f`."""
+    root = ctx.dir(f"live-{name}")
     remote = deploy_project(root, manifest(ctx))
     project = root / "project"
-    every = interval(ctx)
     log = open(root / "daemon.log", "wb")
     daemon = subprocess.Popen([*puppemon_argv(), "daemon", "--remote", str(remote), "--state", str(root / "state"),
-                               "--name", "live", "--poll", "1", "--live-interval", f"{every:g}"],
-                              stdout=log, stderr=subprocess.STDOUT)
+                               "--name", "live", "--poll", "1", *daemon_args], stdout=log, stderr=subprocess.STDOUT)
     seen: list[tuple[float, bytes]] = []
     try:
+        if follow_args:   # the HTTP hook: wait for it to listen
+            wait_for(lambda: b"HTTP hook listening" in (root / "daemon.log").read_bytes(), 30, "the HTTP hook")
         request = run([*puppemon_argv(), "trigger", "ticks"], cwd=project).stdout.decode().strip()
-        follower = subprocess.Popen([*puppemon_argv(), "logs", "-f", request], cwd=project,
+        follower = subprocess.Popen([*puppemon_argv(), "logs", "-f", *follow_args, request], cwd=project,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
         def read() -> None:
@@ -58,9 +64,20 @@ def measure(ctx: Context) -> list[Row]:
         reader.join(10)
     finally:
         stop_daemon(daemon, log)
-    delays = [at - float(line) for at, line in seen]
-    if len(delays) != lines(ctx):
-        raise RuntimeError(f"logs -f showed {len(delays)} lines of {lines(ctx)}")
-    value = median(delays)
-    return [Row(17, rows(ctx)[0], value, "s", every, "daemon --live-interval", f"≤ interval + {SLACK:g} s",
-                value <= every + SLACK, note=f"{len(delays)} lines; max {max(delays):.2f} s")]
+    if len(seen) != lines(ctx):
+        raise RuntimeError(f"logs -f showed {len(seen)} lines of {lines(ctx)}")
+    return [at - float(line) for at, line in seen]
+
+
+def measure(ctx: Context) -> list[Row]:
+    every = interval(ctx)
+    label_git, label_http = rows(ctx)
+    through_git = delays(ctx, "git", ["--live-interval", f"{every:g}"], [])
+    port = free_port()
+    over_http = delays(ctx, "http", ["--no-live", "--listen", f"127.0.0.1:{port}"],
+                       ["--http", f"http://127.0.0.1:{port}"])
+    value, http = median(through_git), median(over_http)
+    return [Row(17, label_git, value, "s", every, "daemon --live-interval", f"≤ interval + {SLACK:g} s",
+                value <= every + SLACK, note=f"{len(through_git)} lines; max {max(through_git):.2f} s"),
+            Row(17, label_http, http, "s", None, "", f"≤ {HTTP_GOAL:g} s", http <= HTTP_GOAL,
+                note=f"--no-live: the tail over HTTP only; max {max(over_http):.2f} s")]
