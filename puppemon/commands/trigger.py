@@ -8,8 +8,6 @@ from typing import Callable, Iterable
 
 from puppemon.errors import PuppemonError
 
-POLL = 1.0
-
 
 class WaitTimeout(PuppemonError):
     exit_code = 2

@@ -140,8 +140,8 @@ class LiveLogs:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
-        if self.enabled and self._published != {}:
-            self.publish()  # what the daemon stops with: nothing in flight any more, mostly
+        if self._published is None or (self.enabled and self._published != {}):
+            self.publish()  # nothing in flight any more, mostly: the ref goes (also one a crash left)
 
     def _loop(self) -> None:
         while not self._closing.is_set():
