@@ -12,9 +12,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def target(follower, history, tip: str | None, which: str) -> tuple[str | None, str | None]:
+def target(follower, history, tip: str | None, which: str, find) -> tuple[str | None, str | None]:
     """(run id, flow) of the run `which` names: an id (or the id of a request: the run it led to), a
-    flow name (its latest run in flight, else its latest record), or a recorded run's id prefix."""
+    flow name (its latest run in flight, else its latest record), or a recorded run's id prefix
+    (`find(runs, which)` looks for a record: logs.py's lookup, passed in)."""
     from puppemon.formats import RUN_ID, is_flow_name
     from puppemon.history.live import running
     from puppemon.history.requests import read_claim
@@ -24,9 +25,7 @@ def target(follower, history, tip: str | None, which: str) -> tuple[str | None, 
         return (claim["run_id"], claim.get("flow")) if claim else (which, None)
     if is_flow_name(which) and (in_flight := running(follower.store, which) or _in_flight(follower, which)):
         return in_flight[-1], which
-    from puppemon.commands.logs import _find
-
-    record = _find(history.runs, which)  # the flow's latest record, or a recorded run's id or prefix
+    record = find(history.runs, which)  # the flow's latest record, or a recorded run's id or prefix
     return record["id"], record["flow"]
 
 
@@ -42,7 +41,7 @@ def _in_flight(follower, flow: str) -> list[str]:
                   for r in s.get("in_flight") or [] if r.get("flow") == flow and isinstance(r.get("run_id"), str))
 
 
-def follow_run(which: str, remote: str | None, directory: str = ".", http: str | None = None) -> int:
+def follow_run(which: str, remote: str | None, directory: str, http: str | None, find) -> int:
     """Print the run's output as it comes and, once it is recorded, the rest of its log and its outcome;
     exit with the code `trigger --wait` gives it."""
     from puppemon.commands.common import write_bytes
@@ -62,7 +61,7 @@ def follow_run(which: str, remote: str | None, directory: str = ".", http: str |
             polled = time.monotonic()
             tip = follower.fetch()
             if run_id is None or flow is None:
-                run_id, flow = target(follower, history, tip, which)
+                run_id, flow = target(follower, history, tip, which, find)
             record = follower.step(tip, run_id, flow)
             if record is not None:
                 return follower.end(record)

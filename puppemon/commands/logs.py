@@ -58,7 +58,7 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
         if fetch is False or result or outputs:
             raise PuppemonError("-f follows a run's log through the remote: it cannot go with "
                                 f"{'--no-fetch' if fetch is False else '--result' if result else '--outputs'}")
-        return follow_run(which, remote, directory, http)
+        return follow_run(which, remote, directory, http, _find)
     if http:
         raise PuppemonError("--http is for -f (following a running run)")
     history = open_history(directory, remote, fetch)
