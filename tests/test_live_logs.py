@@ -111,6 +111,23 @@ def test_logs_follow_prints_lines_while_the_run_goes_then_its_status(live_projec
 
 
 @pytest.mark.slow
+def test_logs_follow_of_a_queued_request_waits_for_its_run(live_project, bare_remote):
+    repo, start = live_project
+    rid = puppemon("trigger", "ticks", cwd=repo).stdout.strip()
+    follower = subprocess.Popen([sys.executable, "-m", "puppemon", "logs", "-f", rid], cwd=repo,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert follower.stderr.readline() == (f"no output of run {rid} yet (it has not started, or its daemon "
+                                          "publishes no live logs): waiting ...\n")
+    daemon = start("--live-interval", "1")   # only now is there a daemon to take the request
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert out == "".join(f"line {i}\n" for i in range(1, 6))
+    run_id = claimed_run(bare_remote, rid)
+    assert err.splitlines()[-1].startswith(f"run {run_id} (ticks): succeeded in ")
+    assert daemon.stop() == 0
+
+
+@pytest.mark.slow
 def test_logs_follow_over_the_http_hook(live_project, bare_remote):
     import re
     import urllib.error
