@@ -27,6 +27,7 @@ FIGURES = {
     "scale-1m": "bench.fig_scale",
     "memory": "bench.fig_memory",
     "http-scale": "bench.fig_memory",
+    "live": "bench.fig_live",
 }
 OPT_IN = {"scale-1m"}   # run only when named with --only (they take many minutes)
 

@@ -174,11 +174,16 @@ def runs(flow, status, limit, since, until, as_json, remote, fetch, directory) -
 @click.option("--result", is_flag=True, help="Print the run's result.json instead of its log.")
 @click.option("--outputs", is_flag=True, help="List the run's output files instead of its log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's record, log and result as one JSON object.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Follow a running run (or FLOW's): print its output as it comes, until it ends.")
+@click.option("--http", default=None, metavar="URL",
+              help="With -f: also read the output from the daemon's HTTP hook at URL, for less delay "
+                   "(token: $PUPPEMON_HTTP_TOKEN).")
 @_read_options
-def logs(run, result, outputs, as_json, remote, fetch, directory) -> None:
+def logs(run, result, outputs, as_json, follow, http, remote, fetch, directory) -> None:
     """Print the log of a run (an id or unique prefix), or of the latest run of FLOW."""
     _call("logs", which=run, result=result, outputs=outputs, remote=remote, fetch=fetch, directory=directory,
-          as_json=as_json)
+          as_json=as_json, follow=follow, http=http)
 
 
 @cli.command()
@@ -232,15 +237,20 @@ def quickstart(directory, duration) -> None:
                    "refused (default 10m).")
 @click.option("--max-pause", default=None, metavar="DURATION",
               help="A run paused with `pause --run` longer than this is cancelled (default 24h).")
+@click.option("--live-interval", default=None, metavar="SECONDS",
+              help="Push the log tails of runs in flight to refs/puppemon/live/NAME at most this often, for "
+                   f"`logs -f` (default {daemon_defaults.LIVE_INTERVAL:g}; 0: never).")
+@click.option("--no-live", is_flag=True, default=None, help="Publish no live log tails (as --live-interval 0).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           rotate_after, build_timeout, max_pause, config) -> None:
+           rotate_after, build_timeout, max_pause, live_interval, no_live, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause, config=config)
+          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause,
+          live_interval=live_interval, no_live=no_live, config=config)
 
 
 @cli.command()

@@ -62,6 +62,10 @@ class SecretStore:
                     f"does not grant to it (add {flow!r} to the secret's flows)")
         return None
 
+    def everything(self) -> dict[str, Any]:
+        """{name: value} of every secret, to redact what any flow may have printed."""
+        return {name: secret.value for name, secret in self.secrets.items()}
+
     def for_flow(self, flow: str, asked) -> dict[str, Any]:
         """{name: value} for every secret `flow` asked for; PuppemonError naming both when one is refused."""
         refused = [reason for name in asked if (reason := self.refusal(flow, name))]

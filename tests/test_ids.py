@@ -42,7 +42,7 @@ def test_trigger_json_and_an_unclaimed_request_withdrawn_by_the_daemon_that_clai
     # no daemon yet: the run is requested, and every reader says so
     logs = puppemon("logs", rid, cwd=repo)
     assert (logs.stdout, logs.stderr) == ("", f"run {rid} (marker) is requested: no daemon has taken it yet; "
-                                              "its log is recorded when it ends\n")
+                                              f"its log is recorded when it ends (`puppemon logs -f {rid}` follows it)\n")
     [row] = json.loads(puppemon("runs", rid[:20], "--json", cwd=repo).stdout)
     assert (row["id"], row["flow"], row["status"]) == (rid, "marker", "requested")
     cancel = puppemon("cancel", rid[:20], "--json", cwd=repo)
@@ -101,7 +101,7 @@ def test_cancel_withdraws_a_queued_run_and_stops_a_running_one(tmp_path, bare_re
     # the run waits for the one slot: it is queued
     logs = puppemon("logs", queued[:22], "--fetch", cwd=repo)
     assert logs.stderr == (f"run {queued} (marker) is queued on d1: it has not started yet; "
-                           "its log is recorded when it ends\n")
+                           f"its log is recorded when it ends (`puppemon logs -f {queued}` follows it)\n")
     running = wait_until(lambda: "running" in puppemon("logs", slow, "--fetch", cwd=repo).stderr, 15,
                          "status to show the run in flight")
     assert running

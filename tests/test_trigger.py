@@ -183,6 +183,8 @@ def test_trigger_wait_ignores_a_claim_that_is_not_one(tmp_path, bare_remote):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert err == (f"waiting for a daemon to take request {rid} ...\n"
+                   "no daemon has sent a heartbeat to origin lately: the request waits until one starts "
+                   "(`puppemon status` shows the daemons)\n"
                    f"Error: timed out after 4s waiting for request {rid} (no daemon has taken it yet); "
                    "it stays on the runs branch and will still be served\n")
 

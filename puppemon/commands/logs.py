@@ -57,6 +57,12 @@ def locate_fresh(directory: str, which: str, remote: str | None, fetch: bool | N
     return history, located
 
 
+def _id_and_flow(history, which: str) -> tuple[str, str]:
+    """(run id, flow) of the run `which` names, in whatever state (for `logs -f`)."""
+    located = _find(history, which, None)
+    return located.id, located.flow
+
+
 def header(record: dict) -> str:
     """`hello 20261125T083000Z-7f3a9c succeeded (schedule) started 2026-11-25 16:30:00 CST, 0.4s, flows 1a2b3c4`."""
     line = (f"{record['flow']} {record['id']} {one_line(record.get('status', '?'), 40)} "
@@ -94,9 +100,19 @@ def unfinished_json(located) -> str:
 
 
 def main(which: str, remote: str | None = None, fetch: bool | None = None, result: bool = False,
-         outputs: bool = False, directory: str = ".", as_json: bool = False) -> int:
+         outputs: bool = False, directory: str = ".", as_json: bool = False, follow: bool = False,
+         http: str | None = None) -> int:
     """Print a header line (stderr) and the run's log as recorded (stdout, byte for byte); of a run not
-    finished yet, which state it is in (stderr)."""
+    finished yet, which state it is in (stderr); with `follow`, its output as it comes (commands/follow.py)."""
+    if follow:
+        from puppemon.commands.follow import follow_run
+
+        if fetch is False or result or outputs or as_json:
+            raise PuppemonError("-f follows a run's log through the remote: it cannot go with " + (
+                "--no-fetch" if fetch is False else "--result" if result else "--outputs" if outputs else "--json"))
+        return follow_run(which, remote, directory, http, _id_and_flow)
+    if http:
+        raise PuppemonError("--http is for -f (following a running run)")
     history, located = locate_fresh(directory, which, remote, fetch)
     if as_json and located.state != "finished":
         print(unfinished_json(located))
@@ -104,7 +120,8 @@ def main(which: str, remote: str | None = None, fetch: bool | None = None, resul
     if located.state == "refused":
         raise PuppemonError(located.describe())
     if located.state != "finished":
-        print(f"{located.describe()}; its log is recorded when it ends", file=sys.stderr)
+        print(f"{located.describe()}; its log is recorded when it ends (`puppemon logs -f {located.id}` follows it)",
+              file=sys.stderr)
         return 0
     record, runs = located.record, history.runs
     if as_json:

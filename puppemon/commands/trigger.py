@@ -8,8 +8,6 @@ from typing import Callable, Iterable
 
 from puppemon.errors import PuppemonError
 
-POLL = 1.0
-
 
 class WaitTimeout(PuppemonError):
     exit_code = 2
@@ -79,39 +77,62 @@ def check_deployed(store, remote: str, flow: str, params: dict | None = None, br
 
 def follow(store, remote: str, request_id: str, limit: float | None, branch: str = "runs",
            clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] | None = None) -> int:
-    """Fetch the remote's runs about every second until a run record names `request_id`."""
+    """Follow the run `request_id` asks for, its output as it comes, to its record; its exit code.
+
+    Ctrl-C stops following only (the request stays queued, the run goes on): exit 130."""
     from puppemon.commands.common import write_bytes
-    from puppemon.formats import reason, run_dir
-    from puppemon.gitstore import GitError
-    from puppemon.history.recorder import Recorder
-    from puppemon.history.records import find_record
-    from puppemon.history.requests import describe, exit_code, read_claim
+    from puppemon.history.follow import Follower, sleep_until_next
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    recorder = Recorder(store, remote=remote, branch=branch)
+    follower = Follower(store, remote, write_bytes, say, branch)
     deadline = None if limit is None else clock() + limit
-    claimed = None
+    waiting = _Waiting(request_id, clock() + NO_DAEMON_AFTER)
     say(f"waiting for a daemon to take request {request_id} ...")
-    while True:
-        try:
-            tip = recorder.fetch()
-        except GitError as exc:
-            say(f"warning: {exc.message}; retrying")
-            tip = None
-        claim = read_claim(store, tip, request_id)
+    try:
+        while True:
+            polled = clock()
+            tip = follower.fetch()
+            if waiting.run_id is None:
+                waiting.look(follower, tip, clock(), say)
+            if waiting.run_id is not None and (record := follower.step(tip, waiting.run_id, waiting.flow)):
+                return follower.end(record)
+            if deadline is not None and clock() >= deadline:
+                state = (f"run {waiting.run_id} has not finished" if waiting.run_id
+                         else "no daemon has taken it yet")
+                raise WaitTimeout(f"timed out after {limit:g}s waiting for request {request_id} ({state}); "
+                                  f"it stays on the runs branch and will still be served")
+            sleep_until_next(polled, deadline, clock)
+    except KeyboardInterrupt:
+        if waiting.run_id is None:
+            say(f"stopped waiting: request {request_id} stays queued; `puppemon cancel {request_id}` withdraws it")
+        else:
+            say(f"stopped following: run {waiting.run_id} goes on; `puppemon cancel {waiting.run_id}` stops it")
+        return 130
+
+
+NO_DAEMON_AFTER = 3.0   # seconds without a claim before the daemons' heartbeats are looked at
+NO_DAEMON_AGAIN = 30.0  # and again this often while none has said it is there
+
+
+class _Waiting:
+    """A request not claimed yet: its claim, looked for at each poll, and whether a daemon is there."""
+
+    def __init__(self, request_id: str, check_at: float) -> None:
+        self.request_id, self.check_at = request_id, check_at
+        self.run_id: str | None = None
+        self.flow: str | None = None
+        self.said = False
+
+    def look(self, follower, tip: str | None, now: float, say: Callable[[str], None]) -> None:
+        from puppemon.history.requests import read_claim
+
+        claim = read_claim(follower.store, tip, self.request_id)
         if claim is not None:
-            if claimed is None:
-                claimed = claim
-                say(f"run {claim['run_id']} on {claim.get('daemon')}")
-            record = find_record(store, tip, claim["run_id"], claim.get("flow"))
-            if record is not None:
-                write_bytes(store.read(tip, f"{run_dir(record['flow'], record['id'])}/log.txt") or b"")
-                why = reason(record["status"], record.get("error"))
-                say(describe(record) + (f": {why}" if why else ""))
-                return exit_code(record)
-        if deadline is not None and clock() >= deadline:
-            state = (f"run {claimed['run_id']} has not finished" if claimed
-                     else "no daemon has taken it yet")
-            raise WaitTimeout(f"timed out after {limit:g}s waiting for request {request_id} ({state}); "
-                              f"it stays on the runs branch and will still be served")
-        time.sleep(POLL if deadline is None else max(0.0, min(POLL, deadline - clock())))
+            self.run_id, self.flow = claim["run_id"], claim.get("flow")
+            say(f"run {self.run_id} on {claim.get('daemon')}")
+        elif not self.said and now >= self.check_at:
+            self.check_at = now + NO_DAEMON_AGAIN
+            if follower.no_daemon():
+                self.said = True
+                say(f"no daemon has sent a heartbeat to {follower.remote} lately: the request waits until "
+                    "one starts (`puppemon status` shows the daemons)")

@@ -10,3 +10,4 @@ KILL_GRACE = 5.0       # a cancelled or timed-out run: SIGTERM, then SIGKILL thi
 BUILD_TIMEOUT = 600.0    # building one flow's Python environment, before the deploy is refused
 ROTATE_AFTER = 500     # entries of closed days the runs tip holds before they rotate into archive refs
 MAX_PAUSE = 86400.0     # a run paused (`pause --run`) longer than this is cancelled
+LIVE_INTERVAL = 5.0     # seconds between two pushes of the live log tails, at least (0: none)

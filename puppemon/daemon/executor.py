@@ -8,6 +8,7 @@ from typing import Callable
 
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.queue import Active, Pending
 from puppemon.daemon.settings import UserGrants
 from puppemon.errors import PuppemonError
@@ -26,10 +27,11 @@ class RunExecutor:
 
     def __init__(self, state: StateDir, ledger: Ledger, daemon: str, secrets: SecretStore | None,
                  kill_grace: float, clock: Callable[[], datetime], users: UserGrants | None = None,
-                 max_pause: float | None = None) -> None:
+                 max_pause: float | None = None, live: LiveLogs | None = None) -> None:
         self.state, self.ledger, self.daemon, self.max_pause = state, ledger, daemon, max_pause
         self.secrets, self.kill_grace, self.clock = secrets, kill_grace, clock
         self.users = users or UserGrants({})
+        self.live = live
 
     def __call__(self, p: Pending, active: Active) -> None:
         from puppemon.run.runner import execute
@@ -55,8 +57,14 @@ class RunExecutor:
             record = self.ledger.synthetic(ctx, "failed", exc.message, started, self.clock())
         else:
             active.pause.limit = self.max_pause
-            result = execute(spec, cancel=active.cancel, pause=active.pause,
-                             on_start=lambda _n, ex: self._started(active, ex))
+            output = self.live.open(p.run_id, p.flow, started, spec.secrets, spec.log_limit) if self.live else None
+            try:
+                result = execute(spec, cancel=active.cancel, pause=active.pause,
+                                 on_start=lambda _n, ex: self._started(active, ex),
+                                 on_output=output.write if output else None)
+            finally:
+                if self.live:
+                    self.live.close(p.run_id)
             record = self.ledger.run(ctx, result)
         # the Ledger drops the journal entry once the record is committed (a full disk can delay it)
         if record["status"] in NOTEWORTHY:   # at WARNING, with the reason: `journalctl -p warning` finds it

@@ -6,6 +6,9 @@ Off unless `--listen HOST:PORT`. Routes:
     POST /flows/<name>/runs       Bearer token; body {"params": {...}} -> 202 {"id", "run_id", "request_id"} (one id)
     POST /fetch                   Bearer token; fetch and deploy now -> 202
     POST /github                  X-Hub-Signature-256 (HMAC-SHA256, PUPPEMON_GITHUB_SECRET)
+    GET  /runs/<id>/live?since=N  Bearer token; a run in flight's redacted output tail (`logs -f --http`)
+                                  -> 200 {"run_id", "flow", "started", "total", "log_base64"}: its bytes
+                                  from `since` (or where the tail starts) to `total`
 
 With no token configured (only allowed on a loopback address) the Bearer routes are open.
 """
@@ -32,6 +35,7 @@ DRAIN_LIMIT = 16 * MAX_BODY
 BACKLOG = 1024      # connections waiting to be accepted (Python's default of 5 resets a burst of them)
 MAX_HANDLERS = 32   # requests handled at once; more wait in the backlog
 FLOW_RUNS = re.compile(r"^/flows/([^/]+)/runs$")
+RUN_LIVE = re.compile(r"^/runs/([^/]+)/live$")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -71,6 +75,9 @@ class Control(Protocol):
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when stopping."""
+
+    def live_tail(self, run_id: str):
+        """The live tail (history.live.Tail) of a run in flight here, or None."""
 
     def fetch_now(self) -> None:
         """Fetch and deploy at the next moment."""
@@ -163,6 +170,18 @@ class HttpHook:
             return 503, {"error": "the daemon is stopping"}
         return 202, started
 
+    def live(self, run_id: str, query: str) -> tuple[int, dict]:
+        import base64
+        from urllib.parse import parse_qs
+
+        tail = self.control.live_tail(run_id)
+        if tail is None:
+            return 404, {"error": f"run {run_id} is not in flight on this daemon"}
+        since = (parse_qs(query).get("since") or ["0"])[0]
+        skip = max(0, int(since) - tail.start) if since.isdigit() else 0
+        return 200, {"run_id": tail.run_id, "flow": tail.flow, "started": tail.started, "total": tail.total,
+                     "log_base64": base64.b64encode(tail.data[skip:]).decode()}
+
     def github(self, event: str, raw: bytes, signature: str) -> tuple[int, dict]:
         if not self.github_secret:
             return 401, {"error": "no GitHub webhook secret configured (PUPPEMON_GITHUB_SECRET)"}
@@ -203,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.close_connection = True  # a refused request may leave its body unread
         if code == 405:
-            self.send_header("Allow", "GET" if self.path == "/healthz" else "POST")
+            path = self.path.split("?", 1)[0]
+            self.send_header("Allow", "GET" if path == "/healthz" or RUN_LIVE.match(path) else "POST")
         self.end_headers()
         self.wfile.write(data)
 
@@ -232,11 +252,11 @@ class _Handler(BaseHTTPRequestHandler):
         return ok
 
     def _route(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
-        known = path in ("/healthz", "/fetch", "/github") or FLOW_RUNS.match(path)
+        path, _, query = self.path.partition("?")
+        known = path in ("/healthz", "/fetch", "/github") or FLOW_RUNS.match(path) or RUN_LIVE.match(path)
         if not known:
             return self._send(404, {"error": f"no such endpoint {path}"})
-        allowed = "GET" if path == "/healthz" else "POST"
+        allowed = "GET" if path == "/healthz" or RUN_LIVE.match(path) else "POST"
         if method != allowed:
             return self._send(405, {"error": f"{path} accepts {allowed} only"})
         if path == "/healthz":
@@ -255,6 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/fetch":
             self.hook.control.fetch_now()
             return self._send(202, {"fetch": True})
+        if RUN_LIVE.match(path):
+            return self._send(*self.hook.live(RUN_LIVE.match(path).group(1), query))
         try:
             body = json.loads(raw) if raw.strip() else {}
         except RecursionError:  # json's scanner recurses once per level: a 50k-deep body gets here

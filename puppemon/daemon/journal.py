@@ -6,6 +6,7 @@ Layout::
     STATE/mirror.git/          bare mirror of the remote
     STATE/deploys/<sha>/       checked-out deploys
     STATE/journal/<run>.json   one file per run in flight; left behind only by a crash
+    STATE/journal/<run>.log    what that run printed so far, redacted and bounded (run/capture.py Spool)
     STATE/journal/<key>.record a record the runs branch could not take yet (a full disk)
     STATE/fires.json           last scheduled fire time per flow (for catch-up)
     STATE/deployed             the flows commit deployed last
@@ -131,6 +132,18 @@ class StateDir:
 
     def unjournal(self, run_id: str) -> None:
         (self.journal_dir / f"{run_id}.json").unlink(missing_ok=True)
+        self.spool_path(run_id).unlink(missing_ok=True)
+
+    def spool_path(self, run_id: str) -> Path:
+        """Where a run's output is kept as it comes, so a crash does not lose it."""
+        return self.journal_dir / f"{run_id}.log"
+
+    def captured(self, run_id: str, secrets: dict) -> bytes:
+        """What a run a crash left behind had printed (as its log would keep it, redacted with `secrets`)."""
+        from puppemon.run.capture import read_spool
+
+        kept = read_spool(self.spool_path(run_id))
+        return kept.render(secrets) if kept is not None and kept.total else b""
 
     def leftovers(self) -> list[Leftover]:
         """The runs that were in flight when a previous daemon died."""

@@ -63,10 +63,13 @@ class Ledger:
         return record
 
     def synthetic(self, ctx: RunContext, status: str, error: str, started: datetime | None = None,
-                  finished: datetime | None = None) -> dict:
-        """Record a run that never ran to its end (skipped, refused, crashed, cancelled unstarted)."""
+                  finished: datetime | None = None, output: bytes = b"") -> dict:
+        """Record a run that never ran to its end (skipped, refused, crashed, cancelled unstarted);
+        `output`: what it printed before that (a crashed run's, kept in the journal)."""
         record = synthetic_record(ctx, status, error, started or self.clock(), finished)
-        files = run_files(record, f"puppemon: {error}\n".encode())
+        if output and not output.endswith(b"\n"):
+            output += b"\n"
+        files = run_files(record, output + f"puppemon: {error}\n".encode())
         self._commit(Waiting(ctx.run_id, f"{ctx.flow}: run {ctx.run_id} ({status})", files,
                              run_message(record), record))
         return record

@@ -26,9 +26,11 @@ from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
 from puppemon.daemon.queue import Pending, RunQueue
+from puppemon.daemon.recovery import recover_crashed
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
 from puppemon.daemon.sources import SOURCES, Source, SourceContext
@@ -37,10 +39,8 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import plural, utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
-from puppemon.history.records import is_recorded
 from puppemon.history.status import StatusPublisher
 from puppemon.run.environments import EnvStore
-from puppemon.run.workspace import remove_areas
 
 log = logging.getLogger("puppemon")
 
@@ -91,8 +91,9 @@ class Daemon:
                                  EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
+        self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
-                               s.max_pause)
+                               s.max_pause, self.live)
         self.controls = Controls(self.store, self.state, self.clock)
         self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
@@ -132,6 +133,7 @@ class Daemon:
             self._install_signals()
             if self.http is not None:
                 self.http.start()
+            self.live.start()
             return self._once() if self.s.once else self._forever()
         finally:
             self.state.close()
@@ -224,6 +226,7 @@ class Daemon:
         while self.queue.busy() and time.monotonic() < deadline and not self.forced:
             time.sleep(0.05)
         self.queue.cancel_all()
+        self.live.stop()
         self.outbox.close()
         self.ledger.retry()
         if self.ledger.waiting():
@@ -331,25 +334,9 @@ class Daemon:
 
     def _recover_crashed(self) -> None:
         """Record as crashed each run a previous daemon left in flight, and stop what is left of it."""
-        from puppemon.run import backends
-
-        for left in self.state.leftovers():
-            ctx = left.context
-            if self.ledger.waiting(ctx.run_id):
-                continue  # it finished: its true record, kept in the journal (a full disk), goes out
-            try:
-                killed = backends.get(left.backend).recover(left.handle) if left.handle else None
-            except PuppemonError as exc:
-                killed = None
-                log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
-            remove_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
-            tip = self.store.ref(self.recorder.ref)
-            if not is_recorded(self.store, tip, ctx.run_id, ctx.flow):  # on the tip, or rotated out
-                error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
-                self.ledger.synthetic(ctx, "crashed", error, left.started or self.clock(), self.clock())
-                log.warning("%s: run %s recorded as crashed: %s", ctx.flow, ctx.run_id, error)
-            if not self.ledger.waiting(ctx.run_id):
-                self.state.unjournal(ctx.run_id)
+        if self.state.leftovers():
+            self.live.forget()  # their live tails may still be on the remote
+        recover_crashed(self.state, self.ledger, self.store, self.recorder.ref, self.secrets, self.clock)
 
     def publish(self) -> None:
         count = self.recorder.unpublished()
@@ -400,6 +387,9 @@ class Daemon:
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         return self.requests.serve_http(flow, params, client)
+
+    def live_tail(self, run_id: str):
+        return self.live.tail(run_id)
 
     def fetch_now(self) -> None:
         self.wake.set()

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
+from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause"}
+               "rotate_after", "max_pause", "live_interval"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -60,6 +60,7 @@ class Settings:
     build_timeout: float = BUILD_TIMEOUT   # building one Python environment (run/environments.py)
     rotate_after: int = ROTATE_AFTER       # entries of closed days the runs tip holds before they rotate out
     max_pause: float = MAX_PAUSE           # a run paused longer than this is cancelled
+    live_interval: float = LIVE_INTERVAL   # live log tails pushed at most this often (0: not published)
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -186,6 +187,19 @@ def _count(value, option: str) -> int:
     return int(value)
 
 
+def _live_interval(merged: dict[str, Any]) -> float:
+    """--live-interval (the config's live_interval), 0 with --no-live; `false` in the config also means off."""
+    if merged.get("no_live"):
+        return 0.0
+    value = merged.get("live_interval", LIVE_INTERVAL)
+    if value is False:
+        return 0.0
+    seconds = option_seconds(value, "--live-interval")
+    if 0 < seconds < 1:
+        raise PuppemonError(f"--live-interval {value!r}: at least 1s (or 0, or --no-live, for none)")
+    return seconds
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -206,6 +220,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         build_timeout=option_seconds(merged.get("build_timeout", BUILD_TIMEOUT), "--build-timeout"),
         rotate_after=_count(merged.get("rotate_after", ROTATE_AFTER), "--rotate-after"),
         max_pause=option_seconds(merged.get("max_pause", MAX_PAUSE), "--max-pause"),
+        live_interval=_live_interval(merged),
         once=bool(merged.get("once", False)),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
