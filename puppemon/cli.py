@@ -292,10 +292,10 @@ def _control_options(f):
     f = click.option("--remote", default=None, metavar="NAME|URL",
                      help="Remote to write to (default: the branch's upstream remote, else origin).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")(f)
-    f = click.option("--run", "run_id", default=None, metavar="RUN_ID",
+    f = click.option("--run", "run_id", default=None, metavar="RUN_ID", shell_complete=_complete("runs"),
                      help="A run in flight instead of a flow (its process group is frozen, SIGSTOP).")(f)
     f = click.option("--all", "all_flows", is_flag=True, help="Every deployed flow, in one commit.")(f)
-    return click.argument("flow", required=False)(f)
+    return click.argument("flow", required=False, shell_complete=_complete("flows"))(f)
 
 
 @cli.command()
@@ -326,7 +326,7 @@ def resume(flow, all_flows, run_id, as_json, remote, directory, catch_up) -> Non
 
 
 @cli.command()
-@click.argument("flow", required=False)
+@click.argument("flow", required=False, shell_complete=_complete("flows"))
 @click.option("-n", "count", default=1, show_default=True, type=click.IntRange(min=1, max=100),
               help="How many fire times to show per flow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fire times as JSON.")

@@ -176,7 +176,7 @@ def test_the_live_ref_is_one_bounded_redacted_commit(live_project, bare_remote, 
         if not ref:
             return None
         meta = json.loads(git("--git-dir", str(bare_remote), "show", f"{ref}:{run_id}.json"))
-        return meta if meta["total"] > 200000 else None
+        return meta if meta["total"] == len(b"token=***\n" + b"x" * 200000 + b"\ntoken=***\n") else None
 
     meta = wait_until(tail_with_the_end, 30, "the live tail of the whole output", lambda: daemon.log)
     ref = "refs/puppemon/live/d1"

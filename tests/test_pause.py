@@ -73,8 +73,8 @@ def test_pause_checks_its_arguments_against_the_deployed_flows(tmp_path, bare_re
         (["tock"], f"no flow 'tock' in the deployed flows (flows {flows} on origin: tick, other)"),
         ([], "name a flow (`puppemon pause FLOW`), pass --all, or --run RUN_ID for a run in flight"),
         (["tick", "--all"], "name a flow (`puppemon pause FLOW`), pass --all, or --run RUN_ID for a run in flight"),
-        (["--run", "nope"], "'nope' is not a run id (expected the whole id, e.g. 20261125T083000Z-7f3a9c; "
-                            "see `puppemon status` for runs in flight)"),
+        (["--run", "nope"], "no runs recorded yet"),
+        (["--run", "no/pe"], "'no/pe' is not a run id or part of one (e.g. 20261125T083000Z-7f3a9c)"),
     ]:
         result = puppemon("pause", *args, cwd=repo, check=False)
         assert (result.returncode, result.stderr) == (1, f"Error: {error}\n"), args
@@ -249,7 +249,9 @@ def test_a_paused_run_is_frozen_and_its_timeout_does_not_count_the_pause(tmp_pat
         while time.monotonic() - frozen < 3:   # paused for 3s: past the timeout, had it kept counting
             assert process_state(pid) == "T"
             time.sleep(0.2)
-        puppemon("resume", "--run", run_id, cwd=repo)
+        unknown = puppemon("resume", "--run", "2000", cwd=repo, check=False)
+        assert (unknown.returncode, unknown.stderr) == (1, "Error: no run with id '2000'; list runs with `puppemon runs`\n")
+        puppemon("resume", "--run", run_id[:-3], cwd=repo)   # a unique prefix, found in the status refs
         wait_until(lambda: re.search(r"slow: \w+ in", d.log), 15, "the run's end", lambda: d.log)
         assert d.stop() == 0
     (run,) = of_flow(remote_records(bare_remote), "slow")

@@ -136,7 +136,7 @@ def test_the_state_directory_is_the_daemons_alone_and_an_older_one_is_tightened(
     modes = {str(path.relative_to(state)): stat.S_IMODE(path.lstat().st_mode)
              for path in state.iterdir() if not path.name.startswith(".")}
     assert modes == {"journal": 0o700, "deploys": 0o700, "mirror.git": 0o700,
-                     "daemon.lock": 0o600, "fires.json": 0o600, "deployed": 0o600}
+                     "daemon.lock": 0o600, "fires.json": 0o600, "deployed": 0o600, "control.json": 0o600}
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     fresh = tmp_path / "fresh"
     assert run_daemon_once(str(bare_remote), fresh).returncode == 0

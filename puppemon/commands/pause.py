@@ -36,7 +36,7 @@ def main(flow: str | None = None, all_flows: bool = False, run_id: str | None = 
     remote = resolve_remote(store, remote)
     forget(store.git_dir)   # the next read here fetches what this leads to
     if run_id is not None:
-        return _run(store, remote, run_id, verb, as_json)
+        return _run(store, remote, run_id, verb, as_json, directory)
     targets = _targets(store, remote, flow)
     return _flows(store, remote, targets, not resume, reason, catch_up, as_json)
 
@@ -111,14 +111,13 @@ def _flows(store, remote: str, targets: list[str], pause: bool, reason: str | No
     return 0
 
 
-def _run(store, remote: str, run_id: str, verb: str, as_json: bool) -> int:
-    from puppemon.formats import RUN_ID
+def _run(store, remote: str, which: str, verb: str, as_json: bool, directory: str) -> int:
+    """Ask the daemon that has the run `which` names (an id or a unique prefix of one, queued or in flight)
+    to freeze it or let it go on; a request for an id no daemon shows yet waits for its run."""
     from puppemon.history.requests import cancel_request, send
     from puppemon.project.snapshot import user_at_host
 
-    if not RUN_ID.match(run_id):
-        raise PuppemonError(f"{run_id!r} is not a run id (expected the whole id, e.g. 20261125T083000Z-7f3a9c; "
-                            f"see `puppemon status` for runs in flight)")
+    run_id = _unfinished(which, remote, verb, directory)
     body = cancel_request(run_id, user_at_host(), datetime.now(timezone.utc), kind=verb)
     send(store, remote, body)
     if as_json:
@@ -126,3 +125,20 @@ def _run(store, remote: str, run_id: str, verb: str, as_json: bool) -> int:
     else:
         print(body["id"])
     return 0
+
+
+def _unfinished(which: str, remote: str, verb: str, directory: str) -> str:
+    from puppemon.commands.locating import locate, running
+    from puppemon.commands.reading import open_history
+
+    from puppemon.formats import RUN_ID
+    from puppemon.history.lookup import candidates
+
+    history = open_history(directory, remote, True)
+    if RUN_ID.match(which) and not candidates(history.runs, which, datetime.now(timezone.utc),
+                                              running(history, True)):
+        return which   # a whole id not started yet (its status not published yet): the daemon waits for it
+    located = locate(history, which, True)
+    if located.state not in ("queued", "running"):
+        raise PuppemonError(f"{located.describe()}: only a run queued or in flight can be {verb}d")
+    return located.id
