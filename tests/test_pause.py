@@ -70,7 +70,8 @@ def test_pause_checks_its_arguments_against_the_deployed_flows(tmp_path, bare_re
     deploy(repo)
     flows = git("--git-dir", str(bare_remote), "rev-parse", "--short=7", "flows").strip()
     for args, error in [
-        (["tock"], f"no flow 'tock' in the deployed flows (flows {flows} on origin: tick, other)"),
+        (["tock"], f"no flow 'tock' in the deployed flows (flows {flows} on origin: tick, other); "
+                   "did you mean 'tick'?"),
         ([], "name a flow (`puppemon pause FLOW`), pass --all, or --run RUN_ID for a run in flight"),
         (["tick", "--all"], "name a flow (`puppemon pause FLOW`), pass --all, or --run RUN_ID for a run in flight"),
         (["--run", "nope"], "no runs recorded yet"),

@@ -98,3 +98,17 @@ def hint_flows(name: str, known) -> str:
 
     close = did_you_mean(name, known)
     return f"; {close}" if close else f" (flows: {', '.join(sorted(known)) or 'none'})"
+
+
+def fetch_deployed(store, remote: str, branch: str = "flows", timeout: float | None = 300) -> tuple:
+    """(tip, puppemon.yaml as bytes or None) of the remote's `branch`; (None, None) when nothing is
+    deployed. The fetched objects stay, so the deployed code can be read; the scratch ref does not."""
+    from puppemon.project.manifest import MANIFEST_NAME
+    from puppemon.project.snapshot import scratch_ref
+
+    ref = scratch_ref(branch)
+    try:
+        tip = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", ref, timeout=timeout)
+        return tip, store.read(tip, MANIFEST_NAME) if tip else None
+    finally:
+        store.delete_ref(ref)

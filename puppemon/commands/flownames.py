@@ -20,18 +20,14 @@ def working_tree_flows(directory: str) -> list[str]:
 
 def deployed_flows(store, remote: str, branch: str = "flows") -> list[str] | None:
     """The flows of the remote's deployed manifest ([] when nothing is deployed); None when it cannot be read."""
+    from puppemon.commands.common import fetch_deployed
     from puppemon.gitstore import GitError
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
-    from puppemon.project.snapshot import scratch_ref
 
-    ref = scratch_ref(branch)
     try:
-        tip = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", ref, timeout=60)
-        data = store.read(tip, MANIFEST_NAME) if tip else None
+        _tip, data = fetch_deployed(store, remote, branch, timeout=60)
     except GitError:
         return None
-    finally:
-        store.delete_ref(ref)
     try:
         return list(parse(data, MANIFEST_NAME).flows) if data is not None else []
     except ManifestError:

@@ -43,18 +43,13 @@ def main(flow: str | None = None, all_flows: bool = False, run_id: str | None = 
 
 def _targets(store, remote: str, flow: str | None) -> list[str]:
     """The flow named (checked against the deployed flows), or every deployed flow."""
+    from puppemon.commands.common import fetch_deployed
     from puppemon.formats import is_flow_name
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
-    from puppemon.project.snapshot import scratch_ref
 
     if flow is not None and not is_flow_name(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")
-    ref = scratch_ref("flows")
-    try:
-        tip = store.fetch_optional(store.remote_url(remote), "refs/heads/flows", ref)
-        data = store.read(tip, MANIFEST_NAME) if tip else None
-    finally:
-        store.delete_ref(ref)
+    tip, data = fetch_deployed(store, remote)
     if tip is None:
         raise PuppemonError(f"nothing is deployed on {remote} yet: run `puppemon push` first")
     try:
@@ -69,8 +64,11 @@ def _targets(store, remote: str, flow: str | None) -> list[str]:
             raise PuppemonError(f"the deployed flows commit {tip[:7]} has no flows")
         return flows
     if flow not in flows:
+        from puppemon.formats import did_you_mean
+
+        close = did_you_mean(flow, flows)
         raise PuppemonError(f"no flow {flow!r} in the deployed flows (flows {tip[:7]} on {remote}: "
-                            f"{', '.join(flows) or 'none'})")
+                            f"{', '.join(flows) or 'none'})" + (f"; {close}" if close else ""))
     return [flow]
 
 

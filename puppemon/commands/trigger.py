@@ -51,17 +51,12 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
 def check_deployed(store, remote: str, flow: str, params: dict | None = None, branch: str = "flows") -> None:
     """Refuse a request that no daemon could serve: nothing deployed, no such flow in the deploy, or
     a param its function does not take."""
+    from puppemon.commands.common import fetch_deployed
     from puppemon.formats import did_you_mean
     from puppemon.project.entrypoints import check_params, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
-    from puppemon.project.snapshot import scratch_ref
 
-    ref = scratch_ref(branch)
-    try:
-        tip = store.fetch_optional(store.remote_url(remote), f"refs/heads/{branch}", ref)
-        data = store.read(tip, MANIFEST_NAME) if tip else None
-    finally:
-        store.delete_ref(ref)  # the objects stay: the deployed code is read below
+    tip, data = fetch_deployed(store, remote, branch)   # the objects stay: the deployed code is read below
     if tip is None:
         raise PuppemonError(f"nothing is deployed on {remote} yet: run `puppemon push` first")
     try:
