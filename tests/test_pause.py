@@ -243,7 +243,7 @@ def test_a_paused_run_is_frozen_and_its_timeout_does_not_count_the_pause(tmp_pat
         paused = json.loads(puppemon("pause", "--run", run_id, "--json", cwd=repo).stdout)
         assert paused["action"] == "pause" and paused["run_id"] == run_id
         wait_until(lambda: f"run {run_id} paused" in d.log, 10, "the daemon pausing it", lambda: d.log)
-        wait_until(lambda: process_state(pid) == "T", 1, "its process stopped (the run's thread applies it)")
+        wait_until(lambda: process_state(pid) == "T", 5, "its process stopped (the run's thread applies it)")
         wait_until(lambda: f"running: slow {run_id} since " in puppemon("status", "--fetch", cwd=repo).stdout
                    and "(paused)" in puppemon("status", "--fetch", cwd=repo).stdout, 10, "status saying so")
         frozen = time.monotonic()
@@ -259,8 +259,9 @@ def test_a_paused_run_is_frozen_and_its_timeout_does_not_count_the_pause(tmp_pat
     assert run["status"] == "succeeded" and run["duration"] >= 5, run
     log = git("--git-dir", str(bare_remote), "show",
               f"runs:runs/slow/{run_id[:4]}/{run_id[4:6]}/{run_id[6:8]}/{run_id}/log.txt")
-    assert re.fullmatch(r"puppemon: paused \(its timeout does not count while paused\)\n"
-                        r"puppemon: resumed after [3-9]\.\ds paused\ndone\n", log), log
+    said = re.fullmatch(r"puppemon: paused \(its timeout does not count while paused\)\n"
+                        r"puppemon: resumed after ([0-9]+\.[0-9])s paused\ndone\n", log)
+    assert said and float(said.group(1)) >= 3, log   # paused 3 s at least (longer on a busy machine)
     done = [json.loads(git("--git-dir", str(bare_remote), "show", f"runs:{p}"))
             for p in git("--git-dir", str(bare_remote), "ls-tree", "-r", "--name-only", "runs", "requests").split()
             if p.endswith(".done.json")]
