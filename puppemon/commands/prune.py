@@ -20,6 +20,7 @@ def main(before: str | None, remote: str | None = None, dry_run: bool = False, p
     from puppemon.commands.reading import forget
     from puppemon.formats import parse_moment
     from puppemon.history.clone import open_runs
+    from puppemon.history.layout import check as check_layout
     from puppemon.history.recorder import Recorder
     from puppemon.gitstore import GitError
     from puppemon.history.retention import message, plan
@@ -29,6 +30,8 @@ def main(before: str | None, remote: str | None = None, dry_run: bool = False, p
     if cutoff > datetime.now(timezone.utc):
         raise PuppemonError(f"--before {before!r} is in the future; nothing recorded yet could be that old")
     store, runs, remote = open_runs(directory, remote, fetch=fetch)
+    if remote is not None and push:  # before anything is written (history/layout.py)
+        check_layout(store, runs.tip, f"runs on {remote}")
     pruned = plan(store, runs.tip, cutoff)
     # Archive refs change only by a push the remote accepted (history/rotation.py): not with --no-push.
     archives = remote is None or push

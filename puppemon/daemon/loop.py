@@ -29,6 +29,7 @@ from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
+from puppemon.daemon.peers import Peers, in_flight_entry
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.recovery import recover_crashed
 from puppemon.daemon.request_server import RequestServer
@@ -75,6 +76,7 @@ class Daemon:
         self.state.open()
         try:
             self._assemble()
+            self.peers.refuse_same_name()  # before anything is written: one live daemon per name
             self._recover_crashed()
         except BaseException:
             self.state.close()
@@ -106,7 +108,9 @@ class Daemon:
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
                                       self.publish, self.outbox.soon, self.controls.paused)
-        self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
+        self.status_publisher = StatusPublisher(self.store, s.remote, s.name, heartbeat=s.heartbeat)
+        self.peers = Peers(self.store, self.recorder, self.ledger, s.remote, s.name, s.branch_flows, s.heartbeat,
+                           self.clock, self.request_stop)  # one daemon per name, the layout, failover
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
     def close(self) -> int:
@@ -235,7 +239,7 @@ class Daemon:
         self.publish()
         self.push_status(final=True)
         log.info("daemon %s stopped", self.s.name)
-        return 0
+        return 1 if self.peers.refused else 0
 
     # -- one cycle -----------------------------------------------------------
     def cycle(self, catch_up: bool = False, once: bool = False) -> None:
@@ -249,6 +253,8 @@ class Daemon:
             self.failures += 1
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
+        if not self.peers.cycle(not self.failures, tip):  # the layout, failover (daemon/peers.py)
+            return  # a layout of the runs branch this version does not know: stopping
         if tip is None and self.deployer.current is None and not self.failures and not self.told_empty:
             self.told_empty = True  # said once: a daemon may be set up before the first push
             log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "
@@ -340,7 +346,7 @@ class Daemon:
 
     def publish(self) -> None:
         count = self.recorder.unpublished()
-        if count and self.recorder.publish():
+        if count and self.peers.publish():
             log.info("published %s to %s", plural(count, "record"), self.s.remote)
 
     # -- status --------------------------------------------------------------
@@ -357,11 +363,10 @@ class Daemon:
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
-            "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
+            "poll": self.s.poll, "once": self.s.once, "heartbeat_every": self.s.heartbeat,  # for gone_after()
             "flows_commit": current.sha if current else None,
             "flows": flows,
-            "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started),
-                           **({"paused": True} if a.pause.since is not None else {})} for a in self.queue.in_flight()],
+            "in_flight": [in_flight_entry(a) for a in self.queue.in_flight()],  # what failover reads
             "unpublished": self.recorder.unpublished(),
         }
 

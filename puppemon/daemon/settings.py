@@ -44,6 +44,7 @@ class Settings:
     state: Path
     name: str = field(default_factory=default_name)
     poll: float = POLL
+    heartbeat: float = 60.0          # status heartbeat period (history/status.py HEARTBEAT); PUPPEMON_HEARTBEAT
     max_parallel: int = MAX_PARALLEL
     grace: float = GRACE
     branch_flows: str = "flows"
@@ -200,6 +201,18 @@ def _live_interval(merged: dict[str, Any]) -> float:
     return seconds
 
 
+def _heartbeat() -> float:
+    """PUPPEMON_HEARTBEAT (seconds, at least 0.5): a shorter heartbeat, so that a daemon that stops is gone
+    sooner (five heartbeats; tests and demos use it), else the default 60s."""
+    value = os.environ.get("PUPPEMON_HEARTBEAT")
+    if not value:
+        return 60.0
+    seconds = option_seconds(value, "PUPPEMON_HEARTBEAT")
+    if seconds < 0.5:
+        raise PuppemonError(f"PUPPEMON_HEARTBEAT={value}: at least 0.5s")
+    return seconds
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -214,6 +227,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         state=Path(merged.get("state") or default_state_dir()).expanduser(),
         name=str(merged.get("name") or default_name()),
         poll=option_seconds(merged.get("poll", POLL), "--poll"),
+        heartbeat=_heartbeat(),
         max_parallel=int(merged.get("max_parallel", MAX_PARALLEL)),
         grace=option_seconds(merged.get("grace", GRACE), "--grace"),
         keep=option_seconds(merged["keep"], "--keep") if merged.get("keep") else None,

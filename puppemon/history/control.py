@@ -118,12 +118,14 @@ def write(store, remote: str, change: Callable[[dict[str, dict]], list[dict]], b
     was written ([] when `change` had nothing to write). The remote's tip is read first, under
     the writer lock, so `change` sees the state every daemon sees."""
     from puppemon.gitstore import GitError
+    from puppemon.history.layout import check as check_layout
     from puppemon.history.recorder import Recorder, writer_lock
     from puppemon.project.snapshot import user_at_host
 
     recorder = Recorder(store, remote=remote, branch=branch, author_name=user_at_host())
     with writer_lock(store, patience):
         recorder.sync(push=False, patience=patience)
+        check_layout(store, store.ref(recorder.tracking), f"runs on {remote}")
         states = change(read_states(store, store.ref(recorder.ref)))
         if not states:
             return []

@@ -18,6 +18,7 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import ARCHIVE_PREFIX, plural
 from puppemon.gitstore import PushRejected, Store
 from puppemon.gitstore.rewrite import RefRewrite, Rewriter
+from puppemon.history import layout
 from puppemon.history.recorder import Recorder
 
 SCRATCH = "refs/puppemon/purging/"
@@ -130,6 +131,7 @@ def plan(store: Store, remote: str | None, selection: Selection, branch: str = "
     ref = recorder.ref
     if remote is not None:
         recorder.sync(push=False, patience=0)
+        layout.check(store, store.ref(recorder.tracking), f"runs on {remote}")  # a rewrite is a write too
         tips = {ref: store.ref(recorder.tracking), **_fetch_archives(store, remote)}
     else:
         tips = {ref: store.ref(ref), **store.refs(ARCHIVE_PREFIX)}

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Mapping
 from puppemon.errors import PuppemonError
 from puppemon.formats import ARCHIVE_PREFIX, plural
 from puppemon.gitstore import FILE, GitError, PushRejected, RefConflict, RemoteMissingRef, Store, signature
+from puppemon.history import layout
 
 log = logging.getLogger("puppemon")
 
@@ -133,6 +134,16 @@ class Recorder:
                     continue  # another process committed a record in between; build on it
         raise PuppemonError(f"could not commit to {self.ref}: it kept changing under us")
 
+    def undo(self, commit: str) -> None:
+        """Take back `commit`, the local ref's tip and not published (a write the remote refused to take)."""
+        parents = self.store.get_commit(commit).parents
+        with self._lock:
+            if self.store.ref(self.ref) == commit:
+                if parents:
+                    self.store.set_ref(self.ref, parents[0], commit, message="take back a refused record")
+                else:
+                    self.store.delete_ref(self.ref)
+
     def unpublished(self) -> int:
         """How many local records the remote has not got yet (as far as we last saw it)."""
         local, remote = self.store.ref(self.ref), self.store.ref(self.tracking)
@@ -193,7 +204,7 @@ class Recorder:
         A push that loses a race with another writer is tried again after a random pause
         (jitter, so writers that collided do not collide again in step) for `patience` seconds.
         Raises GitError when the remote cannot be reached
-        or kept moving, RecordWriteError when the local repository cannot be written: records
+        or kept moving, LayoutError (with `push`) when its layout is newer than this version knows, RecordWriteError when the local repository cannot be written: records
         stay queued locally either way.
         """
         if self.remote is None:
@@ -210,6 +221,8 @@ class Recorder:
             with self._lock:
                 fetched = self.store.ref(self.tracking)  # before the fetch force-updates it
                 remote_tip = self.fetch(archives=not push)  # publishing reads no archive
+                if push:  # a layout this version does not know: nothing goes out (history/layout.py)
+                    layout.check(self.store, remote_tip, f"runs on {self.remote}")
                 local_tip = self.store.ref(self.ref)
                 new_tip = self._integrate(local_tip, remote_tip, fetched)
                 if new_tip is None or new_tip == remote_tip:

@@ -49,16 +49,22 @@ def send(store, remote: str, body: dict, branch: str = "runs", patience: float =
     Writers of one checkout take turns (writer_lock); a push that loses a race with other
     writers is tried again, with jitter, for `patience` seconds. When it still fails, the
     remote is asked whether the request went out anyway (with another writer's push): only
-    a request that is not there is an error."""
+    a request that is not there is an error. A remote in a layout this version does not know
+    (history/layout.py) gets nothing: the request is taken back and LayoutError raised."""
     from puppemon.gitstore import GitError
     from puppemon.history.recorder import Recorder, writer_lock
+
+    from puppemon.history.layout import LayoutError
 
     recorder = Recorder(store, remote=remote, branch=branch, author_name=body["by"])
     path = f"{request_base(body['id'])}.json"
     with writer_lock(store, patience):
-        recorder.add(request_files(body), request_message(body))
+        commit = recorder.add(request_files(body), request_message(body))
         try:
             recorder.sync(push=True, patience=patience)
+        except LayoutError:
+            recorder.undo(commit)  # refused: it must not go out later either
+            raise
         except GitError as exc:
             if _on_remote(store, recorder, path):
                 return

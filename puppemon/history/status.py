@@ -37,9 +37,9 @@ class StatusPublisher:
     """Pushes one daemon's status.json to its status ref, only as often as it is worth it."""
 
     def __init__(self, store: Store, remote: str, name: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: float = HEARTBEAT) -> None:
         self.store, self.remote, self.ref, self.clock = store, remote, STATUS_REFS + name, clock
-        self.name = name
+        self.name, self.heartbeat = name, heartbeat
         self._pushed: tuple[float, str] = (0.0, "")
 
     def publish(self, status: dict, final: bool = False) -> None:
@@ -48,7 +48,7 @@ class StatusPublisher:
         last_time, last_key = self._pushed
         now = self.clock()
         changed = key != last_key
-        due = final or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= HEARTBEAT
+        due = final or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= self.heartbeat
         if not due and not (changed and last_time == 0.0):
             return
         try:
@@ -118,12 +118,22 @@ def readable(status) -> bool:
             and all(isinstance(r, dict) and _time_or_none(r.get("started")) for r in in_flight))
 
 
+def _seconds(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0.0
+
+
+def heartbeat_every(status: dict) -> float:
+    """How often the daemon of `status` heartbeats when nothing changes: HEARTBEAT, unless it published
+    another period (`heartbeat_every`, PUPPEMON_HEARTBEAT: for tests and demos)."""
+    return _seconds(status.get("heartbeat_every")) or HEARTBEAT
+
+
 def gone_after(status: dict) -> float:
     """Seconds without a heartbeat after which the daemon of `status` is gone: GONE_HEARTBEATS of its
-    heartbeat periods (max(its published poll interval, HEARTBEAT)), and never less than GONE_AFTER."""
-    poll = status.get("poll")
-    poll = float(poll) if isinstance(poll, (int, float)) and not isinstance(poll, bool) and poll > 0 else 0.0
-    return max(GONE_AFTER, GONE_HEARTBEATS * max(poll, HEARTBEAT))
+    heartbeat periods (max(its published poll interval, its heartbeat period)), and never less than
+    GONE_AFTER (five heartbeats: scaled with a shorter heartbeat period)."""
+    beat = heartbeat_every(status)
+    return max(GONE_AFTER * beat / HEARTBEAT, GONE_HEARTBEATS * max(_seconds(status.get("poll")), beat))
 
 
 def next_due(status: dict) -> tuple[str, str] | None:
@@ -159,7 +169,7 @@ def statuses(store: Store, now: datetime) -> tuple[list[dict], int]:
         beat = parse_iso(status.get("heartbeat"))
         age = (now - beat).total_seconds() if beat else None
         status["heartbeat_age"] = round(age, 3) if age is not None else None
-        status["stale"] = age is None or age > STALE_AFTER
+        status["stale"] = age is None or age > STALE_AFTER * heartbeat_every(status) / HEARTBEAT
         status["ref"] = ref
         status["gone_after"] = gone_after(status)
         status["gone"] = is_gone(status, age, now)

@@ -85,3 +85,8 @@ class Backend(Protocol):
 
     def recover(self, handle: dict) -> str | None:
         """Stop what an attempt left running when its daemon died; say what was stopped, or None."""
+
+    # A backend whose runs outlive their daemon (a cluster scheduler's job) may also define
+    # `outlives(handle) -> bool`: True while the job still runs. Another daemon then leaves a gone
+    # daemon's run to be adopted instead of recording it crashed (daemon/peers.py `adoptable`); the
+    # handle has to be in the daemon's status (`in_flight`) for that.
