@@ -25,6 +25,7 @@ from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
+from puppemon.daemon.labels import Placement
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
@@ -87,8 +88,9 @@ class Daemon:
         self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
+        self.placement = Placement.of(s, lambda: self.deployer.current, self.store, self.clock)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
-                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
+                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
@@ -105,7 +107,7 @@ class Daemon:
         self.clock_source = by_class[SOURCES["cron"]]
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
-                                      self.publish, self.outbox.soon, self.controls.paused)
+                                      self.publish, self.outbox.soon, self.controls.paused, self.placement.takes)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
@@ -293,11 +295,7 @@ class Daemon:
         if deployment is None:
             return
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
-        for name, flow in deployment.manifest.flows.items():
-            note = self.s.users.refusal(name, flow.user)
-            if note:  # a flow this daemon cannot serve as asked: noted, never a reason to refuse the deploy
-                log.warning("deploy %s: %s", sha[:7], note)
-                summary[name]["note"] = note
+        self.placement.review(sha, deployment.manifest, summary, self.s.users)  # labels, OS users: noted only
         for source in self.sources:
             source.reconcile(deployment, summary)
         self.deployer.prune(self.queue.deploys_in_use())
@@ -318,8 +316,8 @@ class Daemon:
 
     def submit(self, pending: Pending) -> str | None:
         """Queue a run of the current deploy (what every trigger source calls); its run id, or None
-        (also when its flow is paused)."""
-        return None if self.controls.hold(pending) else self.queue.submit(pending)
+        (also when its flow is paused, or needs labels this daemon has not)."""
+        return None if not self.placement.takes(pending.flow) or self.controls.hold(pending) else self.queue.submit(pending)
 
     # -- records -------------------------------------------------------------
     def _skip(self, pending: Pending) -> None:
@@ -351,13 +349,14 @@ class Daemon:
         for source in self.sources:
             upcoming.update(source.upcoming())
         paused = self.controls.summary()
-        flows = {name: {"next": upcoming.get(name), **({"paused": paused[name]} if name in paused else {})}
-                 for name in current.manifest.flows} if current else {}
+        flows = {name: {"next": upcoming.get(name), **({"paused": paused[name]} if name in paused else {}),
+                        **self.placement.status_of(flow)}
+                 for name, flow in current.manifest.flows.items()} if current else {}
         return {
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
-            "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
+            "poll": self.s.poll, "once": self.s.once, "labels": list(self.s.labels),  # read by history/status.py
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started),
@@ -387,6 +386,9 @@ class Daemon:
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         return self.requests.serve_http(flow, params, client)
+
+    def not_here(self, flow: str) -> str | None:
+        return self.placement.why_not(flow)
 
     def live_tail(self, run_id: str):
         return self.live.tail(run_id)

@@ -118,6 +118,18 @@ def readable(status) -> bool:
             and all(isinstance(r, dict) and _time_or_none(r.get("started")) for r in in_flight))
 
 
+def labels_of(status: dict) -> tuple[str, ...]:
+    """The labels a daemon advertises in its status (`--labels`), the strings of them only."""
+    labels = status.get("labels")
+    return tuple(x for x in labels if isinstance(x, str)) if isinstance(labels, list) else ()
+
+
+def is_live(status: dict) -> bool:
+    """Whether the daemon of `status` (as `statuses` reads it) may take runs now or at its next start:
+    running, or started by a timer (`--once`), and not gone."""
+    return not status.get("gone") and (status.get("state") != "stopped" or bool(status.get("once")))
+
+
 def gone_after(status: dict) -> float:
     """Seconds without a heartbeat after which the daemon of `status` is gone: GONE_HEARTBEATS of its
     heartbeat periods (max(its published poll interval, HEARTBEAT)), and never less than GONE_AFTER."""
