@@ -193,23 +193,32 @@ def test_two_daemons_with_different_labels_each_run_only_their_flows(tmp_path, b
     eu = DaemonProcess(str(bare_remote), tmp_path / "s-eu", "--labels", "eu", "--listen", "127.0.0.1:0",
                        name="eu", env={"PUPPEMON_HTTP_TOKEN": TOKEN})
     logs = lambda: gpu.log + "\n----\n" + eu.log  # noqa: E731
-    with gpu, eu:
-        port = int(wait_until(lambda: re.search(r"HTTP hook listening on http://127\.0\.0\.1:(\d+)",
-                                                              eu.log), 30, "the HTTP hook", logs).group(1))
+    with gpu:
+        # eu starts once gpu's status is on the remote: at its deploy it sees who takes train
+        wait_until(lambda: git("--git-dir", str(bare_remote), "for-each-ref", "refs/puppemon/status/gpu"), 30,
+                   "gpu's status ref", lambda: gpu.log)
+        eu.start()
+        try:
+            hook = r"HTTP hook listening on http://127\.0\.0\.1:(\d+)"
+            port = int(wait_until(lambda: re.search(hook, eu.log), 30, "the HTTP hook", logs).group(1))
 
-        def count(flow):
-            return sum(r["flow"] == flow for r in remote_records(bare_remote))
+            def count(flow):
+                return sum(r["flow"] == flow for r in remote_records(bare_remote))
 
-        wait_until(lambda: count("train") >= 2 and count("report") >= 2, 60, "runs of train and report", logs)
-        rids = [puppemon("trigger", "gpu-job", cwd=repo).stdout.strip() for _ in range(3)]
-        wait_until(lambda: {r["id"] for r in remote_records(bare_remote)} >= set(rids), 60, "the gpu-job runs",
-                   logs)
-        status, body = call(port, "POST", "/flows/gpu-job/runs", {"params": {}}, token=TOKEN)
-        assert status == 421 and "flow 'gpu-job' needs labels gpu; this daemon (eu) has eu" in body["error"]
-        assert call(port, "POST", "/flows/report/runs", {"params": {}}, token=TOKEN)[0] == 202
-        shown = json.loads(puppemon("status", "--json", "--fetch", cwd=repo).stdout)
-        text = puppemon("status", "--no-fetch", cwd=repo).stdout
-        assert gpu.stop() == 0 and eu.stop() == 0
+            wait_until(lambda: count("train") >= 2 and count("report") >= 2, 60, "runs of train and report", logs)
+            rids = [puppemon("trigger", "gpu-job", cwd=repo).stdout.strip() for _ in range(3)]
+            wait_until(lambda: {r["id"] for r in remote_records(bare_remote)} >= set(rids), 60, "the gpu-job runs",
+                       logs)
+            status, body = call(port, "POST", "/flows/gpu-job/runs", {"params": {}}, token=TOKEN)
+            assert status == 421 and "flow 'gpu-job' needs labels gpu; this daemon (eu) has eu" in body["error"]
+            assert call(port, "POST", "/flows/report/runs", {"params": {}}, token=TOKEN)[0] == 202
+            shown = json.loads(puppemon("status", "--json", "--fetch", cwd=repo).stdout)
+            text = puppemon("status", "--no-fetch", cwd=repo).stdout
+            assert gpu.stop() == 0 and eu.stop() == 0
+        finally:
+            eu.__exit__()
+    assert "flow train needs labels gpu: left to gpu" in eu.log
+    assert "flow train needs labels gpu: no daemon here has them" not in eu.log
     records = remote_records(bare_remote)
     by_flow: dict[str, set] = {}
     for record in records:

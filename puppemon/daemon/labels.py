@@ -17,6 +17,7 @@ from puppemon.gitstore import GitError, Store
 from puppemon.history.placement import can_take
 
 log = logging.getLogger("puppemon")
+PEERS_TIMEOUT = 15.0   # seconds: reading the other daemons' labels at a deploy
 
 
 def needs(runs_on) -> str:
@@ -83,20 +84,25 @@ class Placement:
             return
         peers = self._peers()
         for name, flow in unserved.items():
-            if not any(can_take(labels, flow.runs_on) for labels in peers):
-                log.warning("deploy %s: flow %s %s: no daemon here has them (this daemon has %s%s)", sha[:7],
+            takers = sorted(peer for peer, labels in peers if can_take(labels, flow.runs_on))
+            if takers:
+                log.info("deploy %s: flow %s %s: left to %s", sha[:7], name, needs(flow.runs_on), ", ".join(takers))
+            else:
+                log.warning("deploy %s: flow %s %s: no daemon here has them (this daemon has %s; %s)", sha[:7],
                             name, needs(flow.runs_on), ", ".join(self.labels) or "none",
-                            f"; {len(peers)} other live daemons seen" if peers else "; no other live daemon seen")
+                            f"{len(peers)} other live daemons seen" if peers else "no other live daemon seen")
 
-    def _peers(self) -> list[tuple[str, ...]]:
-        """The labels of the other live daemons in the remote's status refs (none when they cannot be read)."""
+    def _peers(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, labels) of the other live daemons in the remote's status refs (none when they cannot be
+        read: a remote that does not answer holds a deploy up for PEERS_TIMEOUT at most)."""
         if self.store is None or self.remote is None or self.clock is None:
             return []
-        from puppemon.history.status import fetch_status, heartbeating, labels_of
+        from puppemon.history.status import STATUS_REFS, heartbeating, labels_of
 
         try:
-            fetch_status(self.store, self.remote, self.branch)
+            self.store.fetch(self.remote, [f"+{STATUS_REFS}*:{STATUS_REFS}*"], timeout=PEERS_TIMEOUT)
         except GitError as exc:
-            log.debug("status refs not read: %s", exc.message)
+            log.info("the other daemons' status refs could not be read: %s", exc.message)
             return []
-        return [labels_of(s) for s in heartbeating(self.store, self.clock()) if s.get("name") != self.name]
+        return [(str(s.get("name")), labels_of(s)) for s in heartbeating(self.store, self.clock())
+                if s.get("name") != self.name]
