@@ -13,6 +13,7 @@ import logging
 from datetime import datetime
 from typing import Callable
 
+from puppemon.formats import plural
 from puppemon.gitstore import GitError, Store
 from puppemon.history.placement import can_take
 
@@ -90,7 +91,7 @@ class Placement:
             else:
                 log.warning("deploy %s: flow %s %s: no daemon here has them (this daemon has %s; %s)", sha[:7],
                             name, needs(flow.runs_on), ", ".join(self.labels) or "none",
-                            f"{len(peers)} other live daemons seen" if peers else "no other live daemon seen")
+                            f"{plural(len(peers), 'other live daemon')} seen" if peers else "no other live daemon seen")
 
     def _peers(self) -> list[tuple[str, tuple[str, ...]]]:
         """(name, labels) of the other live daemons in the remote's status refs (none when they cannot be
