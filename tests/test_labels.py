@@ -101,14 +101,6 @@ flows:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)   # requests are dated by the real clock
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def remote_paths(bare: Path) -> list[str]:
     return git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
 
@@ -119,9 +111,8 @@ def test_a_daemon_takes_only_the_flows_it_has_every_label_of(tmp_path, bare_remo
                             {"requirements.txt": "no-such-package-for-puppemon-tests==0.0.0\n"})
     puppemon("push", cwd=repo)
     caplog.set_level(logging.INFO, "puppemon")
-    clock = Clock()
     settings = Settings(remote=str(bare_remote), state=tmp_path / "state", name="eu-box", grace=5, labels=("eu",))
-    with Daemon(settings, clock=clock) as daemon:
+    with Daemon(settings) as daemon:   # the real clock: requests are dated by it
         daemon.cycle(catch_up=True)
         assert daemon.deployer.current is not None
         assert not daemon.queue.busy()                  # train runs on deploy, but not here
@@ -137,7 +128,7 @@ def test_a_daemon_takes_only_the_flows_it_has_every_label_of(tmp_path, bare_remo
         assert any("flow train needs labels gpu: no daemon here has them" in m for m in warned), warned
         assert not any("someone-else" in m for m in warned), warned   # no server-side check of train here
 
-        daemon.fire("train", clock.now)
+        daemon.fire("train", datetime.now(timezone.utc))
         assert not daemon.queue.busy()
         status = daemon.status()
         assert status["labels"] == ["eu"]
@@ -189,7 +180,8 @@ flows:
 def test_two_daemons_with_different_labels_each_run_only_their_flows(tmp_path, bare_remote):
     repo = manifest_project(tmp_path, str(bare_remote), TWO)
     puppemon("push", cwd=repo)
-    gpu = DaemonProcess(str(bare_remote), tmp_path / "s-gpu", "--labels", "gpu", name="gpu")
+    (tmp_path / "gpu.yaml").write_text("labels: [gpu]\n")   # one from its config file, one on the command line
+    gpu = DaemonProcess(str(bare_remote), tmp_path / "s-gpu", "--config", str(tmp_path / "gpu.yaml"), name="gpu")
     eu = DaemonProcess(str(bare_remote), tmp_path / "s-eu", "--labels", "eu", "--listen", "127.0.0.1:0",
                        name="eu", env={"PUPPEMON_HTTP_TOKEN": TOKEN})
     logs = lambda: gpu.log + "\n----\n" + eu.log  # noqa: E731
