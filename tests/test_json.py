@@ -60,22 +60,27 @@ def test_status_json_shape(project, bare_remote):
     tip = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
     now = datetime.now(timezone.utc)
     write_status(bare_remote, "alpha", flows_commit=tip, heartbeat=utc_iso(now), poll=30.0, once=False,
-                 flows={"hello": {"next": "2026-11-25T09:00:00.000Z"}})
-    write_status(bare_remote, "gone-box", heartbeat=utc_iso(now - timedelta(hours=1)), poll=600.0)
+                 labels=["eu"], flows={"hello": {"next": "2026-11-25T09:00:00.000Z"},
+                                       "train": {"next": None, "runs_on": ["gpu"], "taken_here": False}})
+    write_status(bare_remote, "gone-box", heartbeat=utc_iso(now - timedelta(hours=1)), poll=600.0, labels=["gpu"])
     data = json.loads(puppemon("status", "--json", cwd=project).stdout)
-    assert set(data) == {"remote", "flows_tip", "daemons", "paused"}
+    assert set(data) == {"remote", "flows_tip", "daemons", "paused", "unplaced"}
     assert data["paused"] == {}
+    assert data["unplaced"] == [{"flow": "train", "runs_on": ["gpu"]}]   # the gpu daemon is gone
     assert (data["remote"], data["flows_tip"]) == ("origin", tip)
     alpha, gone = data["daemons"]
     shape = {"name": str, "host": str, "pid": int, "version": str, "state": str, "heartbeat": str,
              "heartbeat_age": float, "stale": bool, "gone": bool, "gone_after": float, "ref": str,
              "flows_commit": (str, type(None)), "flows_tip": (str, type(None)), "up_to_date": bool,
-             "flows": dict, "in_flight": list, "unpublished": int}
+             "flows": dict, "in_flight": list, "unpublished": int, "labels": list}
     has_shape(alpha, shape)
     has_shape(gone, shape)
     assert (alpha["gone"], alpha["gone_after"], alpha["ref"]) == (False, 300.0, "refs/puppemon/status/alpha")
     assert (gone["gone"], gone["gone_after"]) == (True, 1800.0)   # 3 heartbeats of a 10 min poll
-    assert alpha["flows"]["hello"] == {"next": "2026-11-25T09:00:00.000Z", "last_run": None}
+    assert alpha["flows"]["hello"] == {"next": "2026-11-25T09:00:00.000Z", "last_run": None, "on": ["alpha"]}
+    assert alpha["flows"]["train"] == {"next": None, "runs_on": ["gpu"], "taken_here": False, "last_run": None,
+                                       "on": []}
+    assert alpha["labels"] == ["eu"]
 
 
 def test_validate_json_valid_and_invalid(tmp_path):

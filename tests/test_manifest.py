@@ -136,7 +136,7 @@ BAD = [
      "puppemon.yaml:5:5: flows.backup.scheduel: unknown key (did you mean 'schedule'?)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
      "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, entrypoint, env, every, "
-     "notify, overlap, params, python, retries, retry_delay, run_on_deploy, schedule, secrets, timeout, timezone, "
+     "notify, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, schedule, secrets, timeout, timezone, "
      "user, workdir)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n",
      "puppemon.yaml:5:12: flows.backup.every: 'often' is not a duration (use 30s, 10m, 2h, 1d)"),
@@ -201,7 +201,7 @@ BAD = [
      "(use an IANA name such as UTC, Europe/Paris, Asia/Taipei)"),
     ("version: 1\ndefaults:\n  schedule: '@daily'\nflows: {}\n",
      "puppemon.yaml:3:3: defaults.schedule: unknown key (allowed: catchup, env, notify, overlap, python, "
-     "retries, retry_delay, timeout, timezone, user, workdir)"),
+     "retries, retry_delay, runs_on, timeout, timezone, user, workdir)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: true\n",
      "puppemon.yaml:5:14: flows.a.retries: true is not a count (use a whole number, 0 or more)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: -1\n",

@@ -111,7 +111,7 @@ def test_status_on_a_terminal_is_coloured_and_says_the_same(pushed, bare_remote)
 def test_no_daemon_yet(project, capsys):
     assert puppemon("status", cwd=project).stdout == "no daemon has reported to origin yet\n"
     assert json.loads(puppemon("status", "--json", cwd=project).stdout) == {
-        "remote": "origin", "flows_tip": None, "daemons": [], "paused": {}}
+        "remote": "origin", "flows_tip": None, "daemons": [], "paused": {}, "unplaced": []}
 
 
 def test_a_daemon_gone_from_the_remote_is_gone_here(pushed, bare_remote, capsys):

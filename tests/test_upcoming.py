@@ -113,7 +113,7 @@ def test_upcoming_marks_paused_flows_and_reads_as_json(deployed, capsys, monkeyp
     assert list(by_flow) == ["daily-report", "backup", "rebuild-index"]
     assert by_flow["backup"] == {"flow": "backup", "trigger": "every 6h", "timezone": "UTC",
                                  "next": ["2026-11-25T12:00:00.000Z", "2026-11-25T18:00:00.000Z"],
-                                 "note": None, "paused": None}
+                                 "note": None, "paused": None, "runs_on": [], "on": ["box"]}
     assert by_flow["daily-report"]["next"] == ["2026-11-26T00:00:00.000Z", "2026-11-27T00:00:00.000Z"]
     assert by_flow["daily-report"]["paused"]["reason"] == "holiday week"
     assert by_flow["rebuild-index"]["note"] == "next deploy" and by_flow["rebuild-index"]["next"] == []

@@ -7,12 +7,14 @@ remote, the working tree's puppemon.yaml, with a note on stderr. Cron times are 
 times come from a heartbeating daemon's status, else it shows "every 6h after deploy".
 Paused flows (control/ on the runs branch) are marked, with their reason below the table.
 
-Columns, most important first: FLOW and NEXT (the viewer's local time) always, then LEFT, TRIGGER
-and FLOW TIME (the same moment in the flow's timezone); the narrowest that do not fit the width
-(the terminal's, or $COLUMNS) are left out. `--json` prints one object:
+Columns, most important first: FLOW and NEXT (the viewer's local time) always, then LEFT, TRIGGER,
+FLOW TIME (the same moment in the flow's timezone) and ON (the heartbeating daemons that can take the
+flow, by its runs_on and their labels: shown when there are several daemons or a flow asks for
+labels); the narrowest that do not fit the width (the terminal's, or $COLUMNS) are left out. `--json`
+prints one object:
     {"source": {"kind": "deployed"|"working tree", "remote", "commit"}, "now": UTC,
      "flows": [{"flow", "trigger", "timezone", "next": [UTC, ...], "note": text|null,
-                "paused": control state|null}, ...]}
+                "paused": control state|null, "runs_on": [label, ...], "on": [daemon, ...]}, ...]}
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from puppemon.errors import PuppemonError
+from puppemon.history.placement import can_take
 
 UTC = timezone.utc
-COLUMNS = ("NEXT", "LEFT", "FLOW", "TRIGGER", "FLOW TIME")
-DROP_ORDER = ("FLOW TIME", "TRIGGER", "LEFT")    # left out first to last when the width is short
+COLUMNS = ("NEXT", "LEFT", "FLOW", "TRIGGER", "FLOW TIME", "ON")
+DROP_ORDER = ("ON", "FLOW TIME", "TRIGGER", "LEFT")    # left out first to last when the width is short
 
 
 def main(flow: str | None = None, count: int = 1, as_json: bool = False, remote: str | None = None,
@@ -40,15 +43,16 @@ def main(flow: str | None = None, count: int = 1, as_json: bool = False, remote:
     if flow is not None and flow not in flows:
         raise PuppemonError(f"no flow {flow!r} in the {_where(source)} (flows: {', '.join(flows) or 'none'})")
     paused = _paused(history.store)
-    known = _daemon_next(history.store, now, source.get("commit"))
-    entries = [_entry(f, now, count, known.get(name), paused.get(name))
+    known, takers = _daemon_next(history.store, now, source.get("commit"))
+    entries = [{**_entry(f, now, count, known.get(name), paused.get(name)), "runs_on": list(f.runs_on),
+                "on": [d for d, labels in takers if can_take(labels, f.runs_on)]}
                for name, f in flows.items() if flow is None or name == flow]
     if as_json:
         print(json.dumps({"source": source, "now": _iso(now), "flows": entries}, indent=2))
         return 0
     if source["kind"] != "deployed":
         print(f"note: {source['note']}", file=sys.stderr)
-    _print(entries, now)
+    _print(entries, now, len(takers) > 1 or any(f.runs_on for f in flows.values()))
     return 0
 
 
@@ -82,20 +86,23 @@ def _paused(store) -> dict[str, dict]:
     return paused(read_states(store, store.ref("refs/heads/runs")))
 
 
-def _daemon_next(store, now: datetime, commit: str | None) -> dict[str, datetime]:
-    """Each flow's next fire time as the heartbeating daemons that deployed `commit` scheduled it."""
+def _daemon_next(store, now: datetime, commit: str | None) -> tuple[dict[str, datetime], list]:
+    """(each flow's next fire time as the heartbeating daemons that deployed `commit` scheduled it,
+    (name, labels) of each heartbeating daemon)."""
     from puppemon.formats import parse_iso
-    from puppemon.history.status import heartbeating
+    from puppemon.history.status import heartbeating, labels_of
 
     found: dict[str, datetime] = {}
-    for status in heartbeating(store, now) if commit else []:
+    live = heartbeating(store, now)
+    takers = [(str(s.get("name") or "?"), labels_of(s)) for s in live]
+    for status in live if commit else []:
         if status.get("flows_commit") != commit:
             continue
         for name, info in (status.get("flows") or {}).items():
             moment = parse_iso(info.get("next")) if info.get("next") else None
             if moment is not None and (name not in found or moment < found[name]):
                 found[name] = moment
-    return found
+    return found, takers
 
 
 def _entry(flow, now: datetime, count: int, known: datetime | None, paused: dict | None) -> dict:
@@ -144,24 +151,30 @@ def rows_of(entries: list[dict], now: datetime) -> list[dict[str, str]]:
             timed.append((moment, {"NEXT": moment.astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                                    "LEFT": mark or format_duration((moment - now).total_seconds()),
                                    "FLOW": entry["flow"], "TRIGGER": entry["trigger"],
-                                   "FLOW TIME": moment.astimezone(zone).strftime("%a %H:%M %Z")}))
+                                   "FLOW TIME": moment.astimezone(zone).strftime("%a %H:%M %Z"),
+                                   "ON": _on(entry)}))
         if not entry["next"]:
             untimed.append({"NEXT": entry["note"] or "on trigger", "LEFT": mark or "-", "FLOW": entry["flow"],
-                            "TRIGGER": entry["trigger"], "FLOW TIME": "-"})
+                            "TRIGGER": entry["trigger"], "FLOW TIME": "-", "ON": _on(entry)})
     return [row for _, row in sorted(timed, key=lambda item: (item[0], item[1]["FLOW"]))] + untimed
 
 
-def fit(rows: list[dict[str, str]], width: int | None) -> list[str]:
-    """The columns to show: all that fit in `width` (None: all), leaving out DROP_ORDER's first."""
+def _on(entry: dict) -> str:
+    return ", ".join(entry.get("on") or []) or "none"
+
+
+def fit(rows: list[dict[str, str]], width: int | None, on: bool = True) -> list[str]:
+    """The columns to show: all that fit in `width` (None: all), leaving out DROP_ORDER's first; ON
+    only with `on`."""
     from puppemon.ui import GAP
     from puppemon.ui import width as cells
 
-    columns = list(COLUMNS)
+    columns = [c for c in COLUMNS if on or c != "ON"]
 
     def total(cols: list[str]) -> int:
         return sum(max([len(c)] + [cells(r[c]) for r in rows]) for c in cols) + GAP * (len(cols) - 1)
 
-    for name in DROP_ORDER:
+    for name in (c for c in DROP_ORDER if c in columns):
         if width is None or total(columns) <= width:
             break
         columns.remove(name)
@@ -182,7 +195,7 @@ def _width() -> int | None:
     return None
 
 
-def _print(entries: list[dict], now: datetime) -> None:
+def _print(entries: list[dict], now: datetime, on: bool = False) -> None:
     from puppemon.history.control import describe
     from puppemon.ui import print_lines, print_table
 
@@ -190,7 +203,7 @@ def _print(entries: list[dict], now: datetime) -> None:
         print("no flows")
         return
     rows = rows_of(entries, now)
-    columns = fit(rows, _width())
+    columns = fit(rows, _width(), on)
     print_table(columns, [[row[c] for c in columns] for row in rows])
     notes = [[f"{e['flow']}: ", (describe(e["paused"]), "yellow")] for e in entries if e["paused"]]
     if notes:

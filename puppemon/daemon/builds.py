@@ -13,14 +13,16 @@ from puppemon.run.environments import EnvError, EnvStore, request_for
 log = logging.getLogger("puppemon")
 
 
-def build_all(envs: EnvStore, manifest, directory: Path, cached_only: bool = False) -> dict | None:
-    """{flow name: Environment} for every flow that declares `python:`, built where not cached yet (with
-    `cached_only`: None as soon as one is not); EnvError naming the flow when one cannot be built."""
+def build_all(envs: EnvStore, manifest, directory: Path, cached_only: bool = False,
+              takes: Callable[..., bool] = lambda _flow: True) -> dict | None:
+    """{flow name: Environment} for every flow that declares `python:` and that this daemon `takes`, built
+    where not cached yet (with `cached_only`: None as soon as one is not); EnvError naming the flow when
+    one cannot be built."""
     from puppemon.project.entrypoints import directory_reader
 
     built = {}
     for flow in manifest.flows.values():
-        if flow.python is None:
+        if flow.python is None or not takes(flow):
             continue
         try:
             request = request_for(flow, directory, directory_reader(directory))
@@ -42,17 +44,18 @@ def _ready(sha: str, built: dict) -> dict:
 
 
 class Builds:
-    """The builds of deploys not swapped in yet, one thread per deploy; `wake` is called when one ends."""
+    """The builds of deploys not swapped in yet, one thread per deploy; `wake` is called when one ends.
+    Only the flows `takes` says this daemon takes (its labels) have their environments built here."""
 
-    def __init__(self, envs: EnvStore, wake: Callable[[], None]) -> None:
-        self.envs, self.wake = envs, wake
+    def __init__(self, envs: EnvStore, wake: Callable[[], None], takes: Callable[..., bool] = lambda _f: True) -> None:
+        self.envs, self.wake, self.takes = envs, wake, takes
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._done: dict[str, dict | EnvError] = {}
 
     def result(self, sha: str, manifest, directory: Path, wait: bool = False) -> dict | None:
         """The environments of deploy `sha` once built (EnvError when one cannot be), None while they build."""
-        if not any(flow.python is not None for flow in manifest.flows.values()):
+        if not any(flow.python is not None and self.takes(flow) for flow in manifest.flows.values()):
             return {}
         with self._lock:
             if sha in self._done:
@@ -62,7 +65,7 @@ class Builds:
                     raise outcome
                 return _ready(sha, outcome)
             thread = self._threads.get(sha)
-            ready = build_all(self.envs, manifest, directory, cached_only=True) if thread is None else None
+            ready = build_all(self.envs, manifest, directory, True, self.takes) if thread is None else None
             if ready is not None:
                 return _ready(sha, ready)  # all built already (a redeploy, the same dependencies): no thread
             if thread is None:
@@ -78,7 +81,7 @@ class Builds:
 
     def _build(self, sha: str, manifest, directory: Path) -> None:
         try:
-            outcome: dict | EnvError = build_all(self.envs, manifest, directory)
+            outcome: dict | EnvError = build_all(self.envs, manifest, directory, takes=self.takes)
         except EnvError as exc:
             outcome = exc
         except Exception as exc:  # noqa: BLE001 - a build's surprise refuses its deploy, never kills the daemon

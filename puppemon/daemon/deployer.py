@@ -40,10 +40,11 @@ class Deployer:
     """Holds the current Deployment and makes new ones."""
 
     def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str,
-                 envs: EnvStore | None = None, wake: Callable[[], None] = lambda: None) -> None:
+                 envs: EnvStore | None = None, wake: Callable[[], None] = lambda: None,
+                 takes: Callable[[Any], bool] = lambda _flow: True) -> None:
         self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
         self.envs = envs or EnvStore(state.envs_dir)
-        self.builds = Builds(self.envs, wake)
+        self.builds = Builds(self.envs, wake, takes)   # only the flows this daemon takes (its labels)
         self.current: Deployment | None = None
         self.refused: set[str] = set()
         self.env_keys: dict[str, set[str]] = {}   # deploy sha -> the environments it runs in

@@ -76,6 +76,9 @@ class Control(Protocol):
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when stopping."""
 
+    def not_here(self, flow: str) -> str | None:
+        """Why this daemon does not take `flow` (its runs_on asks for labels it has not), or None."""
+
     def live_tail(self, run_id: str):
         """The live tail (history.live.Tail) of a run in flight here, or None."""
 
@@ -162,6 +165,9 @@ class HttpHook:
         sha, flows = deployed
         if name not in flows:
             return 404, {"error": f"no flow {name!r} in the deployed flows commit {sha[:7]}"}
+        elsewhere = self.control.not_here(name)
+        if elsewhere is not None:  # 421 Misdirected Request: nothing is queued, nor recorded
+            return 421, {"error": f"{elsewhere} (`puppemon trigger {name}` asks every daemon)"}
         paused = self.control.paused(name)
         if paused is not None:  # as a disabled workflow refuses a dispatch: nothing is queued, nor recorded
             return 409, {"error": f"flow {name!r} is {describe_control(paused)}: `puppemon resume {name}` first"}

@@ -6,17 +6,15 @@ threads call a RunExecutor, the trigger sources (sources.py), a RequestServer, a
 Notifier that hears every recorded run, a StatusPublisher and, with `--listen`,
 an HttpHook that talks to the daemon through `Control` methods only.
 
-`run()` is the process's life (signals, `--once`, shutdown); `open()`, `cycle()`,
+`run()` is the process's life (signals, `--once`, shutdown: daemon/lifecycle.py); `open()`, `cycle()`,
 `fire()` and `close()` let a caller drive it one step at a time with its own clock.
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
-import time
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -25,7 +23,9 @@ from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
 from puppemon.daemon.journal import StateDir
+from puppemon.daemon.labels import Placement
 from puppemon.daemon.ledger import Ledger
+from puppemon.daemon.lifecycle import Lifecycle
 from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
@@ -49,7 +49,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Daemon:
+class Daemon(Lifecycle):
     """A daemon over one remote; `run()` returns the process's exit code."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, listener=None) -> None:
@@ -89,8 +89,9 @@ class Daemon:
         self.recorder = Recorder(self.store, remote=s.remote, branch=s.branch_runs,
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
+        self.placement = Placement.of(s, lambda: self.deployer.current, self.store, self.clock)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
-                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set)
+                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can)
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
@@ -107,7 +108,7 @@ class Daemon:
         self.clock_source = by_class[SOURCES["cron"]]
         self.requests = RequestServer(self.store, (self.recorder.ref, self.recorder.tracking), self.ledger,
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
-                                      self.publish, self.outbox.soon, self.controls.paused)
+                                      self.publish, self.outbox.soon, self.controls.paused, self.placement.takes)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name, heartbeat=s.heartbeat)
         self.peers = Peers(self.store, self.recorder, self.ledger, s.remote, s.name, s.branch_flows, s.heartbeat,
                            self.clock, self.request_stop)  # one daemon per name, the layout, failover
@@ -125,121 +126,6 @@ class Daemon:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # -- life cycle ----------------------------------------------------------
-    def run(self) -> int:
-        import puppemon.run.runner  # noqa: F401 - now, not on the scheduler thread at the first fire
-        from puppemon.run.processes import become_undumpable
-
-        become_undumpable()  # a run of our own user cannot read our environ (its secrets) nor our memory
-        self.open()
-        try:
-            self._install_signals()
-            if self.http is not None:
-                self.http.start()
-            self.live.start()
-            return self._once() if self.s.once else self._forever()
-        finally:
-            self.state.close()
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, lambda *_: self.wake.set())
-
-    def _on_stop_signal(self, signum, _frame) -> None:
-        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        if not self.stopping:
-            log.info("%s: stopping; runs in flight get up to %gs to finish (%s again kills them now)",
-                     signal.Signals(signum).name, self.s.grace, again)
-        elif not self.forced:
-            log.warning("%s again: killing the runs in flight", signal.Signals(signum).name)
-        self._stop(signum)
-
-    def _stop(self, signum) -> None:
-        if self.stopping:
-            self.forced = True  # a second signal: no more grace
-            self.queue.kill_all()
-        self.stopping = True
-        if hasattr(self, "queue"):  # assembled: a fire between now and the shutdown starts nothing
-            self.queue.refuse_new()
-        self.wake.set()
-
-    def request_stop(self) -> None:
-        """Stop as a first SIGTERM would (for callers that embed the daemon)."""
-        self._stop(signal.SIGTERM)
-
-    def _forever(self) -> int:
-        for source in self.sources:
-            source.start()
-        self.outbox.start()
-        log.info("daemon %s started (pid %d), remote %s, state %s%s", self.s.name, os.getpid(),
-                 self.s.remote, self.state.path, f", config {self.s.config_file}" if self.s.config_file else "")
-        first, stop_at = True, None
-        while not self.stopping:
-            try:
-                self.cycle(catch_up=first)
-            except Exception:  # noqa: BLE001 - a service left running for months logs and goes on
-                self.failures += 1
-                log.exception("unexpected error in the daemon's cycle; retrying")
-            if first and self.s.stop_after is not None:
-                stop_at = time.monotonic() + self.s.stop_after
-            first = False
-            wait = self._next_wait()
-            if stop_at is not None:
-                wait = max(0.0, min(wait, stop_at - time.monotonic()))
-            self.wake.wait(wait)
-            self.wake.clear()
-            if stop_at is not None and time.monotonic() >= stop_at:
-                self.request_stop()
-        return self._shutdown()
-
-    def _next_wait(self) -> float:
-        if self.failures:
-            return min(self.s.poll, 2.0 * 2 ** min(self.failures, 5))
-        return self.s.poll
-
-    def _once(self) -> int:
-        self.cycle(catch_up=True, once=True)
-        while self.queue.busy() and not self.stopping:
-            self.wake.wait(0.2)
-            self.wake.clear()
-        code = self._shutdown()
-        if code == 0 and (self.failures or self.recorder.unpublished() or self.ledger.waiting()):
-            return 1  # the remote was not reached, or records are still waiting to go out
-        return code
-
-    def _shutdown(self) -> int:
-        self.stopping = True  # also after --once, so the last status says "stopped"
-        if self.http is not None:
-            try:
-                self.http.stop()
-            except Exception:  # noqa: BLE001 - the hook must not keep runs from being recorded
-                log.exception("error while stopping the HTTP hook")
-        for source in self.sources:
-            source.close()
-        dropped = self.queue.stop()
-        if dropped:
-            log.info("stopping: %s not started", plural(dropped, "queued run"))
-        deadline = time.monotonic() + self.s.grace
-        if self.queue.busy():
-            log.info("stopping: waiting up to %gs for %s", self.s.grace,
-                     plural(len(self.queue.in_flight()), "run"))
-        while self.queue.busy() and time.monotonic() < deadline and not self.forced:
-            time.sleep(0.05)
-        self.queue.cancel_all()
-        self.live.stop()
-        self.outbox.close()
-        self.ledger.retry()
-        if self.ledger.waiting():
-            log.warning("stopping with %s not written (see above): the next start tries again",
-                        plural(self.ledger.waiting(), "record"))
-        self.publish()
-        self.push_status(final=True)
-        log.info("daemon %s stopped", self.s.name)
-        return 1 if self.peers.refused else 0
 
     # -- one cycle -----------------------------------------------------------
     def cycle(self, catch_up: bool = False, once: bool = False) -> None:
@@ -299,11 +185,7 @@ class Daemon:
         if deployment is None:
             return
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
-        for name, flow in deployment.manifest.flows.items():
-            note = self.s.users.refusal(name, flow.user)
-            if note:  # a flow this daemon cannot serve as asked: noted, never a reason to refuse the deploy
-                log.warning("deploy %s: %s", sha[:7], note)
-                summary[name]["note"] = note
+        self.placement.review(sha, deployment.manifest, summary, self.s.users)  # labels, OS users: noted only
         for source in self.sources:
             source.reconcile(deployment, summary)
         self.deployer.prune(self.queue.deploys_in_use())
@@ -324,8 +206,8 @@ class Daemon:
 
     def submit(self, pending: Pending) -> str | None:
         """Queue a run of the current deploy (what every trigger source calls); its run id, or None
-        (also when its flow is paused)."""
-        return None if self.controls.hold(pending) else self.queue.submit(pending)
+        (also when its flow is paused, or needs labels this daemon has not)."""
+        return None if not self.placement.takes(pending.flow) or self.controls.hold(pending) else self.queue.submit(pending)
 
     # -- records -------------------------------------------------------------
     def _skip(self, pending: Pending) -> None:
@@ -357,13 +239,15 @@ class Daemon:
         for source in self.sources:
             upcoming.update(source.upcoming())
         paused = self.controls.summary()
-        flows = {name: {"next": upcoming.get(name), **({"paused": paused[name]} if name in paused else {})}
-                 for name in current.manifest.flows} if current else {}
+        flows = {name: {"next": upcoming.get(name), **({"paused": paused[name]} if name in paused else {}),
+                        **self.placement.status_of(flow)}
+                 for name, flow in current.manifest.flows.items()} if current else {}
         return {
             "schema": 1, "name": self.s.name, "host": socket.gethostname(), "pid": os.getpid(),
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
             "poll": self.s.poll, "once": self.s.once, "heartbeat_every": self.s.heartbeat,  # for gone_after()
+            "labels": list(self.s.labels),
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [in_flight_entry(a) for a in self.queue.in_flight()],  # what failover reads
@@ -392,6 +276,9 @@ class Daemon:
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
         return self.requests.serve_http(flow, params, client)
+
+    def not_here(self, flow: str) -> str | None:
+        return self.placement.why_not(flow)
 
     def live_tail(self, run_id: str):
         return self.live.tail(run_id)

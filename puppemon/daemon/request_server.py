@@ -52,10 +52,12 @@ class RequestServer:
     def __init__(self, store: Store, refs: tuple[str, str], ledger: Ledger, queue: RunQueue,
                  current: Callable[[], Deployment | None], daemon: str, clock: Callable[[], datetime],
                  publish: Callable[[], None], soon: Callable[[], None],
-                 paused: Callable[[str], dict | None] = lambda _flow: None, days: int = DAYS) -> None:
+                 paused: Callable[[str], dict | None] = lambda _flow: None,
+                 takes: Callable[[str], bool] = lambda _flow: True, days: int = DAYS) -> None:
         self.store, (self.local_ref, self.remote_ref), self.ledger = store, refs, ledger
         self.queue, self.current, self.daemon, self.clock = queue, current, daemon, clock
         self.publish, self.soon, self.days, self.paused = publish, soon, days, paused
+        self.takes = takes   # whether this daemon takes a flow (its labels against the flow's runs_on)
         self.submitted: set[str] = set()   # run ids started by this process and not recorded yet
         self.settled: set[str] = set()     # request ids nothing more is to be done for, until the remote shows them
         self.lock = threading.Lock()
@@ -104,6 +106,8 @@ class RequestServer:
         if body is None:
             return False
         if body["kind"] == "run":
+            if not self.takes(body["flow"]):
+                return False  # runs_on: left for a daemon with the labels (not claimed, not refused)
             self._claim(body)
             return True
         if body["kind"] == "cancel":
@@ -244,6 +248,12 @@ class RequestServer:
             error = (f"request {rid}: no flow {body['flow']!r} in the deployed flows commit "
                      f"{deployment.sha[:7]} (flows: {', '.join(sorted(deployment.manifest.flows))})")
             log.warning("%s", error)
+            pending.deployment = deployment
+            self.ledger.synthetic(pending.context(self.daemon), "failed", error)
+        elif not self.takes(body["flow"]):  # claimed before a deploy gave the flow labels this daemon has not
+            error = (f"not run: flow {body['flow']!r} now needs labels this daemon ({self.daemon}) has not "
+                     f"(runs_on in {deployment.sha[:7]}); trigger it again for a daemon that has them")
+            log.warning("request %s: %s", rid, error)
             pending.deployment = deployment
             self.ledger.synthetic(pending.context(self.daemon), "failed", error)
         elif self.queue.submit(pending) is None:

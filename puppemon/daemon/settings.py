@@ -22,7 +22,7 @@ from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause", "live_interval"}
+               "rotate_after", "max_pause", "live_interval", "labels"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -62,6 +62,7 @@ class Settings:
     rotate_after: int = ROTATE_AFTER       # entries of closed days the runs tip holds before they rotate out
     max_pause: float = MAX_PAUSE           # a run paused longer than this is cancelled
     live_interval: float = LIVE_INTERVAL   # live log tails pushed at most this often (0: not published)
+    labels: tuple[str, ...] = ()           # what this daemon offers: a flow's `runs_on` picks daemons by them
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -213,6 +214,26 @@ def _heartbeat() -> float:
     return seconds
 
 
+def parse_labels(value: Any, where: str = "--labels") -> tuple[str, ...]:
+    """Labels from `--labels gpu,eu` (repeatable) or `labels: [gpu, eu]` in the config file, sorted, once each;
+    PuppemonError for one that is not named as a flow is (lowercase letters, digits, '-', '_')."""
+    from puppemon.formats import is_flow_name
+
+    if value is None or value == "":
+        return ()
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    found = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise PuppemonError(f"{where}: expected label names (gpu, eu), got {part!r}")
+        for label in (p.strip() for p in part.split(",")):
+            if not is_flow_name(label):
+                raise PuppemonError(f"{where}: {label!r} is not a valid label (use lowercase letters, digits, "
+                                    "'-' and '_', starting with a letter or digit, e.g. --labels gpu,eu)")
+            found.append(label)
+    return tuple(sorted(set(found)))
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -239,6 +260,8 @@ def build_settings(options: dict[str, Any]) -> Settings:
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
         config_file=config_file,
+        labels=(parse_labels(options["labels"]) if options.get("labels")
+                else parse_labels(config.get("labels"), f"{config_file}: labels")),
     )
     if settings.keep is not None and settings.keep < 86400:
         raise PuppemonError(f"--keep {merged['keep']}: keep at least 1d (records are pruned by whole days)")

@@ -15,6 +15,7 @@ from typing import Callable
 
 from puppemon.formats import is_flow_name, parse_iso
 from puppemon.gitstore import GitError, RemoteMissingRef, Store
+from puppemon.history.placement import can_take
 from puppemon.history.recorder import disk_words
 from puppemon.history.records import RunStore, dump_json
 
@@ -128,6 +129,18 @@ def heartbeat_every(status: dict) -> float:
     return _seconds(status.get("heartbeat_every")) or HEARTBEAT
 
 
+def labels_of(status: dict) -> tuple[str, ...]:
+    """The labels a daemon advertises in its status (`--labels`), the strings of them only."""
+    labels = status.get("labels")
+    return tuple(x for x in labels if isinstance(x, str)) if isinstance(labels, list) else ()
+
+
+def is_live(status: dict) -> bool:
+    """Whether the daemon of `status` (as `statuses` reads it) may take runs now or at its next start:
+    running, or started by a timer (`--once`), and not gone."""
+    return not status.get("gone") and (status.get("state") != "stopped" or bool(status.get("once")))
+
+
 def gone_after(status: dict) -> float:
     """Seconds without a heartbeat after which the daemon of `status` is gone: GONE_HEARTBEATS of its
     heartbeat periods (max(its published poll interval, its heartbeat period)), and never less than
@@ -188,6 +201,7 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
     status refs could not be read)."""
     tip = store.ref(FLOWS_TIP)
     daemons, unreadable = statuses(store, now)
+    live = [(str(d.get("name") or "?"), labels_of(d)) for d in daemons if is_live(d)]
     for status in daemons:
         status["flows_tip"] = tip
         status["up_to_date"] = bool(tip) and status.get("flows_commit") == tip
@@ -196,8 +210,29 @@ def collect(store: Store, runs: RunStore, now: datetime) -> tuple[str | None, li
             last = runs.latest(flow)
             info["last_run"] = ({"id": last["id"], "status": last.get("status"), "started": last.get("started")}
                                 if last else None)
+            info["on"] = [name for name, labels in live if can_take(labels, runs_on_of(info))]
         status["flows"] = flows
     return tip, daemons, unreadable
+
+
+def runs_on_of(info: dict) -> tuple[str, ...]:
+    """The labels a flow needs, as a daemon's status says of it (`runs_on`), the strings of them only."""
+    runs_on = info.get("runs_on")
+    return tuple(x for x in runs_on if isinstance(x, str)) if isinstance(runs_on, list) else ()
+
+
+def unplaced(daemons: list[dict]) -> dict[str, tuple[str, ...]]:
+    """The flows no live daemon can take (as `collect` worked it out), each with the labels it needs,
+    as the daemons up to date with the flows tip say (else any); none when no daemon is live."""
+    if not any(is_live(d) for d in daemons):
+        return {}
+    current = [d for d in daemons if d.get("up_to_date")] or daemons
+    found: dict[str, tuple[str, ...]] = {}
+    for daemon in current:
+        for flow, info in (daemon.get("flows") or {}).items():
+            if not info.get("on") and flow not in found:
+                found[flow] = runs_on_of(info)
+    return dict(sorted(found.items()))
 
 
 def prune_gone(store: Store, remote: str, status_refs: list[str]) -> list[str]:

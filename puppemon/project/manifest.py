@@ -60,6 +60,7 @@ class Flow:
     notify: Notify | None = None
     user: str | None = None                # the OS user to run as: the server's config must grant it
     python: PythonEnv | None = None        # its Python environment (python.py); None: the daemon's interpreter
+    runs_on: tuple[str, ...] = ()          # labels a daemon needs, every one, to take it (none: any daemon)
     line: int = 0
     # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -136,10 +137,12 @@ FLOW_FIELDS: dict[str, Checker] = {
     "notify": _notify,                                     # null = no notification
     "python": python_field,
     "user": named(USER_NAME_RE, "user name", "an OS user name: letters, digits, '_', '.' and '-'"),
+    "runs_on": list_of(named(FLOW_NAME_RE, "label", "lowercase letters, digits, '-' and '_', as a daemon's "
+                             "--labels")),
     **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
 }
 DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir",
-                "user", "python")
+                "user", "python", "runs_on")
 DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
 
 
