@@ -38,7 +38,8 @@ def test_quickstart_runs_the_demo_and_records_it(tmp_path):
     assert f"git log --oneline runs ({remote}):\n{log}\nnext:\n" in proc.stdout
     assert f"  cd {demo}\n  puppemon runs " in proc.stdout
     subjects = git("--git-dir", str(remote), "log", "--format=%s", "runs").splitlines()
-    assert subjects[-1].startswith("deploy ") and subjects[-1].endswith(": deployed (2 flows)")
+    assert subjects[-1] == "layout 1 of the runs branch"   # control/format.json, written once (history/layout.py)
+    assert subjects[-2].startswith("deploy ") and subjects[-2].endswith(": deployed (2 flows)")
     assert any(s.startswith("disk-usage: succeeded in ") and s.endswith("(deploy)") for s in subjects)
     assert any(s.startswith("hello: succeeded in ") and s.endswith("(schedule)") for s in subjects)
     git("--git-dir", str(remote), "fsck", "--strict", "--no-dangling")
