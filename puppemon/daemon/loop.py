@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from puppemon import __version__
+from puppemon.daemon.claims import FireClaims
 from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
@@ -29,6 +30,7 @@ from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
+from puppemon.daemon.peers import Peers
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.recovery import recover_crashed
 from puppemon.daemon.request_server import RequestServer
@@ -52,15 +54,11 @@ class Daemon:
     """A daemon over one remote; `run()` returns the process's exit code."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, listener=None) -> None:
-        self.s = settings
-        self.clock = clock
+        self.s, self.clock, self.state = settings, clock, StateDir(settings.state)
         self.listener = listener     # optional: its .recorded(record) hears each run recorded
-        self.state = StateDir(settings.state)
         self.wake = threading.Event()
-        self.stopping = False
-        self.forced = False
-        self.started = clock()
-        self.failures = 0
+        self.stopping = self.forced = False
+        self.started, self.failures = clock(), 0
         self.told_empty = False     # "nothing is deployed yet" was logged
         self.secrets = settings.load_secrets()
         self.http = None
@@ -95,7 +93,8 @@ class Daemon:
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
                                s.max_pause, self.live)
         self.controls = Controls(self.store, self.state, self.clock)
-        self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
+        skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
+        self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock)
         by_class: dict[type, Source] = {}
@@ -107,6 +106,8 @@ class Daemon:
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
                                       self.publish, self.outbox.soon, self.controls.paused)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
+        self.peers = Peers(self.store, s.remote, s.branch_flows, s.name, self.started, self.clock)
+        self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
     def close(self) -> int:
@@ -168,6 +169,7 @@ class Daemon:
         self._stop(signal.SIGTERM)
 
     def _forever(self) -> int:
+        self.claims.start()
         for source in self.sources:
             source.start()
         self.outbox.start()
@@ -216,6 +218,7 @@ class Daemon:
                 log.exception("error while stopping the HTTP hook")
         for source in self.sources:
             source.close()
+        self.claims.close()
         dropped = self.queue.stop()
         if dropped:
             log.info("stopping: %s not started", plural(dropped, "queued run"))
@@ -241,20 +244,22 @@ class Daemon:
     def cycle(self, catch_up: bool = False, once: bool = False) -> None:
         """Fetch, deploy what is new, run what is due, serve requests, publish records and status."""
         try:
-            tip = self.store.fetch_optional(self.s.remote, f"refs/heads/{self.s.branch_flows}",
-                                            f"refs/puppemon/remote/{self.s.branch_flows}")
+            tip = self.peers.fetch()  # the flows tip, and every daemon's status
             self.recorder.sync(push=False)
             self.failures = 0
         except GitError as exc:
             self.failures += 1
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
+        if not self.peers.ready and not self.failures:  # before the first fire (daemon/peers.py)
+            self.peers.introduce(lambda: self.status_publisher.publish(self.status(), early=True))
         if tip is None and self.deployer.current is None and not self.failures and not self.told_empty:
             self.told_empty = True  # said once: a daemon may be set up before the first push
             log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "
                     "branch): run `puppemon push` in your project; %s", self.s.remote, self.s.branch_flows,
                     "nothing to run" if once else "waiting for a deploy")
         resumed = self.controls.refresh(self.store.ref(self.recorder.ref))  # paused flows, before anything runs
+        self.claims.cycle()  # claimed runs waiting for the flow's runs on other daemons
         if self.deployer.is_new(tip):
             self.deploy(tip, wait=once)
         if self.deployer.current is None and (last := self.deployer.last_good(tip)):
@@ -319,13 +324,11 @@ class Daemon:
     def submit(self, pending: Pending) -> str | None:
         """Queue a run of the current deploy (what every trigger source calls); its run id, or None
         (also when its flow is paused)."""
-        return None if self.controls.hold(pending) else self.queue.submit(pending)
+        if self.controls.hold(pending):
+            return None
+        return self.queue.submit(pending) if pending.fire is None else self.claims.submit(pending)
 
     # -- records -------------------------------------------------------------
-    def _skip(self, pending: Pending) -> None:
-        self.ledger.synthetic(pending.context(self.s.name), "skipped",
-                              "the previous run was still going (overlap: skip)")
-
     def _on_recorded(self, record: dict, log_bytes: bytes) -> None:
         self.notifier(record, log_bytes)
         self.requests.recorded(record["id"])
@@ -358,6 +361,7 @@ class Daemon:
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
             "poll": self.s.poll, "once": self.s.once,   # history/status.py gone_after() reads them
+            "labels": sorted(getattr(self.s, "labels", None) or []), "peers": self.peers.advertised(),
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [{"run_id": a.run_id, "flow": a.flow, "started": utc_iso(a.started),
@@ -366,7 +370,7 @@ class Daemon:
         }
 
     def push_status(self, final: bool = False) -> None:
-        self.status_publisher.publish(self.status(), final)
+        self.peers.pushed(self.status_publisher.publish(self.status(), final))
 
     # -- what the HTTP hook may ask (httpd.Control) ----------------------------
     @property

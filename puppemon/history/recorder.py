@@ -133,6 +133,19 @@ class Recorder:
                     continue  # another process committed a record in between; build on it
         raise PuppemonError(f"could not commit to {self.ref}: it kept changing under us")
 
+    def withdraw(self, commit: str) -> bool:
+        """Take back the local record `commit` if nothing was committed after it and it is not published
+        (a claim that could not reach the remote must not go out later); True when it was."""
+        with self._lock:
+            if self.store.ref(self.ref) != commit or self.store.ref(self.tracking) == commit:
+                return False
+            parents = self.store.get_commit(commit).parents
+            if parents:
+                self.store.set_ref(self.ref, parents[0], commit, message="withdraw a record")
+            else:
+                self.store.delete_ref(self.ref)
+            return True
+
     def unpublished(self) -> int:
         """How many local records the remote has not got yet (as far as we last saw it)."""
         local, remote = self.store.ref(self.ref), self.store.ref(self.tracking)
