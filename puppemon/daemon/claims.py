@@ -28,9 +28,9 @@ from typing import Callable
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.peers import ALONE, WAIT, Peers
 from puppemon.daemon.queue import Pending, RunQueue, busy_words, run_limit
-from puppemon.formats import new_id, utc_iso
+from puppemon.formats import claim_path, new_id, utc_iso
 from puppemon.errors import PuppemonError
-from puppemon.gitstore import GitError, Store, TooLarge
+from puppemon.gitstore import FILE, GitError, Store, TooLarge
 from puppemon.history.recorder import Recorder
 from puppemon.history.records import dump_json, is_recorded
 
@@ -40,16 +40,8 @@ SCHEMA = 1
 MAX_CLAIM = 64 * 1024   # a claim file larger than this is not one
 
 
-def fire_key(moment: datetime) -> str:
-    """`20261125T083000Z` (with milliseconds, `20261125T083000.500Z`, for a time between seconds)."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y%m%dT%H%M%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y%m%dT%H%M%SZ")
-
-
-def claim_path(flow: str, day: datetime, key: str) -> str:
-    return f"claims/{day.astimezone(UTC):%Y/%m/%d}/{flow}/{key}.json"
+class Taken(Exception):
+    """The fire's claim is on the tip already."""
 
 
 class FireClaims:
@@ -117,12 +109,16 @@ class FireClaims:
         written = []
         for p in batch:
             day, key = p.fire
+            path = claim_path(p.flow, day, key)
             body = {"schema": SCHEMA, "fire": key, "flow": p.flow, "scheduled": utc_iso(p.scheduled),
                     "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
             try:
-                commit = self.ledger.add({claim_path(p.flow, day, key): dump_json(body)},
-                                         f"claim {p.flow} {key} for {self.daemon}\n\n"
-                                         f"Puppemon-Flow: {p.flow}\nPuppemon-Claim: {self.daemon}\n")
+                commit = self.ledger.add(self._unless_taken(path, dump_json(body)),
+                                         f"claim {p.flow} {key} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
+                                         f"Puppemon-Fire: {key}\nPuppemon-Claim: {self.daemon}\n")
+            except Taken:
+                log.info("another daemon took %s at %s", p.flow, key)
+                continue
             except PuppemonError as exc:
                 log.warning("%s: fire %s not run: its claim cannot be written: %s", p.flow, key, exc.message)
                 continue
@@ -145,6 +141,15 @@ class FireClaims:
                 log.info("another daemon took %s at %s", p.flow, p.fire[1])
                 continue
             self._start(p, tip)
+
+    def _unless_taken(self, path: str, data: bytes) -> Callable[[str | None], dict]:
+        """The claim's change to the local tip it is committed on; Taken when that tip holds a claim of the
+        fire already (fetched from the remote: written over, it would go out as a fast-forward)."""
+        def change(tip: str | None) -> dict:
+            if tip and self.store.lookup(tip, path) is not None:
+                raise Taken(path)
+            return {path: (self.store.blob(data), FILE)}
+        return change
 
     def _owner(self, tip: str | None, path: str) -> tuple[str, str] | None:
         """(daemon, run id) of the claim file at `path`, None when there is none or it is not one (anyone can
@@ -170,8 +175,8 @@ class FireClaims:
         flow = deployment.manifest.flows.get(pending.flow) if deployment else None
         limit = run_limit(flow) if flow is not None else None
         if limit is not None:
-            elsewhere = self._elsewhere(tip, pending)
-            if elsewhere + self.queue.count(pending.flow) >= limit:
+            elsewhere = self._elsewhere(tip, pending)   # (the queue holds to the limit with its own runs)
+            if elsewhere and elsewhere + self.queue.count(pending.flow) >= limit:
                 if pending.skippable and flow.overlap != "queue":
                     self._skip(pending, flow)
                 else:
@@ -181,7 +186,7 @@ class FireClaims:
         self.queue.submit(pending)
 
     def _skip(self, pending: Pending, flow) -> None:
-        why = busy_words(flow).replace("was still going", "was still going on another daemon")
+        why = busy_words(flow, elsewhere=True)
         log.info("%s: skipped (%s)", pending.flow, why)
         pending.deployment = self.queue.current()
         self.queue.skip(pending, why)

@@ -106,7 +106,8 @@ class Daemon:
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
                                       self.publish, self.outbox.soon, self.controls.paused)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name)
-        self.peers = Peers(self.store, s.remote, s.branch_flows, s.name, self.started, self.clock)
+        self.peers = Peers(self.store, s.remote, s.branch_flows, s.name, self.started, self.clock,
+                           lambda: self.status_publisher.publish(self.status(), early=True))
         self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
@@ -252,7 +253,7 @@ class Daemon:
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
         if not self.peers.ready and not self.failures:  # before the first fire (daemon/peers.py)
-            self.peers.introduce(lambda: self.status_publisher.publish(self.status(), early=True))
+            self.peers.introduce()
         if tip is None and self.deployer.current is None and not self.failures and not self.told_empty:
             self.told_empty = True  # said once: a daemon may be set up before the first push
             log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "

@@ -50,8 +50,9 @@ class Peers:
     """This daemon's view of the others, refreshed after each fetch of the status refs (any thread reads it)."""
 
     def __init__(self, store: Store, remote: str, branch: str, name: str, started: datetime,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], announce: Callable[[], bool]) -> None:
         self.store, self.remote, self.branch, self.name, self.clock = store, remote, branch, name, clock
+        self.announce = announce        # push this daemon's status now: True when it went out
         self.me = utc_iso(started)      # what a peer's status names this daemon with, once it has seen it
         self.lock = threading.Lock()
         self.live: dict[str, dict] = {}          # name -> status, of the live peers at the last fetch
@@ -64,18 +65,21 @@ class Peers:
         GitError when the remote cannot be reached."""
         after_own_status = self.status_out  # read before the fetch begins
         fetch_status(self.store, self.remote, self.branch)
+        known = self.advertised()
         self.refresh(after_own_status)
+        if self.advertised() != known and self.status_out:
+            self.pushed(self.announce())  # a daemon came or went: say so now, so a newcomer waits no longer
         return self.store.ref(FLOWS_TIP)
 
     def pushed(self, done: bool) -> None:
         """This daemon's status was pushed (`done`), or not."""
         self.status_out = self.status_out or done
 
-    def introduce(self, publish_now: Callable[[], bool]) -> None:
-        """Before the first fire: put this daemon's status on the remote (`publish_now`), then look at who
-        else is there. Whoever looks second sees the other."""
+    def introduce(self) -> None:
+        """Before the first fire: put this daemon's status on the remote, then look at who else is there.
+        Whoever looks second sees the other."""
         try:
-            self.pushed(publish_now())
+            self.pushed(self.announce())
             if self.status_out:
                 self.fetch()
         except GitError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from puppemon.formats import new_id
+from puppemon.formats import new_id, plural
 from puppemon.history.records import RunContext
 from puppemon.run.spec import PauseSwitch
 
@@ -73,11 +73,12 @@ def run_limit(flow) -> int | None:
     return concurrency if concurrency else (None if flow.overlap == "parallel" else 1)
 
 
-def busy_words(flow) -> str:
-    """Why a fire of `flow` is skipped while its runs fill its limit."""
+def busy_words(flow, elsewhere: bool = False) -> str:
+    """Why a fire of `flow` is skipped while its runs fill its limit (`elsewhere`: some on other daemons)."""
+    where = " on another daemon" if elsewhere else ""
     if getattr(flow, "concurrency", None):
-        return f"{flow.concurrency} of its runs were in flight (concurrency: {flow.concurrency})"
-    return "the previous run was still going (overlap: skip)"
+        return f"{plural(flow.concurrency, 'run')} of it already in flight{where} (concurrency: {flow.concurrency})"
+    return f"the previous run was still going{where} (overlap: skip)"
 
 
 class RunQueue:

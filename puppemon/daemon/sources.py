@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
-from puppemon.daemon.claims import fire_key
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
-from puppemon.formats import plural, utc_iso
+from puppemon.formats import fire_key, plural, utc_iso
 
 log = logging.getLogger("puppemon")
 

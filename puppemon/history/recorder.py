@@ -291,7 +291,9 @@ class Recorder:
                 # Someone else wrote the same path first (a claim on a request, a
                 # "done" marker): the first pushed wins and this commit is dropped.
                 subject = commit.message.splitlines()[0] if commit.message else commit.sha
-                if "\nPuppemon-Claim: " in commit.message:  # the normal end of a race between daemons
+                if "\nPuppemon-Fire: " in commit.message:  # a fire's claim: its claimer says so (daemon/claims.py)
+                    log.debug("another daemon took it first (%s on %s)", subject, self.remote)
+                elif "\nPuppemon-Claim: " in commit.message:  # the normal end of a race between daemons
                     log.info("another daemon took it first (%s on %s): not ours to run", subject, self.remote)
                 else:
                     log.info("dropped local record %r: %s already has it with other content",

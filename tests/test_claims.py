@@ -1,0 +1,162 @@
+"""Several daemons on one remote: each fire runs once, a daemon joining causes no double run, a daemon
+alone pushes no claim, and overlap and concurrency hold across daemons (real daemons, one bare remote)."""
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import git
+from tests.daemon_helpers import (DaemonProcess, deploy, fsck, linear, manifest_project, of_flow, remote_records,
+                                  wait_until)
+
+pytestmark = pytest.mark.slow
+UTC = timezone.utc
+
+EVERY_SECOND = """\
+version: 1
+flows:
+  tick:
+    command: "true"
+    every: 1s
+    overlap: parallel
+"""
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _claims(bare) -> list[str]:
+    tree = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs")
+    return [p for p in tree.splitlines() if p.startswith("claims/")]
+
+
+def _check_history(bare) -> None:
+    fsck(bare)
+    assert linear(bare)
+
+
+@pytest.fixture
+def project(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), EVERY_SECOND)
+    deploy(repo)
+    return repo
+
+
+def test_three_daemons_run_each_fire_once(project, bare_remote, tmp_path):
+    daemons = [DaemonProcess(str(bare_remote), tmp_path / f"state{i}", name=f"d{i}").start() for i in range(3)]
+    try:
+        started = datetime.now(UTC)
+        time.sleep(45)   # the first ~20 s: the daemons find each other (status pushes, acknowledgements)
+        stopped = datetime.now(UTC)
+    finally:
+        for d in daemons:
+            d.stop()
+    runs = [r for r in of_flow(remote_records(bare_remote), "tick") if r["status"] == "succeeded"]
+    by_time = Counter(r["scheduled"] for r in runs)
+    assert [t for t, n in by_time.items() if n > 1] == [], "a fire ran twice"
+    assert len(runs) == len(by_time)
+    assert all(_moment(t).microsecond == 0 for t in by_time)   # every: 1s fires on whole seconds, everywhere
+    # after the warm-up every whole second ran, once (the end is left 3 s to finish and be recorded)
+    first = started.replace(microsecond=0) + timedelta(seconds=22)
+    wanted = {first + timedelta(seconds=k) for k in range(int((stopped - first).total_seconds()) - 3)}
+    missing = sorted(wanted - {_moment(t) for t in by_time})
+    assert missing == [], f"fires missing after the warm-up: {missing[:5]}"
+    assert len({r["daemon"] for r in runs}) >= 2   # they share the work
+    assert len(_claims(bare_remote)) >= len(wanted)   # and claimed each fire
+    for d in daemons:
+        assert "Traceback" not in d.log, d.log[-3000:]
+    _check_history(bare_remote)
+
+
+def test_a_daemon_joining_causes_no_double_run_and_one_alone_claims_nothing(project, bare_remote, tmp_path):
+    first = DaemonProcess(str(bare_remote), tmp_path / "state-a", name="a").start()
+    try:
+        wait_until(lambda: len(of_flow(remote_records(bare_remote), "tick")) >= 3, timeout=30,
+                   what="three runs of the daemon alone")
+        assert _claims(bare_remote) == []   # alone: no claim, no push on the way of a fire
+        second_ran = 0
+        for attempt in range(10):
+            second = DaemonProcess(str(bare_remote), tmp_path / "state-b", name="b").start()
+            try:
+                if attempt % 2:   # stay until it has run fires of its own (claimed), then leave
+                    before = second_ran
+                    wait_until(lambda: sum(r["daemon"] == "b" for r in of_flow(remote_records(bare_remote), "tick"))
+                               > before, timeout=30, what="a run by the second daemon")
+                else:             # leave at once: while it is still waiting to be seen
+                    time.sleep(1.5)
+            finally:
+                assert second.stop(signal.SIGTERM) == 0
+            second_ran = sum(r["daemon"] == "b" for r in of_flow(remote_records(bare_remote), "tick"))
+            assert "Traceback" not in second.log, second.log[-3000:]
+        time.sleep(2)
+    finally:
+        first.stop()
+    runs = of_flow(remote_records(bare_remote), "tick", status="succeeded")
+    twice = [t for t, n in Counter(r["scheduled"] for r in runs).items() if n > 1]
+    assert twice == [], f"fires that ran twice: {twice}"
+    assert second_ran >= 5 and sum(r["daemon"] == "a" for r in runs) > second_ran
+    assert "Traceback" not in first.log, first.log[-3000:]
+    _check_history(bare_remote)
+
+
+LONG_RUNS = """\
+version: 1
+flows:
+  one-at-a-time:
+    command: sleep 2.5
+    every: 1s
+    overlap: skip
+  limited:
+    command: sleep 2.5
+    every: 1s
+    overlap: parallel
+    concurrency: 1
+"""
+
+
+def _most_at_once(runs: list[dict]) -> int:
+    events = sorted([(_moment(r["started"]), 1) for r in runs] + [(_moment(r["finished"]), -1) for r in runs])
+    most = now = 0
+    for _, step in events:   # an end sorts before a start at the same moment
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_overlap_skip_and_concurrency_hold_across_two_daemons(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), LONG_RUNS)
+    deploy(repo)
+    daemons = [DaemonProcess(str(bare_remote), tmp_path / f"state{i}", name=f"d{i}").start() for i in range(2)]
+    try:
+        def enough():
+            records = remote_records(bare_remote)
+            return all(len({r["daemon"] for r in of_flow(records, f, status="succeeded")}) == 2
+                       and len(of_flow(records, f, status="succeeded")) >= 5 for f in ("one-at-a-time", "limited"))
+        wait_until(enough, timeout=75, what="runs of both flows on both daemons")
+    finally:
+        for d in daemons:
+            d.stop()
+    records = remote_records(bare_remote)
+    for flow in ("one-at-a-time", "limited"):
+        ran = of_flow(records, flow, status="succeeded")
+        assert _most_at_once(ran) == 1, [(r["daemon"], r["started"], r["finished"]) for r in ran]
+        skipped = of_flow(records, flow, status="skipped")
+        assert skipped, f"{flow}: no fire was skipped"
+        why = "previous run was still going on another daemon" if flow == "one-at-a-time" else (
+            "1 run of it already in flight on another daemon (concurrency: 1)")
+        assert any(why in (r.get("error") or "") for r in skipped), {r.get("error") for r in skipped}
+    _check_history(bare_remote)
+
+
+def test_fire_keys_and_claim_paths_are_the_scheduled_utc_time():
+    from puppemon.formats import claim_path, fire_key
+
+    moment = datetime(2026, 11, 25, 16, 30, tzinfo=timezone(timedelta(hours=8)))
+    assert fire_key(moment) == "20261125T083000Z"
+    assert fire_key(moment + timedelta(milliseconds=500)) == "20261125T083000.500Z"
+    assert claim_path("backup", moment, fire_key(moment)) == "claims/2026/11/25/backup/20261125T083000Z.json"
