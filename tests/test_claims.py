@@ -160,3 +160,52 @@ def test_fire_keys_and_claim_paths_are_the_scheduled_utc_time():
     assert fire_key(moment) == "20261125T083000Z"
     assert fire_key(moment + timedelta(milliseconds=500)) == "20261125T083000.500Z"
     assert claim_path("backup", moment, fire_key(moment)) == "claims/2026/11/25/backup/20261125T083000Z.json"
+
+
+QUEUED = """\
+version: 1
+flows:
+  queued:
+    command: sleep 2.5
+    every: 2s
+    overlap: queue
+  on-deploy:
+    command: "true"
+    run_on_deploy: true
+"""
+
+
+def _knows(bare, name: str, other: str) -> bool:
+    import json
+
+    shown = git("--git-dir", str(bare), "show", f"refs/puppemon/status/{name}:status.json", check=False)
+    return shown.startswith("{") and other in (json.loads(shown).get("peers") or {})
+
+
+def test_overlap_queue_and_run_on_deploy_across_two_daemons(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), QUEUED)
+    deploy(repo)
+    first_sha = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+    daemons = [DaemonProcess(str(bare_remote), tmp_path / f"state{i}", name=f"d{i}").start() for i in range(2)]
+    try:
+        wait_until(lambda: _knows(bare_remote, "d0", "d1") and _knows(bare_remote, "d1", "d0"), timeout=30,
+                   what="the two daemons list each other")
+        deploy(repo, QUEUED.replace('command: "true"', 'command: "true "'))
+        second_sha = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
+        by = lambda sha: [r for r in of_flow(remote_records(bare_remote), "on-deploy")  # noqa: E731
+                          if r["trigger"].get("by") == sha[:7]]
+        wait_until(lambda: by(second_sha), timeout=30, what="the run on deploy")
+        wait_until(lambda: len({r["daemon"] for r in of_flow(remote_records(bare_remote), "queued")}) == 2
+                   and len(of_flow(remote_records(bare_remote), "queued")) >= 6, timeout=60,
+                   what="queued runs on both daemons")
+        time.sleep(1)
+        assert len(by(second_sha)) == 1 and len(by(first_sha)) <= 1
+    finally:
+        for d in daemons:
+            d.stop()
+    records = remote_records(bare_remote)
+    queued = of_flow(records, "queued")
+    assert {r["status"] for r in queued} == {"succeeded"}   # waited, never skipped
+    assert _most_at_once(queued) == 1, [(r["daemon"], r["started"], r["finished"]) for r in queued]
+    assert len(_claims(bare_remote)) >= len(queued)
+    _check_history(bare_remote)

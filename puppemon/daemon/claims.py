@@ -44,6 +44,15 @@ class Taken(Exception):
     """The fire's claim is on the tip already."""
 
 
+def _order(day: str, name: str) -> tuple[str, str]:
+    """Where a claim file (`<key>.json` of `day`) falls among a flow's fires: earlier fires first, a fire
+    between seconds (`...T083000.500Z`) after its second."""
+    stem = name.removesuffix(".json")
+    if stem.endswith("Z") and "." not in stem:
+        stem = f"{stem[:-1]}.000Z"
+    return day, stem
+
+
 class FireClaims:
     """Routes each fire: straight to the queue (alone), to a claim first, or nowhere (left to the others)."""
 
@@ -55,7 +64,6 @@ class FireClaims:
         self.held: list[Pending] = []   # claimed, waiting for the flow's runs elsewhere (overlap: queue)
         self.lock = threading.Lock()    # over `held`
         self.thread: threading.Thread | None = None
-        self.pushes = 0                 # claim publishes that reached the remote (bench)
         self._parsed: dict[str, tuple[str, str] | None] = {}   # claim blob -> (daemon, run id)
 
     def submit(self, pending: Pending) -> str | None:
@@ -134,7 +142,6 @@ class FireClaims:
                         ", ".join(f"{p.flow} {p.fire[1]}" for p, _ in written),
                         "its claim" if len(written) == 1 else "their claims", exc.message)
             return
-        self.pushes += 1
         tip = self.store.ref(self.recorder.tracking)
         for p, _ in written:
             if self._owner(tip, claim_path(p.flow, *p.fire)) != (self.daemon, p.run_id):
@@ -192,14 +199,18 @@ class FireClaims:
         self.queue.skip(pending, why)
 
     def _elsewhere(self, tip: str | None, pending: Pending) -> int:
-        """How many runs of the flow other live daemons have in flight: their claims of today and
-        yesterday that no record answers, and what their statuses list in flight."""
+        """How many runs of the flow other live daemons have in flight or ahead of this one: their claims of
+        earlier fires (today's and yesterday's) that no record answers, and what their statuses list in flight.
+
+        Only earlier claims count, so two daemons that each hold a claimed run (overlap: queue) never wait
+        for each other: the earliest fire goes first, on whichever daemon claimed it."""
         flow, runs = pending.flow, set()
         today = self.clock().astimezone(UTC)
-        for day in (today - timedelta(days=1), today):
-            base = f"claims/{day:%Y/%m/%d}/{flow}"
+        mine = _order(f"{pending.fire[0].astimezone(UTC):%Y/%m/%d}", f"{pending.fire[1]}.json")
+        for day in (f"{today - timedelta(days=1):%Y/%m/%d}", f"{today:%Y/%m/%d}"):
+            base = f"claims/{day}/{flow}"
             for entry in self.store.listdir(tip, base) if tip else []:
-                owner = self._owner(tip, f"{base}/{entry.name}")
+                owner = self._owner(tip, f"{base}/{entry.name}") if _order(day, entry.name) < mine else None
                 if owner is not None and owner[0] != self.daemon and self.peers.is_live(owner[0]):
                     runs.add(owner[1])
         runs |= self.peers.in_flight(flow)
