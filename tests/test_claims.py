@@ -209,3 +209,53 @@ def test_overlap_queue_and_run_on_deploy_across_two_daemons(tmp_path, bare_remot
     assert _most_at_once(queued) == 1, [(r["daemon"], r["started"], r["finished"]) for r in queued]
     assert len(_claims(bare_remote)) >= len(queued)
     _check_history(bare_remote)
+
+
+def test_the_hand_over_step_by_step_in_process(project, bare_remote, tmp_path, caplog):
+    """Two daemons driven one cycle and one fire at a time, with the test's clock: a newcomer leaves fires
+    to the daemon alone until that one lists it; from then on each fire is claimed and runs once; when the
+    newcomer stops, the other is alone again and claims nothing."""
+    import logging
+
+    from puppemon.daemon.loop import Daemon
+    from puppemon.daemon.settings import Settings
+    from tests.test_daemon_inprocess import Clock
+
+    caplog.set_level(logging.INFO, "puppemon")
+    start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    clock = Clock(start)
+    at = lambda s: start + timedelta(seconds=s)  # noqa: E731
+    settings = dict(remote=str(bare_remote), grace=5)
+    old = Daemon(Settings(state=tmp_path / "s1", name="old", **settings), clock=clock).open()
+    new = Daemon(Settings(state=tmp_path / "s2", name="new", **settings), clock=clock)
+    try:
+        old.cycle(catch_up=True)
+        old.fire("tick", at(1))                        # alone: no claim
+        clock.advance(1.5)
+        new.open().cycle(catch_up=True)                # its status is out, and it sees `old`...
+        new.fire("tick", at(2))                        # ... which has not seen it: not its fire
+        old.fire("tick", at(2))                        # `old` still alone, unclaimed
+        assert "tick: fire 20261125T080002Z left to the other daemons (daemon old has not seen this daemon yet)" \
+            in caplog.text
+        clock.advance(1)
+        old.cycle()                                    # sees `new` (which lists it) and says so
+        new.cycle()                                    # sees that `old` lists it
+        for daemon in (new, old):                      # from now on: claimed, first pushed wins
+            daemon.fire("tick", at(4))
+        assert "another daemon took tick at 20261125T080004Z" in caplog.text
+        for daemon in (old, new):
+            assert daemon.queue.wait_idle(30)
+            daemon.publish()
+        assert new.close() == 0                        # its last status says it stopped
+        clock.advance(2)
+        old.cycle()
+        old.fire("tick", at(6))                        # alone again: no claim
+        assert old.queue.wait_idle(30)
+        old.publish()
+    finally:
+        old.close()
+    runs = of_flow(remote_records(bare_remote), "tick")
+    assert [(r["scheduled"][11:19], r["daemon"]) for r in runs] == [
+        ("08:00:01", "old"), ("08:00:02", "old"), ("08:00:04", "new"), ("08:00:06", "old")]
+    assert _claims(bare_remote) == ["claims/2026/11/25/tick/20261125T080004Z.json"]
+    _check_history(bare_remote)
