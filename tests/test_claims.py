@@ -259,3 +259,45 @@ def test_the_hand_over_step_by_step_in_process(project, bare_remote, tmp_path, c
         ("08:00:01", "old"), ("08:00:02", "old"), ("08:00:04", "new"), ("08:00:06", "old")]
     assert _claims(bare_remote) == ["claims/2026/11/25/tick/20261125T080004Z.json"]
     _check_history(bare_remote)
+
+
+def test_during_an_outage_a_daemon_alone_fires_and_one_in_company_does_not(project, bare_remote, tmp_path, caplog):
+    import logging
+
+    from puppemon.daemon.loop import Daemon
+    from puppemon.daemon.settings import Settings
+    from tests.test_daemon_inprocess import Clock
+
+    caplog.set_level(logging.INFO, "puppemon")
+    start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    clock, away = Clock(start), bare_remote.with_name("away.git")
+    settings = dict(remote=str(bare_remote), grace=5)
+    old = Daemon(Settings(state=tmp_path / "s1", name="old", **settings), clock=clock).open()
+    new = Daemon(Settings(state=tmp_path / "s2", name="new", **settings), clock=clock)
+    try:
+        old.cycle(catch_up=True)
+        bare_remote.rename(away)                       # the remote cannot be reached
+        old.cycle()
+        old.fire("tick", start + timedelta(seconds=1))   # alone: it fires, as it always did
+        assert old.queue.wait_idle(30)
+        away.rename(bare_remote)
+        old.cycle()                                    # and publishes when the remote is back
+        clock.advance(1)
+        new.open().cycle(catch_up=True)
+        old.cycle()
+        new.cycle()
+        bare_remote.rename(away)
+        old.cycle()                                    # it knows `new`, and keeps knowing it
+        old.fire("tick", start + timedelta(seconds=3))   # no claim can go out: not run
+        assert "tick 20261125T080003Z not run: its claim could not reach the remote" in caplog.text
+        away.rename(bare_remote)
+        new.close()
+        old.cycle()
+    finally:
+        if away.exists():
+            away.rename(bare_remote)
+        old.close()
+    runs = of_flow(remote_records(bare_remote), "tick")
+    assert [(r["scheduled"][11:19], r["daemon"]) for r in runs] == [("08:00:01", "old")]
+    assert _claims(bare_remote) == []                  # the claim that could not go out was taken back
+    _check_history(bare_remote)
