@@ -28,8 +28,9 @@ FIGURES = {
     "memory": "bench.fig_memory",
     "http-scale": "bench.fig_memory",
     "live": "bench.fig_live",
+    "claims": "bench.fig_claims",
 }
-OPT_IN = {"scale-1m"}   # run only when named with --only (they take many minutes)
+OPT_IN = {"scale-1m", "claims"}   # run only when named with --only (they take minutes)
 
 
 def figure_module(name: str):

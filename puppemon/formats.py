@@ -62,6 +62,19 @@ def request_base(request_id: str) -> str:
 ARCHIVE_PREFIX = "refs/puppemon/archive/"
 
 
+def fire_key(moment: datetime) -> str:
+    """A fire's claim key: its scheduled UTC time, `20261125T083000Z` (`20261125T083000.500Z` between seconds)."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y%m%dT%H%M%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def claim_path(flow: str, day: datetime, key: str) -> str:
+    """`claims/<yyyy>/<mm>/<dd>/<flow>/<key>.json`: which daemon takes a fire (daemon/claims.py)."""
+    return f"claims/{day.astimezone(UTC):%Y/%m/%d}/{flow}/{key}.json"
+
+
 def archive_ref(day: str) -> str:
     """`refs/puppemon/archive/<yyyy>-<mm>`: where records of `day` (`yyyy/mm/dd`, see id_day) go when
     their day rotates out of the runs tip."""

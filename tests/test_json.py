@@ -97,7 +97,9 @@ def test_validate_json_valid_and_invalid(tmp_path):
     moment = datetime.fromisoformat(nightly["next_run"].replace("Z", "+00:00"))
     assert moment.astimezone(timezone(timedelta(hours=8))).strftime("%H:%M") == "03:00"
     assert nightly["next_run_text"].endswith(" 03:00 CST")
-    assert (backup["next_run"], backup["next_run_text"], backup["timezone"]) == (None, "6h after deploy", "UTC")
+    moment = datetime.fromisoformat(backup["next_run"].replace("Z", "+00:00"))
+    assert (moment.hour % 6, moment.minute, backup["timezone"]) == (0, 0, "UTC")   # 6h steps from the epoch
+    assert backup["next_run_text"] == moment.strftime("%Y-%m-%d %H:%M UTC")
     (tmp_path / "puppemon.yaml").write_text("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n")
     proc = puppemon("validate", "--json", cwd=tmp_path, check=False)
     assert (proc.returncode, proc.stderr) == (1, "")

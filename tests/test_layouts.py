@@ -108,7 +108,7 @@ flows:
 """
 
 
-def validate_expected(next_run: str) -> dict:
+def validate_expected(next_run: str, backup: str) -> dict:
     return {60: """\
 puppemon.yaml is valid: 3 flows
 flow             trigger
@@ -123,22 +123,24 @@ flow             trigger                         next run
 ─────────────────────────────────────────────────────────────────────
 yearly-archive   cron 0 2 1 1 *, 30 14 1 1 *     {next_run}
                  (America/New_York), on deploy
-backup           every 6h                        6h after deploy
+backup           every 6h                        {backup}
 adhoc            manual                          on trigger
 """, 120: f"""\
 puppemon.yaml is valid: 3 flows
 flow             trigger                                                     next run
 ─────────────────────────────────────────────────────────────────────────────────────────────────
 yearly-archive   cron 0 2 1 1 *, 30 14 1 1 * (America/New_York), on deploy   {next_run}
-backup           every 6h                                                    6h after deploy
+backup           every 6h                                                    {backup}
 adhoc            manual                                                      on trigger
 """}
 
 
 def test_validate_on_a_terminal_and_off_one(tmp_path):
     (tmp_path / "puppemon.yaml").write_text(VALIDATE_MANIFEST)
-    moment = next_fire(load(tmp_path).flows["yearly-archive"], datetime.now(timezone.utc))
-    expected = validate_expected(moment.strftime("%Y-%m-%d %H:%M %Z"))   # the next 1 January, 02:00 EST
+    flows, now = load(tmp_path).flows, datetime.now(timezone.utc)
+    moment = next_fire(flows["yearly-archive"], now)
+    expected = validate_expected(moment.strftime("%Y-%m-%d %H:%M %Z"),   # the next 1 January, 02:00 EST
+                                 next_fire(flows["backup"], now).strftime("%Y-%m-%d %H:%M %Z"))   # 6h steps from 00:00 UTC
     for columns in (60, 80, 120):
         out = on_terminal("validate", cwd=tmp_path, columns=columns)
         assert out == expected[columns]

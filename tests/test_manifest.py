@@ -135,11 +135,16 @@ BAD = [
     ("version: 1\nflows:\n  backup:\n    command: x\n    scheduel: '0 * * * *'\n",
      "puppemon.yaml:5:5: flows.backup.scheduel: unknown key (did you mean 'schedule'?)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
-     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, entrypoint, env, every, "
-     "notify, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, schedule, secrets, timeout, timezone, "
+     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, concurrency, entrypoint, env, "
+     "every, notify, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, schedule, secrets, timeout, "
+     "timezone, "
      "user, workdir)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n",
      "puppemon.yaml:5:12: flows.backup.every: 'often' is not a duration (use 30s, 10m, 2h, 1d)"),
+    ("version: 1\nflows:\n  backup:\n    command: x\n    concurrency: 0\n",
+     "puppemon.yaml:5:18: flows.backup.concurrency: 0 is not a positive count (use a whole number, 1 or more)"),
+    ("version: 1\nflows:\n  backup:\n    command: x\n    concurrency: two\n",
+     "puppemon.yaml:5:18: flows.backup.concurrency: 'two' is not a positive count (use a whole number, 1 or more)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: 0.5\n",
      "puppemon.yaml:5:12: flows.backup.every: 0.5 is too short (use at least 1s)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: 99999d\n",
@@ -335,7 +340,7 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.tex
                                      "skip", "all", "fresh", "2024-13-45", "on", "yes", "~", "<<"]))
 KEYS = st.one_of(st.text(max_size=12), st.sampled_from(
     ["version", "flows", "defaults", "variables", "command", "entrypoint", "schedule", "every", "timezone",
-     "params", "timeout", "retries", "retry_delay", "overlap", "catchup", "secrets", "env", "run_on_deploy",
+     "params", "timeout", "retries", "retry_delay", "overlap", "concurrency", "catchup", "secrets", "env", "run_on_deploy",
      "workdir", "notify", "on", "webhook_secret", "hello", "backup"]))
 TREES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
                      | st.dictionaries(KEYS, children, max_size=5), max_leaves=25)

@@ -280,8 +280,9 @@ def test_fire_times_for_catch_up():
     assert [t.hour for t in fire_times(flow, start, end, 10)] == [6, 12, 18, 0]   # (start, end]
     assert [t.hour for t in fire_times(flow, start, end, 2)] == [6, 12]
     every = _flow("    every: 5h\n    schedule: '0 12 * * *'\n")
+    # an interval's grid is anchored to the Unix epoch, not to `start`: 5h steps land on 04:00, 09:00, ...
     assert [t.strftime("%H:%M") for t in fire_times(every, start.replace(minute=30), end, 10)] == [
-        "05:30", "10:30", "12:00", "15:30", "20:30"]
+        "04:00", "09:00", "12:00", "14:00", "19:00", "00:00"]
 
 
 def test_flow_trigger():
@@ -291,8 +292,21 @@ def test_flow_trigger():
     assert interval.get_next_fire_time(None, anchor + timedelta(seconds=100)) == anchor + timedelta(seconds=180)
     crons = flow_trigger(_flow("    schedule: ['0 8 * * *', '0 20 * * *']\n    every: 5h\n"), start=anchor)
     first = crons.get_next_fire_time(None, anchor)
-    assert first == anchor
     times = [first]
     for _ in range(4):
         times.append(crons.get_next_fire_time(times[-1], times[-1] + timedelta(microseconds=1)))
-    assert [t.astimezone(UTC).strftime("%H:%M") for t in times] == ["00:00", "05:00", "08:00", "10:00", "15:00"]
+    assert [t.astimezone(UTC).strftime("%H:%M") for t in times] == ["04:00", "08:00", "09:00", "14:00", "19:00"]
+
+
+def test_intervals_are_anchored_to_the_epoch_whenever_a_daemon_starts():
+    hourly, every_second = _flow("    every: 1h\n", "Asia/Kolkata"), _flow("    every: 1s\n")
+    after = datetime(2026, 11, 25, 8, 17, 42, 500000, tzinfo=UTC)
+    assert next_fire(hourly, after).astimezone(UTC) == datetime(2026, 11, 25, 9, 0, tzinfo=UTC)   # on the hour
+    assert next_fire(every_second, after) == datetime(2026, 11, 25, 8, 17, 43, tzinfo=UTC)       # whole seconds
+    assert next_fire(every_second, datetime(2026, 11, 25, 8, 17, 43, tzinfo=UTC)).second == 44  # strictly after
+    # two daemons that start at different moments compute the same fire times
+    starts = [after, after + timedelta(minutes=13, seconds=7.25)]
+    grids = [flow_trigger(hourly, start=s).get_next_fire_time(None, after + timedelta(hours=1)) for s in starts]
+    assert grids[0] == grids[1] and grids[0].astimezone(UTC) == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    assert [t.minute for t in fire_times(_flow("    every: 20m\n"), after, after + timedelta(hours=1), 9)] == [
+        20, 40, 0]

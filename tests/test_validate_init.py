@@ -46,13 +46,13 @@ def write_project(directory) -> None:
     (directory / "reports" / "daily.py").write_text(DAILY)
 
 
-def _expected(daily: str, nightly: str) -> str:
+def _expected(daily: str, nightly: str, backup: str) -> str:
     return (
         "puppemon.yaml is valid: 5 flows\n"
         "flow            trigger                                                       next run\n"
         + "─" * 98 + "\n"
         "daily-report    cron 0 8 * * 1-5 (Asia/Taipei)                                " + daily + "\n"
-        "backup          every 6h                                                      6h after deploy\n"
+        "backup          every 6h                                                      " + backup + "\n"
         "nightly         cron 0 2 * * *, 30 14 * * sun (America/New_York), on deploy   " + nightly + "\n"
         "rebuild-index   on deploy                                                     next deploy\n"
         "adhoc           manual                                                        on trigger\n"
@@ -62,8 +62,8 @@ def _expected(daily: str, nightly: str) -> str:
 def _candidates(directory, before: datetime, after: datetime) -> set[str]:
     """The exact text for `now` at the start and at the end of the call (a minute may turn)."""
     flows = load(directory).flows
-    return {_expected(next_fire(flows["daily-report"], now).strftime("%Y-%m-%d %H:%M %Z"),
-                      next_fire(flows["nightly"], now).strftime("%Y-%m-%d %H:%M %Z"))
+    return {_expected(*(next_fire(flows[name], now).strftime("%Y-%m-%d %H:%M %Z")
+                        for name in ("daily-report", "nightly", "backup")))
             for now in (before, after)}
 
 
@@ -71,7 +71,8 @@ def test_validate_render_with_a_fixed_clock(tmp_path, capsys):
     write_project(tmp_path)
     now = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)      # Thursday 07:30 in Taipei
     assert validate_command.main(str(tmp_path), now=now) == 0
-    assert capsys.readouterr().out == _expected("2026-11-26 08:00 CST", "2026-11-26 02:00 EST")
+    assert capsys.readouterr().out == _expected("2026-11-26 08:00 CST", "2026-11-26 02:00 EST",
+                                                     "2026-11-26 08:00 CST")   # 6h steps from the epoch: 00:00 UTC
 
 
 def test_validate_through_click(tmp_path):
@@ -94,12 +95,13 @@ def test_validate_in_a_real_process(tmp_path):
 
 def test_validate_one_flow_and_no_flows(tmp_path, capsys):
     (tmp_path / "puppemon.yaml").write_text("version: 1\nflows:\n  a:\n    command: x\n    every: 90s\n")
-    assert validate_command.main(str(tmp_path)) == 0
+    now = datetime(2026, 11, 25, 23, 30, 10, tzinfo=timezone.utc)
+    assert validate_command.main(str(tmp_path), now=now) == 0
     assert capsys.readouterr().out == (
         "puppemon.yaml is valid: 1 flow\n"
         "flow   trigger       next run\n"
-        + "─" * 39 + "\n"
-        "a      every 1m30s   1m30s after deploy\n")
+        + "─" * 41 + "\n"
+        "a      every 1m30s   2026-11-25 23:31 UTC\n")   # 90s steps from the epoch: 23:31:30
     (tmp_path / "puppemon.yaml").write_text("version: 1\nflows: {}\n")
     assert validate_command.main(str(tmp_path)) == 0
     assert capsys.readouterr().out == "puppemon.yaml is valid: 0 flows\n"

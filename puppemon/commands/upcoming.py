@@ -3,8 +3,7 @@
 What is deployed is the remote's flows branch (fetched with the runs branch and the daemons'
 status refs, as `status` does: not again within a few seconds); with nothing deployed, or no
 remote, the working tree's puppemon.yaml, with a note on stderr. Cron times are worked out here
-(project/cron.py, pure Python); an interval's grid starts when a daemon schedules it, so its
-times come from a heartbeating daemon's status, else it shows "every 6h after deploy".
+(project/cron.py, pure Python), and so are intervals' (their grid is anchored to the Unix epoch).
 Paused flows (control/ on the runs branch) are marked, with their reason below the table.
 
 Columns, most important first: FLOW and NEXT (the viewer's local time) always, then LEFT, TRIGGER,
@@ -21,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from puppemon.errors import PuppemonError
@@ -43,8 +42,8 @@ def main(flow: str | None = None, count: int = 1, as_json: bool = False, remote:
     if flow is not None and flow not in flows:
         raise PuppemonError(f"no flow {flow!r} in the {_where(source)} (flows: {', '.join(flows) or 'none'})")
     paused = _paused(history.store)
-    known, takers = _daemon_next(history.store, now, source.get("commit"))
-    entries = [{**_entry(f, now, count, known.get(name), paused.get(name)), "runs_on": list(f.runs_on),
+    takers = _takers(history.store, now)
+    entries = [{**_entry(f, now, count, paused.get(name)), "runs_on": list(f.runs_on),
                 "on": [d for d, labels in takers if can_take(labels, f.runs_on)]}
                for name, f in flows.items() if flow is None or name == flow]
     if as_json:
@@ -86,39 +85,19 @@ def _paused(store) -> dict[str, dict]:
     return paused(read_states(store, store.ref("refs/heads/runs")))
 
 
-def _daemon_next(store, now: datetime, commit: str | None) -> tuple[dict[str, datetime], list]:
-    """(each flow's next fire time as the heartbeating daemons that deployed `commit` scheduled it,
-    (name, labels) of each heartbeating daemon)."""
-    from puppemon.formats import parse_iso
+def _takers(store, now: datetime) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, labels) of each heartbeating daemon."""
     from puppemon.history.status import heartbeating, labels_of
 
-    found: dict[str, datetime] = {}
-    live = heartbeating(store, now)
-    takers = [(str(s.get("name") or "?"), labels_of(s)) for s in live]
-    for status in live if commit else []:
-        if status.get("flows_commit") != commit:
-            continue
-        for name, info in (status.get("flows") or {}).items():
-            moment = parse_iso(info.get("next")) if info.get("next") else None
-            if moment is not None and (name not in found or moment < found[name]):
-                found[name] = moment
-    return found, takers
+    return [(str(s.get("name") or "?"), labels_of(s)) for s in heartbeating(store, now)]
 
 
-def _entry(flow, now: datetime, count: int, known: datetime | None, paused: dict | None) -> dict:
-    from puppemon.project.triggers import Interval, describe
+def _entry(flow, now: datetime, count: int, paused: dict | None) -> dict:
+    from puppemon.project.triggers import describe
 
     times: set[datetime] = set()
     note = None
     for trigger in flow.triggers:
-        if isinstance(trigger, Interval):
-            if known is None:
-                note = trigger.preview(now)
-                continue
-            step = timedelta(seconds=trigger.seconds)
-            first = known + step * max(0, -((known - now) // step))   # the first on its grid not before now
-            times.update(first + step * k for k in range(count))
-            continue
         moment = now
         for _ in range(count):
             moment = trigger.next_fire(moment)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from puppemon.project.manifest import MANIFEST_NAME, Manifest, load
-from puppemon.project.triggers import describe, next_run
+from puppemon.project.triggers import describe, next_fire, next_run
 from puppemon.ui import Column, print_lines, print_table
 
 # On a narrow terminal the trigger wraps (down to 30 cells), then the next run goes; the flow stays.
@@ -39,9 +39,8 @@ def json_shape(manifest: Manifest, now: datetime, hints: list[str]) -> dict:
 
     flows = []
     for flow in manifest.flows.values():
-        # only a cron line has a time of its own; an interval counts from the deploy, on deploy waits for one
-        times = [t.next_fire(now) for t in flow.triggers if t.kind == "cron"]
-        moment = min((t for t in times if t is not None), default=None)
+        # cron lines and intervals (anchored to the epoch) have times of their own; on deploy waits for one
+        moment = next_fire(flow, now)
         flows.append({"name": flow.name, "trigger": describe(flow), "kinds": [t.kind for t in flow.triggers],
                       "timezone": flow.timezone, "next_run": utc_iso(moment) if moment else None,
                       "next_run_text": next_run(flow, now)})

@@ -20,7 +20,7 @@ from typing import Callable
 
 from puppemon.daemon.journal import StateDir, write_atomic
 from puppemon.daemon.queue import Pending
-from puppemon.formats import parse_iso, utc_iso
+from puppemon.formats import fire_key, parse_iso, utc_iso
 from puppemon.gitstore import Store
 from puppemon.history.control import control_tree, describe, read_states
 from puppemon.history.records import one_line
@@ -78,8 +78,9 @@ class Controls:
                     by = one_line(state.get("by") or "?", 100)
                     log.info("%s was resumed by %s%s", flow, by, " with catch-up" if state.get("catch_up") else "")
                     if state.get("catch_up") and missed:
+                        moment = parse_iso(missed)  # claimed as the fire it stands for: once across daemons
                         runs.append(Pending(flow, {"kind": "catchup", "by": f"resume --catch-up by {by}"},
-                                            scheduled=parse_iso(missed), skippable=True))
+                                            scheduled=moment, skippable=True, fire=(moment, fire_key(moment))))
             self.first = False
             self.states = states
             self._save()

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from puppemon.run.environments import EnvError, EnvStore
 log = logging.getLogger("puppemon")
 
 KEEP_DEPLOYS = 3
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Deployment:
     manifest: Any          # project.manifest.Manifest
     source_commit: str
     environments: dict = field(default_factory=dict)   # flow name -> run.environments.Environment
+    committed: datetime = EPOCH   # the flows commit's time: where its run-on-deploy claims are filed
 
 
 class Deployer:
@@ -74,7 +77,8 @@ class Deployer:
         from puppemon.project.entrypoints import check_manifest, tree_reader
         from puppemon.project.manifest import MANIFEST_NAME, MAX_BYTES, ManifestError, check_size, parse
 
-        source = trailers(self.store.get_commit(sha).message).get("Puppemon-Source-Commit", "")
+        commit = self.store.get_commit(sha)
+        source = trailers(commit.message).get("Puppemon-Source-Commit", "")
         try:
             try:
                 data = self.store.read(sha, MANIFEST_NAME, MAX_BYTES)
@@ -93,7 +97,8 @@ class Deployer:
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
             return None
-        self.current = Deployment(sha, directory, manifest, source, environments)
+        self.current = Deployment(sha, directory, manifest, source, environments,
+                                  datetime.fromtimestamp(commit.time, timezone.utc))
         self.env_keys[sha] = {env.key for env in environments.values()}
         return self.current
 

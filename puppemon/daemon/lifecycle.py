@@ -60,6 +60,7 @@ class Lifecycle:
         self._stop(signal.SIGTERM)
 
     def _forever(self) -> int:
+        self.claims.start()
         for source in self.sources:
             source.start()
         self.outbox.start()
@@ -108,6 +109,7 @@ class Lifecycle:
                 log.exception("error while stopping the HTTP hook")
         for source in self.sources:
             source.close()
+        self.claims.close()
         dropped = self.queue.stop()
         if dropped:
             log.info("stopping: %s not started", plural(dropped, "queued run"))
@@ -127,4 +129,4 @@ class Lifecycle:
         self.publish()
         self.push_status(final=True)
         log.info("daemon %s stopped", self.s.name)
-        return 1 if self.peers.refused else 0
+        return 1 if self.others.refused else 0

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from puppemon import __version__
+from puppemon.daemon.claims import FireClaims
 from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
@@ -29,7 +30,8 @@ from puppemon.daemon.lifecycle import Lifecycle
 from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
-from puppemon.daemon.peers import Peers, in_flight_entry
+from puppemon.daemon.failover import Failover, in_flight_entry
+from puppemon.daemon.peers import Peers
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.recovery import recover_crashed
 from puppemon.daemon.request_server import RequestServer
@@ -53,15 +55,11 @@ class Daemon(Lifecycle):
     """A daemon over one remote; `run()` returns the process's exit code."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, listener=None) -> None:
-        self.s = settings
-        self.clock = clock
+        self.s, self.clock, self.state = settings, clock, StateDir(settings.state)
         self.listener = listener     # optional: its .recorded(record) hears each run recorded
-        self.state = StateDir(settings.state)
         self.wake = threading.Event()
-        self.stopping = False
-        self.forced = False
-        self.started = clock()
-        self.failures = 0
+        self.stopping = self.forced = False
+        self.started, self.failures = clock(), 0
         self.told_empty = False     # "nothing is deployed yet" was logged
         self.secrets = settings.load_secrets()
         self.http = None
@@ -76,7 +74,7 @@ class Daemon(Lifecycle):
         self.state.open()
         try:
             self._assemble()
-            self.peers.refuse_same_name()  # before anything is written: one live daemon per name
+            self.others.refuse_same_name()  # before anything is written: one live daemon per name
             self._recover_crashed()
         except BaseException:
             self.state.close()
@@ -98,7 +96,8 @@ class Daemon(Lifecycle):
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
                                s.max_pause, self.live)
         self.controls = Controls(self.store, self.state, self.clock)
-        self.queue = RunQueue(lambda: self.deployer.current, executor, self._skip, s.max_parallel, self.clock,
+        skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
+        self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock)
         by_class: dict[type, Source] = {}
@@ -110,8 +109,11 @@ class Daemon(Lifecycle):
                                       self.queue, lambda: self.deployer.current, s.name, self.clock,
                                       self.publish, self.outbox.soon, self.controls.paused, self.placement.takes)
         self.status_publisher = StatusPublisher(self.store, s.remote, s.name, heartbeat=s.heartbeat)
-        self.peers = Peers(self.store, self.recorder, self.ledger, s.remote, s.name, s.branch_flows, s.heartbeat,
-                           self.clock, self.request_stop)  # one daemon per name, the layout, failover
+        self.others = Failover(self.store, self.recorder, self.ledger, s.remote, s.name, s.branch_flows,
+                               s.heartbeat, self.clock, self.request_stop)  # one daemon per name, layout, failover
+        self.peers = Peers(self.store, s.remote, s.branch_flows, s.name, self.started, self.clock,
+                           lambda: self.status_publisher.publish(self.status(), early=True))
+        self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
     def close(self) -> int:
@@ -131,22 +133,24 @@ class Daemon(Lifecycle):
     def cycle(self, catch_up: bool = False, once: bool = False) -> None:
         """Fetch, deploy what is new, run what is due, serve requests, publish records and status."""
         try:
-            tip = self.store.fetch_optional(self.s.remote, f"refs/heads/{self.s.branch_flows}",
-                                            f"refs/puppemon/remote/{self.s.branch_flows}")
+            tip = self.peers.fetch()  # the flows tip, and every daemon's status
             self.recorder.sync(push=False)
             self.failures = 0
         except GitError as exc:
             self.failures += 1
             log.warning("cannot fetch from %s: %s", self.s.remote, exc.message)
             tip = self.deployer.current.sha if self.deployer.current else None
-        if not self.peers.cycle(not self.failures, tip):  # the layout, failover (daemon/peers.py)
+        if not self.others.cycle(not self.failures, tip):  # the layout, failover (daemon/failover.py)
             return  # a layout of the runs branch this version does not know: stopping
+        if not self.peers.ready and not self.failures:  # before the first fire (daemon/peers.py)
+            self.peers.introduce()
         if tip is None and self.deployer.current is None and not self.failures and not self.told_empty:
             self.told_empty = True  # said once: a daemon may be set up before the first push
             log.log(logging.WARNING if once else logging.INFO, "nothing is deployed on %s yet (it has no %s "
                     "branch): run `puppemon push` in your project; %s", self.s.remote, self.s.branch_flows,
                     "nothing to run" if once else "waiting for a deploy")
         resumed = self.controls.refresh(self.store.ref(self.recorder.ref))  # paused flows, before anything runs
+        self.claims.cycle()  # claimed runs waiting for the flow's runs on other daemons
         if self.deployer.is_new(tip):
             self.deploy(tip, wait=once)
         if self.deployer.current is None and (last := self.deployer.last_good(tip)):
@@ -207,13 +211,11 @@ class Daemon(Lifecycle):
     def submit(self, pending: Pending) -> str | None:
         """Queue a run of the current deploy (what every trigger source calls); its run id, or None
         (also when its flow is paused, or needs labels this daemon has not)."""
-        return None if not self.placement.takes(pending.flow) or self.controls.hold(pending) else self.queue.submit(pending)
+        if not self.placement.takes(pending.flow) or self.controls.hold(pending):
+            return None
+        return self.queue.submit(pending) if pending.fire is None else self.claims.submit(pending)
 
     # -- records -------------------------------------------------------------
-    def _skip(self, pending: Pending) -> None:
-        self.ledger.synthetic(pending.context(self.s.name), "skipped",
-                              "the previous run was still going (overlap: skip)")
-
     def _on_recorded(self, record: dict, log_bytes: bytes) -> None:
         self.notifier(record, log_bytes)
         self.requests.recorded(record["id"])
@@ -228,7 +230,7 @@ class Daemon(Lifecycle):
 
     def publish(self) -> None:
         count = self.recorder.unpublished()
-        if count and self.peers.publish():
+        if count and self.others.publish():
             log.info("published %s to %s", plural(count, "record"), self.s.remote)
 
     # -- status --------------------------------------------------------------
@@ -247,7 +249,7 @@ class Daemon(Lifecycle):
             "version": __version__, "started": utc_iso(self.started), "heartbeat": utc_iso(self.clock()),
             "state": "stopped" if self.stopping else "running",
             "poll": self.s.poll, "once": self.s.once, "heartbeat_every": self.s.heartbeat,  # for gone_after()
-            "labels": list(self.s.labels),
+            "labels": list(self.s.labels), "peers": self.peers.advertised(),
             "flows_commit": current.sha if current else None,
             "flows": flows,
             "in_flight": [in_flight_entry(a) for a in self.queue.in_flight()],  # what failover reads
@@ -255,7 +257,7 @@ class Daemon(Lifecycle):
         }
 
     def push_status(self, final: bool = False) -> None:
-        self.status_publisher.publish(self.status(), final)
+        self.peers.pushed(self.status_publisher.publish(self.status(), final))
 
     # -- what the HTTP hook may ask (httpd.Control) ----------------------------
     @property

@@ -1,240 +1,135 @@
-"""The other daemons on the remote, as their status refs show them: one name per live daemon, the
-remote's layout, and failover.
+"""The other daemons on this remote, as their status refs show them, and what they mean for a fire.
 
-- At start (`refuse_same_name`): a daemon whose `--name` is that of a live one (its status ref
-  heartbeating within the gone bound, from another host or another live pid here) is refused.
-  A restart after kill -9 (same host, the old pid dead) and a `--once` job after a status that
-  says `stopped` are not.
-- Each cycle (`cycle`): the remote's `control/format.json` is checked (history/layout.py: a
-  layout this version does not know stops the daemon, which writes nothing more) and written
-  once when the runs branch has none.
-- Failover: about once a heartbeat period, the status refs are fetched; a daemon whose last
-  heartbeat is older than its gone bound (history/status.py `gone_after`) is gone, and the runs
-  it had in flight (its last status's `in_flight`) and the run requests it claimed (the last
-  DAYS days) that have no record are recorded `crashed`, "daemon X stopped heartbeating". A
-  claimed request that had not started is recorded crashed too, not run again: whether it ran
-  is not known here, and a run twice is worse than a run reported lost (trigger it again).
+Each cycle fetches every daemon's status ref with the flows tip (one fetch). A peer is
+live when it did not say it stopped and its heartbeat is within history/status.py's
+`gone_after` bound, reckoned at the time of the last fetch that succeeded (so while the
+remote cannot be reached, the daemons last seen stay as they were: a daemon that knew
+others does not start running their fires unclaimed because it lost sight of them).
 
-Exactly once: the record of a run has a path fixed by its id, so when two live daemons record
-the same gone daemon's run, or the gone daemon comes back (a partition, a restart) and records
-its true end, the recorder's replay keeps the first pushed and drops the others (recorder.py
-`_collides`). Each daemon looks at a gone daemon once per last heartbeat.
+For a fire of a flow, `decide` answers one of:
+- "alone": no live peer can take the flow (placement.can_take with the labels its status
+  advertises): run it with no claim, as a daemon alone always did;
+- "claim": live peers can take it, and each has acknowledged this daemon (its status lists
+  this daemon's name with the start time of this very process) since before the fire's
+  time: claim it first (daemon/claims.py);
+- "wait": leave it to the others for now: this daemon's own status has not reached the
+  remote and been looked at since (so it cannot know who else is there), or a peer that can
+  take the flow has not acknowledged it yet and may be running that flow's fires unclaimed.
 
-A run whose backend outlives its daemon (a cluster scheduler's job) is to be adopted, not
-recorded crashed: `adoptable` asks the backend named in the in_flight entry (`outlives(handle)`,
-an optional Backend method); no backend has one yet, so every run of a gone daemon is recorded.
+docs/ARCHITECTURE.md ("Several daemons") gives the whole protocol and its failure cases.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import time
+import threading
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Callable, Iterable
 
-from puppemon.daemon.ledger import Ledger
-from puppemon.errors import PuppemonError
-from puppemon.formats import RUN_ID, is_flow_name, parse_iso, utc_iso
+from puppemon.formats import utc_iso
 from puppemon.gitstore import GitError, Store
-from puppemon.history import layout
-from puppemon.history.recorder import Recorder
-from puppemon.history.records import RunContext, is_recorded, one_line
-from puppemon.history.requests import (DAYS, MAX_SIZE, BadRequest, check_claim, check_request,
-                                       recent_dirs)
-from puppemon.history.status import STATUS_REFS, fetch_status, gone_after, readable, statuses
+from puppemon.history.placement import can_take
+from puppemon.history.status import FLOWS_TIP, fetch_status, statuses
 
 log = logging.getLogger("puppemon")
-OWN = "refs/puppemon/peers/own"   # this daemon's name's status ref, fetched at start
+
+ALONE, CLAIM, WAIT = "alone", "claim", "wait"
 
 
-def alive(pid) -> bool:
-    """Whether a puppemon process `pid` runs on this machine (a pid reused by another program is not)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"puppemon" in fh.read()
-    except OSError:
-        return True  # no /proc to ask: trust the pid
+def advertised_labels(status: dict) -> list[str]:
+    """The labels a status ref advertises (none when absent or not a list of strings)."""
+    labels = status.get("labels")
+    return [x for x in labels if isinstance(x, str)] if isinstance(labels, list) else []
+
+
+def _known(status: dict) -> dict:
+    peers = status.get("peers")
+    return peers if isinstance(peers, dict) else {}
 
 
 class Peers:
-    """This daemon among the others: its name, the remote's layout, and failover (see the module)."""
+    """This daemon's view of the others, refreshed after each fetch of the status refs (any thread reads it)."""
 
-    def __init__(self, store: Store, recorder: Recorder, ledger: Ledger, remote: str, name: str,
-                 flows_branch: str, heartbeat: float, clock: Callable[[], datetime],
-                 stop: Callable[[], None]) -> None:
-        self.store, self.recorder, self.ledger, self.remote, self.name = store, recorder, ledger, remote, name
-        self.flows_branch, self.heartbeat, self.clock, self.stop = flows_branch, heartbeat, clock, stop
-        self.refused: str | None = None          # why this daemon stopped: a layout it does not know
-        self._marked = False                     # control/format.json written (or found)
-        self._looked = float("-inf")             # time.monotonic() of the last look at the status refs
-        self._handled: dict[str, str | None] = {}   # gone daemon -> the last heartbeat it was handled for
+    def __init__(self, store: Store, remote: str, branch: str, name: str, started: datetime,
+                 clock: Callable[[], datetime], announce: Callable[[], bool]) -> None:
+        self.store, self.remote, self.branch, self.name, self.clock = store, remote, branch, name, clock
+        self.announce = announce        # push this daemon's status now: True when it went out
+        self.me = utc_iso(started)      # what a peer's status names this daemon with, once it has seen it
+        self.lock = threading.Lock()
+        self.live: dict[str, dict] = {}          # name -> status, of the live peers at the last fetch
+        self.acked: dict[str, datetime] = {}     # name -> when it was first seen acknowledging this daemon
+        self.ready = False    # a fetch has looked at the remote after this daemon's status reached it
+        self.status_out = False   # this process's status reached the remote
 
-    # -- at start ----------------------------------------------------------------
-    def refuse_same_name(self) -> None:
-        """PuppemonError when a live daemon already has this daemon's name (the remote unreachable: no
-        check, as a daemon alone goes on through an outage)."""
+    def fetch(self) -> str | None:
+        """Fetch every daemon's status ref and the flows tip (one fetch), and look at them; the flows tip.
+        GitError when the remote cannot be reached."""
+        after_own_status = self.status_out  # read before the fetch begins
+        fetch_status(self.store, self.remote, self.branch)
+        known = self.advertised()
+        self.refresh(after_own_status)
+        if self.advertised() != known and self.status_out:
+            self.pushed(self.announce())  # a daemon came or went: say so now, so a newcomer waits no longer
+        return self.store.ref(FLOWS_TIP)
+
+    def pushed(self, done: bool) -> None:
+        """This daemon's status was pushed (`done`), or not."""
+        self.status_out = self.status_out or done
+
+    def introduce(self) -> None:
+        """Before the first fire: put this daemon's status on the remote, then look at who else is there.
+        Whoever looks second sees the other."""
         try:
-            found = self.store.fetch_optional(self.remote, STATUS_REFS + self.name, OWN, timeout=30)
+            self.pushed(self.announce())
+            if self.status_out:
+                self.fetch()
         except GitError as exc:
-            log.debug("cannot ask %s for a daemon named %s: %s", self.remote, self.name, exc.message)
-            return
-        if not found:
-            return
-        try:
-            status = json.loads(self.store.read(found, "status.json", 1024**2) or b"null")
-        except (ValueError, RecursionError):
-            status = None
-        finally:
-            self.store.delete_ref(OWN)
-        if not readable(status) or status.get("state") == "stopped" or not status.get("heartbeat"):
-            return
-        age, bound = (self.clock() - parse_iso(status["heartbeat"])).total_seconds(), gone_after(status)
-        host, pid = status.get("host"), status.get("pid")
-        if age > bound or (host == socket.gethostname() and (pid == os.getpid() or not alive(pid))):
-            return  # gone, or it was this machine's and its process is dead (a restart after kill -9)
-        where = f"host {one_line(host, 80)}, pid {pid}" if host != socket.gethostname() else f"pid {pid} here"
-        raise PuppemonError(f"a daemon named {self.name!r} is running ({where}, last heartbeat {age:.0f}s ago): "
-                            f"give this one another --name, or stop that one (if it is dead, it is gone "
-                            f"{bound - age:.0f}s from now)")
+            log.warning("cannot fetch from %s: %s", self.remote, exc.message)
 
-    # -- each cycle ----------------------------------------------------------------
-    def cycle(self, reached: bool, flows: str | None) -> bool:
-        """Check the remote's layout, write it once (when there are runs, or flows to run: `flows`, the
-        flows tip), look at gone daemons; False when the daemon must stop (the runs branch is in a layout
-        this version does not know: `refused` says so)."""
-        try:
-            layout.check(self.store, self.store.ref(self.recorder.tracking), f"runs on {self.remote}")
-        except layout.LayoutError as exc:
-            self.refuse(exc)
-            return False
-        if not reached:
-            return True  # the remote was not fetched: nothing new to go by
-        runs = self.store.ref(self.recorder.ref)
-        if not self._marked and (runs or flows):
-            self._marked = True
-            try:
-                if not runs or layout.missing(self.store, runs):
-                    self.ledger.add(layout.files(), layout.MESSAGE)
-            except (PuppemonError, GitError) as exc:  # a full disk: the next cycle tries again
-                self._marked = False
-                log.warning("%s not written: %s", layout.PATH, exc.message)
-        if time.monotonic() - self._looked >= self.heartbeat:
-            self._looked = time.monotonic()
-            self.failover()
-        return True
+    def refresh(self, after_own_status: bool) -> None:
+        """Read the status refs just fetched; `after_own_status`: the fetch began after this process's status
+        was on the remote (so every daemon that was already there shows in it)."""
+        now = self.clock()
+        live = {s["name"]: s for s in statuses(self.store, now)[0]
+                if isinstance(s.get("name"), str) and s["name"] != self.name
+                and not s["gone"] and s.get("state") != "stopped"}
+        with self.lock:
+            for name in list(self.acked):
+                if name not in live or _known(live[name]).get(self.name) != self.me:
+                    del self.acked[name]
+            for name, status in live.items():
+                if _known(status).get(self.name) == self.me:
+                    self.acked.setdefault(name, now)
+            self.live = live
+            self.ready = self.ready or after_own_status
 
-    def refuse(self, exc: layout.LayoutError) -> None:
-        if self.refused is None:
-            log.error("%s; stopping", exc.message)
-            self.refused = exc.message
-            self.stop()
+    def advertised(self) -> dict[str, str | None]:
+        """For this daemon's status: the live peers it knows (name -> their start time), which it claims for."""
+        with self.lock:
+            return {name: s.get("started") for name, s in sorted(self.live.items())}
 
-    def publish(self) -> bool:
-        """Publish the recorder's records (False when they could not go out), refusing as `cycle` does."""
-        try:
-            return self.recorder.publish()
-        except layout.LayoutError as exc:
-            self.refuse(exc)
-            return False
+    def able(self, runs_on: Iterable[str] | None) -> list[str]:
+        """The live peers that can take a flow asking for `runs_on`."""
+        with self.lock:
+            return [n for n, s in sorted(self.live.items()) if can_take(advertised_labels(s), runs_on)]
 
-    # -- failover --------------------------------------------------------------------
-    def failover(self) -> None:
-        """Record `crashed` the unrecorded runs of each daemon that is gone (once per last heartbeat)."""
-        try:
-            fetch_status(self.store, self.remote, self.flows_branch)
-        except GitError as exc:
-            log.debug("status refs not fetched: %s", exc.message)
-            return
-        for status in statuses(self.store, self.clock())[0]:
-            other = status["ref"][len(STATUS_REFS):]
-            if other == self.name or not status["gone"]:
-                continue
-            if self._handled.get(other, "") == status.get("heartbeat"):
-                continue
-            self._handled[other] = status.get("heartbeat")
-            self.take_over(other, status)
+    def decide(self, runs_on: Iterable[str] | None, moment: datetime) -> tuple[str, str]:
+        """(ALONE, CLAIM or WAIT, why: for a log line) for a fire at `moment` of a flow asking for `runs_on`."""
+        with self.lock:
+            if not self.ready:
+                return WAIT, "this daemon's status has not reached the remote yet"
+            able = [n for n, s in sorted(self.live.items()) if can_take(advertised_labels(s), runs_on)]
+            for name in able:
+                since = self.acked.get(name)
+                if since is None or moment <= since:
+                    return WAIT, f"daemon {name} has not seen this daemon yet"
+            return (CLAIM, "") if able else (ALONE, "")
 
-    def take_over(self, other: str, status: dict) -> None:
-        tip = self.store.ref(self.recorder.ref)
-        beat = status.get("heartbeat") or "never"
-        error = f"daemon {other} stopped heartbeating (last heartbeat {beat}); recorded by {self.name}"
-        runs: dict[str, dict] = {}
-        for entry in status.get("in_flight") or []:
-            run_id, flow = entry.get("run_id"), entry.get("flow")
-            if isinstance(run_id, str) and RUN_ID.match(run_id) and is_flow_name(flow) and not adoptable(entry):
-                trigger = entry.get("trigger") if isinstance(entry.get("trigger"), dict) else {"kind": "unknown"}
-                runs[run_id] = {"flow": flow, "started": entry.get("started"), "trigger": trigger,
-                                "scheduled": entry.get("scheduled")}
-        for claim, body in self.claims(tip, other):
-            by = one_line(body["by"], 100) if body.get("by") else None
-            runs.setdefault(claim["run_id"], {"flow": body["flow"], "trigger": {"kind": "request", "by": by}})
-            runs[claim["run_id"]].update(request=body["id"], params=body.get("params") or {})
-        for run_id, info in sorted(runs.items()):
-            if is_recorded(self.store, tip, run_id, info["flow"]) or self.ledger.waiting(run_id):
-                continue
-            ctx = RunContext(run_id, info["flow"], info["trigger"], _time(info.get("scheduled")),
-                             info.get("params") or {}, status.get("flows_commit") or "", daemon=other,
-                             request=info.get("request"))
-            self.ledger.synthetic(ctx, "crashed", error, _time(info.get("started")) or self.clock(), self.clock())
-            log.warning("%s: run %s recorded as crashed: daemon %s stopped heartbeating", info["flow"], run_id,
-                        other)
+    def is_live(self, name: str) -> bool:
+        with self.lock:
+            return name in self.live
 
-    def claims(self, tip: str | None, other: str) -> Iterator[tuple[dict, dict]]:
-        """(claim, request) of the run requests `other` claimed in the last DAYS days at `tip`."""
-        for base in recent_dirs(self.clock(), DAYS) if tip else ():
-            names = {e.name for e in self.store.listdir(tip, base) if not e.is_tree}
-            for name in sorted(n for n in names if n.endswith(".claim.json")):
-                rid = name[:-len(".claim.json")]
-                if f"{rid}.done.json" in names or f"{rid}.json" not in names:
-                    continue
-                try:
-                    claim = check_claim(self.store.read(tip, f"{base}/{name}", MAX_SIZE) or b"", rid)
-                    if claim["daemon"] != other:
-                        continue
-                    body = check_request(self.store.read(tip, f"{base}/{rid}.json", MAX_SIZE) or b"", rid)
-                except (BadRequest, ValueError):  # not one a daemon could have served (TooLarge: ValueError)
-                    continue
-                if body["kind"] == "run":
-                    yield claim, body
-
-
-def in_flight_entry(active) -> dict:
-    """A run in flight (daemon/queue.py Active) as the status lists it: what another daemon records of it
-    if this one stops heartbeating."""
-    pending = active.pending
-    return {"run_id": active.run_id, "flow": active.flow, "started": utc_iso(active.started),
-            "trigger": pending.trigger, "scheduled": utc_iso(pending.scheduled),
-            **({"paused": True} if active.pause.since is not None else {})}
-
-
-def _time(value) -> datetime | None:
-    try:
-        return parse_iso(value) if isinstance(value, str) and value else None
-    except ValueError:
-        return None
-
-
-def adoptable(entry: dict) -> bool:
-    """Whether a gone daemon's run in flight still runs in a backend that outlives its daemon, to be
-    followed there rather than recorded crashed: the backend named in the entry says so from its
-    handle (`outlives(handle) -> bool`, an optional Backend method no backend has yet)."""
-    name, handle = entry.get("backend"), entry.get("handle")
-    if not isinstance(name, str) or not isinstance(handle, dict):
-        return False
-    from puppemon.run import backends
-
-    try:
-        outlives = getattr(backends.get(name), "outlives", None)
-    except PuppemonError:
-        return False
-    return bool(outlives and outlives(handle))
+    def in_flight(self, flow: str) -> set[str]:
+        """Run ids of `flow` that live peers' statuses list in flight."""
+        with self.lock:
+            return {r["run_id"] for s in self.live.values() for r in (s.get("in_flight") or [])
+                    if isinstance(r, dict) and r.get("flow") == flow and isinstance(r.get("run_id"), str)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from puppemon.formats import new_id
+from puppemon.formats import new_id, plural
 from puppemon.history.records import RunContext
 from puppemon.run.spec import PauseSwitch
 
@@ -38,6 +38,7 @@ class Pending:
     run_id: str | None = None
     deployment: Deployment | None = None  # set on submit: a run uses the deploy it was scheduled on
     skippable: bool = False               # `overlap: skip` drops it while the flow is busy (clock fires)
+    fire: tuple[datetime, str] | None = None   # (the day it is filed under, its claim key): daemon/claims.py
 
     def context(self, daemon: str) -> RunContext:
         deployment = self.deployment
@@ -66,11 +67,25 @@ class Active:
         return self.pending.flow
 
 
+def run_limit(flow) -> int | None:
+    """How many runs of `flow` may be in flight at once: its `concurrency`, else 1 (None: `overlap: parallel`)."""
+    concurrency = getattr(flow, "concurrency", None)
+    return concurrency if concurrency else (None if flow.overlap == "parallel" else 1)
+
+
+def busy_words(flow, elsewhere: bool = False) -> str:
+    """Why a fire of `flow` is skipped while its runs fill its limit (`elsewhere`: some on other daemons)."""
+    where = " on another daemon" if elsewhere else ""
+    if getattr(flow, "concurrency", None):
+        return f"{plural(flow.concurrency, 'run')} of it already in flight{where} (concurrency: {flow.concurrency})"
+    return f"the previous run was still going{where} (overlap: skip)"
+
+
 class RunQueue:
     """Pending and active runs; `execute(pending, active)` runs one to its record, in its own thread."""
 
     def __init__(self, current: Callable[[], Deployment | None], execute: Callable[[Pending, Active], None],
-                 skip: Callable[[Pending], None], max_parallel: int, clock: Callable[[], datetime],
+                 skip: Callable[[Pending, str], None], max_parallel: int, clock: Callable[[], datetime],
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.current, self.execute, self.skip = current, execute, skip
         self.max_parallel, self.clock, self.on_change = max_parallel, clock, on_change
@@ -93,11 +108,10 @@ class RunQueue:
                 return None
             pending.run_id = pending.run_id or new_id(self.clock())
             pending.deployment = deployment
-            busy = any(a.flow == flow.name for a in self.active.values()) or any(
-                p.flow == flow.name for p in self.pending)
-            if busy and flow.overlap == "skip" and pending.skippable:
-                log.info("%s: skipped (the previous run is still going; overlap: skip)", pending.flow)
-                self.skip(pending)
+            limit = run_limit(flow)
+            if pending.skippable and flow.overlap != "queue" and limit is not None and self.count(flow.name) >= limit:
+                log.info("%s: skipped (%s)", pending.flow, busy_words(flow))
+                self.skip(pending, busy_words(flow))
                 self.on_change()
                 return pending.run_id
             self.pending.append(pending)
@@ -135,10 +149,10 @@ class RunQueue:
         """Start queued runs while slots are free (queue policy: one run of a flow at a time)."""
         with self.lock:
             while self.pending and len(self.active) < self.max_parallel and not self.stopping:
-                running = {a.flow for a in self.active.values()}
+                running = [a.flow for a in self.active.values()]
                 pick = next((i for i, p in enumerate(self.pending)
-                             if p.deployment.manifest.flows[p.flow].overlap == "parallel" or p.flow not in running),
-                            None)
+                             if (limit := run_limit(p.deployment.manifest.flows[p.flow])) is None
+                             or running.count(p.flow) < limit), None)
                 if pick is None:
                     return
                 p = self.pending[pick]
@@ -165,6 +179,11 @@ class RunQueue:
     def busy(self) -> bool:
         with self.lock:
             return bool(self.active or self.pending)
+
+    def count(self, flow: str) -> int:
+        """How many runs of `flow` are in flight or waiting for a slot here."""
+        with self.lock:
+            return sum(a.flow == flow for a in self.active.values()) + sum(p.flow == flow for p in self.pending)
 
     def queued(self, run_id: str) -> bool:
         """Whether `run_id` waits for a slot (submitted, not started)."""

@@ -3,8 +3,9 @@
 Each source serves the trigger kinds (project/triggers.py KINDS) registered to
 it in SOURCES: the clock (APScheduler) fires cron and interval triggers and
 catches up what a stopped daemon missed; the deploy source runs the flows that
-ask for it whenever a new flows commit is deployed. Runs asked for by people
-come through the request server instead (daemon/request_server.py).
+ask for it whenever a new flows commit is deployed. Each fire carries its claim key
+(daemon/claims.py), which decides which daemon runs it when several could. Runs asked
+for by people come through the request server instead (daemon/request_server.py).
 
 Adding a kind that the daemon must listen for: one Source class (here or in its
 own module) and its line in SOURCES.
@@ -20,7 +21,7 @@ from typing import Callable, Protocol
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
-from puppemon.formats import plural, utc_iso
+from puppemon.formats import fire_key, plural, utc_iso
 
 log = logging.getLogger("puppemon")
 
@@ -77,7 +78,8 @@ class ClockSource:
     def fire(self, flow: str, scheduled: datetime) -> None:
         """A fire time came: note it and submit a run (in the scheduler's thread; never blocks long)."""
         self.fires[flow] = scheduled
-        self.ctx.submit(Pending(flow, {"kind": "schedule"}, scheduled=scheduled, skippable=True))
+        self.ctx.submit(Pending(flow, {"kind": "schedule"}, scheduled=scheduled, skippable=True,
+                                fire=(scheduled, fire_key(scheduled))))
         self.ctx.state.save_fires(self.fires)  # after the run is on its way: the fsync is not on its path
 
     def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
@@ -132,7 +134,7 @@ class ClockSource:
             log.info("%s: catching up %s (catchup: %s)", name, plural(len(chosen), "missed run"), flow.catchup)
             for moment in chosen:
                 self.ctx.submit(Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment,
-                                        skippable=True))
+                                        skippable=True, fire=(moment, fire_key(moment))))
             self.fires[name] = now
         self.ctx.state.save_fires(self.fires)
 
@@ -178,7 +180,9 @@ class DeploySource:
     def deployed(self, deployment: Deployment) -> None:
         for flow in deployment.manifest.flows.values():
             if flow.trigger("deploy") is not None:
-                self.ctx.submit(Pending(flow.name, {"kind": "deploy", "by": deployment.sha[:7]}))
+                # one claim per flows commit, filed under the day it was committed (the same on every daemon)
+                self.ctx.submit(Pending(flow.name, {"kind": "deploy", "by": deployment.sha[:7]},
+                                        fire=(deployment.committed, f"deploy-{deployment.sha}")))
 
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         pass

@@ -134,15 +134,18 @@ class Recorder:
                     continue  # another process committed a record in between; build on it
         raise PuppemonError(f"could not commit to {self.ref}: it kept changing under us")
 
-    def undo(self, commit: str) -> None:
-        """Take back `commit`, the local ref's tip and not published (a write the remote refused to take)."""
-        parents = self.store.get_commit(commit).parents
+    def withdraw(self, commit: str) -> bool:
+        """Take back the local record `commit` if nothing was committed after it and it is not published
+        (a claim that could not reach the remote must not go out later); True when it was."""
         with self._lock:
-            if self.store.ref(self.ref) == commit:
-                if parents:
-                    self.store.set_ref(self.ref, parents[0], commit, message="take back a refused record")
-                else:
-                    self.store.delete_ref(self.ref)
+            if self.store.ref(self.ref) != commit or self.store.ref(self.tracking) == commit:
+                return False
+            parents = self.store.get_commit(commit).parents
+            if parents:
+                self.store.set_ref(self.ref, parents[0], commit, message="withdraw a record")
+            else:
+                self.store.delete_ref(self.ref)
+            return True
 
     def unpublished(self) -> int:
         """How many local records the remote has not got yet (as far as we last saw it)."""
@@ -291,7 +294,9 @@ class Recorder:
                 # Someone else wrote the same path first (a claim on a request, a
                 # "done" marker): the first pushed wins and this commit is dropped.
                 subject = commit.message.splitlines()[0] if commit.message else commit.sha
-                if "\nPuppemon-Claim: " in commit.message:  # the normal end of a race between daemons
+                if "\nPuppemon-Fire: " in commit.message:  # a fire's claim: its claimer says so (daemon/claims.py)
+                    log.debug("another daemon took it first (%s on %s)", subject, self.remote)
+                elif "\nPuppemon-Claim: " in commit.message:  # the normal end of a race between daemons
                     log.info("another daemon took it first (%s on %s): not ours to run", subject, self.remote)
                 else:
                     log.info("dropped local record %r: %s already has it with other content",

@@ -63,7 +63,7 @@ def send(store, remote: str, body: dict, branch: str = "runs", patience: float =
         try:
             recorder.sync(push=True, patience=patience)
         except LayoutError:
-            recorder.undo(commit)  # refused: it must not go out later either
+            recorder.withdraw(commit)  # refused: it must not go out later either
             raise
         except GitError as exc:
             if _on_remote(store, recorder, path):

@@ -43,24 +43,27 @@ class StatusPublisher:
         self.name, self.heartbeat = name, heartbeat
         self._pushed: tuple[float, str] = (0.0, "")
 
-    def publish(self, status: dict, final: bool = False) -> None:
-        """Push `status` if it changed (at most every MIN_INTERVAL s), is due a heartbeat, or `final`."""
+    def publish(self, status: dict, final: bool = False, early: bool = False) -> bool:
+        """Push `status` if it changed (at most every MIN_INTERVAL s), is due a heartbeat, or `final`; True
+        when it was pushed. `early`: push it now, and let the next change go out at once all the same."""
         key = json.dumps({k: v for k, v in status.items() if k != "heartbeat"}, sort_keys=True)
         last_time, last_key = self._pushed
         now = self.clock()
         changed = key != last_key
-        due = final or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= self.heartbeat
+        due = final or early or (changed and now - last_time >= MIN_INTERVAL) or now - last_time >= self.heartbeat
         if not due and not (changed and last_time == 0.0):
-            return
+            return False
         try:
             tree = self.store.update_tree(None, {"status.json": (self.store.blob(dump_json(status)), 0o100644)})
             commit = self.store.commit(tree, [], f"status of {self.name}\n")
             self.store.push(self.remote, [f"+{commit}:{self.ref}"], timeout=30)
-            self._pushed = (now, key)
+            self._pushed = (0.0, "") if early else (now, key)
+            return True
         except OSError as exc:  # a full disk under the daemon's repository
             log.warning("status not written: %s", disk_words(exc))
         except GitError as exc:
             log.debug("status not pushed: %s", exc.message)
+        return False
 
 
 def fetch_status(store: Store, remote: str, branch: str = "flows") -> None:

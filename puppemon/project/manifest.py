@@ -17,8 +17,8 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import FLOW_NAME_RE, STATUSES, show
 from puppemon.project import triggers
 from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
-                                     kind_of, list_of, named, params, record, scalar, secret_name, string,
-                                     timezone_name, unknown)
+                                     kind_of, list_of, named, params, positive_count, record, scalar,
+                                     secret_name, string, timezone_name, unknown)
 from puppemon.project.python import PythonEnv, python_field
 from puppemon.project.triggers import KINDS, Trigger
 
@@ -53,6 +53,7 @@ class Flow:
     retries: int = 0
     retry_delay: float = 10.0
     overlap: str = "skip"
+    concurrency: int | None = None         # at most this many runs in flight at once, across all daemons
     catchup: str = "latest"
     secrets: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -130,6 +131,7 @@ FLOW_FIELDS: dict[str, Checker] = {
     "retries": count,
     "retry_delay": duration(),
     "overlap": choice("skip", "queue", "parallel"),
+    "concurrency": positive_count,
     "catchup": choice("none", "latest", "all"),
     "secrets": list_of(secret_name),
     "env": env_map,

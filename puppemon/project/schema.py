@@ -161,6 +161,13 @@ def count(node: yaml.Node, path: str) -> int:
     return value
 
 
+def positive_count(node: yaml.Node, path: str) -> int:
+    value = scalar(node, path)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(node, path, f"{show(value)} is not a positive count (use a whole number, 1 or more)")
+    return value
+
+
 def boolean(node: yaml.Node, path: str) -> bool:
     value = scalar(node, path)
     if not isinstance(value, bool):

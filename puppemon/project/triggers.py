@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from puppemon.project.manifest import Flow
 
 UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)   # where interval grids start (DESIGN.md)
 
 
 class Trigger(Protocol):
@@ -54,10 +55,10 @@ class Trigger(Protocol):
         """Fire times in (start, end], earliest first, at most `limit` (for catch-up)."""
 
     def clock(self, start: datetime) -> list:
-        """APScheduler triggers that fire this one (empty for event kinds); intervals count from `start`."""
+        """APScheduler triggers that fire this one (empty for event kinds), from `start` on."""
 
     def preview(self, now: datetime) -> datetime | str:
-        """When it next fires, or what it waits for (`6h after deploy`, `next deploy`)."""
+        """When it next fires, or what it waits for (`next deploy`)."""
 
 
 def _cron_line(node, path: str) -> str:
@@ -123,7 +124,8 @@ class Cron:
 
 @dataclass(frozen=True)
 class Interval:
-    """`every: 6h`: fire on a fixed grid, counted from when the daemon schedules it."""
+    """`every: 6h`: fire on a fixed grid anchored to the Unix epoch (every: 1h fires on the hour, every: 1s on
+    whole seconds), so every daemon computes the same fire times, whenever it started."""
 
     kind: ClassVar[str] = "interval"
     key: ClassVar[str] = "every"
@@ -139,24 +141,25 @@ class Interval:
         return f"every {format_interval(self.seconds)}"
 
     def next_fire(self, after: datetime) -> datetime | None:
-        return after.astimezone(UTC) + timedelta(seconds=self.seconds)
+        step = timedelta(seconds=self.seconds)
+        return EPOCH + step * ((after.astimezone(UTC) - EPOCH) // step + 1)
 
     def fire_times(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
-        anchor, found = start.astimezone(UTC), []
-        for k in range(1, limit + 1):
-            moment = anchor + timedelta(seconds=self.seconds * k)
-            if moment > end:
-                break
+        found: list[datetime] = []
+        moment = self.next_fire(start)
+        step = timedelta(seconds=self.seconds)
+        while len(found) < limit and moment <= end:
             found.append(moment)
+            moment += step
         return found
 
     def clock(self, start: datetime) -> list:
         from puppemon.project.clock import AnchoredIntervalTrigger
 
-        return [AnchoredIntervalTrigger(self.seconds, start, self.timezone)]
+        return [AnchoredIntervalTrigger(self.seconds, EPOCH, self.timezone)]
 
     def preview(self, now: datetime) -> datetime | str:
-        return f"{format_interval(self.seconds)} after deploy"   # the grid starts when it is deployed
+        return self.next_fire(now)
 
 
 @dataclass(frozen=True)
@@ -210,13 +213,13 @@ def describe(flow: Flow) -> str:
 
 
 def next_fire(flow: Flow, after: datetime) -> datetime | None:
-    """The flow's next fire time strictly after `after`, in its timezone; an interval counts from `after`."""
+    """The flow's next fire time strictly after `after`, in its timezone."""
     times = [t for t in (trigger.next_fire(after) for trigger in flow.triggers) if t is not None]
     return min(times).astimezone(ZoneInfo(flow.timezone)) if times else None
 
 
 def fire_times(flow: Flow, start: datetime, end: datetime, limit: int) -> list[datetime]:
-    """Fire times in (start, end], earliest first, at most `limit`; an interval is anchored at `start`."""
+    """Fire times in (start, end], earliest first, at most `limit`."""
     found = {t.astimezone(UTC) for trigger in flow.triggers for t in trigger.fire_times(start, end, limit)}
     zone = ZoneInfo(flow.timezone)
     return [t.astimezone(zone) for t in sorted(found)[:limit]]
@@ -225,7 +228,7 @@ def fire_times(flow: Flow, start: datetime, end: datetime, limit: int) -> list[d
 def flow_trigger(flow: Flow, start: datetime | None = None):
     """One APScheduler trigger for all the flow's clock triggers (OR-ed), or None when it has none.
 
-    A moment two of them share fires once. An interval fires at start + k * every (start: now)."""
+    A moment two of them share fires once. An interval fires at epoch + k * every."""
     clocks = [c for trigger in flow.triggers for c in trigger.clock(start or datetime.now(UTC))]
     if len(clocks) <= 1:
         return clocks[0] if clocks else None
