@@ -301,3 +301,59 @@ def test_during_an_outage_a_daemon_alone_fires_and_one_in_company_does_not(proje
     assert [(r["scheduled"][11:19], r["daemon"]) for r in runs] == [("08:00:01", "old")]
     assert _claims(bare_remote) == []                  # the claim that could not go out was taken back
     _check_history(bare_remote)
+
+
+SLOW_EVERY_SECOND = """\
+version: 1
+flows:
+  tick:
+    command: sleep 3
+    every: 1s
+    overlap: parallel
+"""
+
+
+def test_three_daemons_one_killed_9_its_run_is_recorded_crashed_and_the_fires_go_on(tmp_path, bare_remote):
+    """Three daemons share an `every: 1s` flow whose runs take 3 s; one is killed -9 with a run in flight:
+    another records that run `crashed`, the other two go on with every fire, and no fire runs twice."""
+    from tests.test_failover import BEAT, BOUND, status_of
+
+    repo = manifest_project(tmp_path, str(bare_remote), SLOW_EVERY_SECOND)
+    deploy(repo)
+    daemons = [DaemonProcess(str(bare_remote), tmp_path / f"state{i}", name=f"d{i}", env=BEAT).start()
+               for i in range(3)]
+    victim = daemons[0]
+    try:
+        # the victim has run fires of its own (so it was seen and claims), and has one in flight now
+        wait_until(lambda: sum(r["daemon"] == "d0" for r in of_flow(remote_records(bare_remote), "tick")) >= 2,
+                   timeout=60, what="two runs by d0", on_fail=lambda: victim.log[-3000:])
+
+        def fresh_run() -> set[str]:   # runs d0 started under 1.5 s ago: still going (they take 3 s)
+            status, now = status_of(bare_remote, "d0") or {}, datetime.now(UTC)
+            return {r["run_id"] for r in status.get("in_flight") or []
+                    if (now - _moment(r["started"])).total_seconds() < 1.5}
+        lost = wait_until(fresh_run, timeout=20, what="d0 with a run just started")
+        victim.kill9()
+        killed = datetime.now(UTC)
+        last = {r["run_id"] for r in (status_of(bare_remote, "d0") or {}).get("in_flight") or []}
+
+        def crashed() -> list[dict]:
+            return [r for r in of_flow(remote_records(bare_remote), "tick", status="crashed") if r["id"] in lost]
+        wait_until(lambda: len(crashed()) == len(lost), timeout=BOUND + 30, what="d0's runs recorded crashed",
+                   on_fail=lambda: daemons[1].log[-3000:])
+        time.sleep(4)   # fires after the kill, run by the two left
+        stopped = datetime.now(UTC)
+    finally:
+        for d in daemons[1:]:
+            d.stop()
+    runs = of_flow(remote_records(bare_remote), "tick")
+    assert all("stopped heartbeating" in r["error"] and r["daemon"] == "d0" for r in crashed())
+    assert Counter(r["id"] for r in runs if r["id"] in last) == Counter(last)   # each recorded once, one way or other
+    by_time = Counter(r["scheduled"] for r in runs)
+    assert [t for t, n in by_time.items() if n > 1] == [], "a fire ran (or was recorded) twice"
+    after = sorted(_moment(r["scheduled"]) for r in runs if r["status"] == "succeeded"
+                   and killed < _moment(r["scheduled"]) < stopped - timedelta(seconds=4))
+    assert after, "no fire ran after the kill"
+    gaps = [(b - a).total_seconds() for a, b in zip([killed, *after], after)]
+    assert max(gaps) <= BOUND + 3, f"a gap of {max(gaps)} s after the kill (bound {BOUND} s)"
+    _check_history(bare_remote)

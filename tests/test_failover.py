@@ -179,11 +179,15 @@ def test_a_layout_this_version_does_not_know_stops_every_writer(tmp_path, bare_r
     assert json.loads(tree) == {"schema": 1, "layout": 1, "requires": "0.1.0"}
     with DaemonProcess(str(bare_remote), tmp_path / "s2", name="d2", env=BEAT) as running:
         wait_until(lambda: status_of(bare_remote, "d2"), 30, "d2 heartbeating", lambda: running.log)
-        clone = tmp_path / "newer"
-        git("clone", "--quiet", "--branch", "runs", str(bare_remote), str(clone))
-        (clone / "control" / "format.json").write_text('{"schema": 1, "layout": 2, "requires": "9.9"}\n')
-        git("commit", "--quiet", "-am", "layout 2", cwd=clone)
-        git("push", "--quiet", "origin", "runs", cwd=clone)
+        for attempt in range(20):   # the running daemon may push to runs meanwhile: try again on top of it
+            clone = tmp_path / f"newer{attempt}"
+            git("clone", "--quiet", "--branch", "runs", str(bare_remote), str(clone))
+            (clone / "control" / "format.json").write_text('{"schema": 1, "layout": 2, "requires": "9.9"}\n')
+            git("commit", "--quiet", "-am", "layout 2", cwd=clone)
+            if subprocess.run(["git", "push", "--quiet", "origin", "runs"], cwd=clone, capture_output=True).returncode == 0:
+                break
+        else:
+            raise AssertionError("could not push layout 2 past the running daemon")
         tip = git("--git-dir", str(bare_remote), "rev-parse", "runs").strip()
         assert running.proc.wait(30) == 1  # the running daemon stops by itself
         running.log_fh.close()
