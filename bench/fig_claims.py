@@ -38,7 +38,8 @@ def seconds(ctx: Context) -> int:
 
 def rows(ctx: Context) -> list[str]:
     return [f"{n} daemon{'s' if n > 1 else ''}: lateness {p}" for n in (1, 3) for p in ("p50", "p99")] + [
-        "git round trips on runs per fire, alone", "git round trips on runs per fire, 3 daemons"]
+        "git round trips on runs per fire, alone", "git round trips on runs per fire, 3 daemons",
+        "failover: kill -9 → next fire run by another daemon", "failover: kill -9 → its run recorded crashed"]
 
 
 def run_daemons(ctx: Context, count: int) -> tuple[list[float], float]:
@@ -114,4 +115,51 @@ def measure(ctx: Context) -> list[Row]:
                         "fetch at --poll 1"))
     out.append(Row(18, "git round trips on runs per fire, 3 daemons", three_trips, "", alone_trips, "alone", "",
                    None, note="per daemon: a claim is one fetch and one push, more when a push loses a race"))
+    next_fire, crashed = failover(ctx)
+    out.append(Row(18, "failover: kill -9 → next fire run by another daemon", next_fire, "s", note=(
+        "3 daemons, `every: 1s`, runs of 3 s; the others claim every fire, so the next one is not delayed")))
+    out.append(Row(18, "failover: kill -9 → its run recorded crashed", crashed, "s", 5.0,
+                   "the gone bound (PUPPEMON_HEARTBEAT=1: five heartbeats)", note=(
+                       "by default the bound is 300 s or more (history/status.py gone_after)")))
     return out
+
+
+SLOW = MANIFEST.replace('["date", "+%s.%N"]', '"sleep 3"')
+
+
+def failover(ctx: Context) -> tuple[float, float]:
+    """Seconds from a kill -9 of one of three daemons (a run of its in flight) to the next fire started by
+    another, and to that run recorded `crashed` on the remote (heartbeat 1 s: gone after 5 s)."""
+    from puppemon.gitstore import Store
+    from puppemon.history.records import RunStore
+
+    root = ctx.dir("failover")
+    remote = deploy_project(root, SLOW)
+    env = {**os.environ, "PUPPEMON_HEARTBEAT": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "puppemon", "daemon", "--remote", str(remote), "--state",
+                               str(root / f"state{i}"), "--name", f"d{i}", "--poll", "0.3"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(root / f"d{i}.log", "wb"),
+                              cwd=Path(__file__).resolve().parent.parent) for i in range(3)]
+    try:
+        time.sleep(15)   # the daemons find each other and share the fires
+        runs = RunStore(Store(remote))
+        procs[0].kill()
+        killed = time.time()
+        next_fire = crashed = None
+        while time.time() < killed + 60 and (next_fire is None or crashed is None):
+            time.sleep(0.2)
+            runs = RunStore(Store(remote))
+            for record in runs.list(flow="tick", limit=50):
+                if record["status"] == "crashed" and record.get("daemon") == "d0" and crashed is None:
+                    crashed = time.time() - killed
+                started = parse_iso(record["started"]).timestamp() if record.get("started") else 0
+                if record["status"] == "succeeded" and started > killed and record.get("daemon") != "d0":
+                    next_fire = min(next_fire or 1e9, started - killed)
+    finally:
+        for proc in procs[1:]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+    if next_fire is None or crashed is None:
+        raise RuntimeError("failover: no fire ran after the kill, or the killed daemon's run was not recorded")
+    return next_fire, crashed
