@@ -8,7 +8,7 @@ remote's layout, and failover.
 - Each cycle (`cycle`): the remote's `control/format.json` is checked (history/layout.py: a
   layout this version does not know stops the daemon, which writes nothing more) and written
   once when the runs branch has none.
-- Failover: about once a heartbeat period, the status refs are fetched; a daemon whose last
+- Failover: about once a heartbeat period, the status refs (fetched by the cycle) are read; a daemon whose last
   heartbeat is older than its gone bound (history/status.py `gone_after`) is gone, and the runs
   it had in flight (its last status's `in_flight`) and the run requests it claimed (the last
   DAYS days) that have no record are recorded `crashed`, "daemon X stopped heartbeating". A
@@ -43,7 +43,7 @@ from puppemon.history.recorder import Recorder
 from puppemon.history.records import RunContext, is_recorded, one_line
 from puppemon.history.requests import (DAYS, MAX_SIZE, BadRequest, check_claim, check_request,
                                        recent_dirs)
-from puppemon.history.status import STATUS_REFS, fetch_status, gone_after, readable, statuses
+from puppemon.history.status import STATUS_REFS, gone_after, readable, statuses
 
 log = logging.getLogger("puppemon")
 OWN = "refs/puppemon/peers/own"   # this daemon's name's status ref, fetched at start
@@ -149,12 +149,8 @@ class Failover:
 
     # -- failover --------------------------------------------------------------------
     def failover(self) -> None:
-        """Record `crashed` the unrecorded runs of each daemon that is gone (once per last heartbeat)."""
-        try:
-            fetch_status(self.store, self.remote, self.flows_branch)
-        except GitError as exc:
-            log.debug("status refs not fetched: %s", exc.message)
-            return
+        """Record `crashed` the unrecorded runs of each daemon that is gone (once per last heartbeat), as the
+        status refs the cycle fetched show them (daemon/peers.py fetches them with the flows tip)."""
         for status in statuses(self.store, self.clock())[0]:
             other = status["ref"][len(STATUS_REFS):]
             if other == self.name or not status["gone"]:
