@@ -24,21 +24,15 @@ def target(follower, history, tip: str | None, which: str, find) -> tuple[str | 
         claim = read_claim(follower.store, tip, which)
         if claim:
             return claim["run_id"], claim.get("flow")
-        if not _matching(history, which):
+        from puppemon.commands.locating import locate
+
+        located = locate(history, which, None, unseen=True)
+        if located.state == "unseen":
             return which, None   # not requested yet, or a run whose daemon has not said so yet: wait for it
+        return located.id, located.flow
     if is_flow_name(which) and (in_flight := running(follower.store, which) or _in_flight(follower, which)):
         return in_flight[-1], which
     return find(history, which)  # the flow's latest record, or a run's id prefix, in whatever state
-
-
-def _matching(history, which: str) -> list:
-    """The runs whose id starts with `which` (an id-shaped text may be a prefix of a longer id)."""
-    from datetime import datetime, timezone
-
-    from puppemon.commands.locating import running
-    from puppemon.history.lookup import candidates
-
-    return candidates(history.runs, which, datetime.now(timezone.utc), running(history, None))
 
 
 def _in_flight(follower, flow: str) -> list[str]:

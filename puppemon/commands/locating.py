@@ -36,8 +36,9 @@ def _in_flight(history: History, fetch: bool | None) -> dict[str, dict]:
     return in_flight(heartbeating(store, datetime.now(timezone.utc)))
 
 
-def locate(history: History, which: str, fetch: bool | None):
-    """The run `which` names (an id or a unique part of one), as history/lookup.py `Located`."""
+def locate(history: History, which: str, fetch: bool | None, unseen: bool = False):
+    """The run `which` names (an id or a unique part of one), as history/lookup.py `Located` (`unseen`: as
+    there)."""
     from puppemon.history.lookup import locate as find
 
-    return find(history.runs, which, datetime.now(timezone.utc), running(history, fetch))
+    return find(history.runs, which, datetime.now(timezone.utc), running(history, fetch), unseen)

@@ -126,17 +126,12 @@ def _run(store, remote: str, which: str, verb: str, as_json: bool, directory: st
 
 
 def _unfinished(which: str, remote: str, verb: str, directory: str) -> str:
-    from puppemon.commands.locating import locate, running
+    """The id of the run queued or in flight `which` names; a whole id nothing shows yet is taken as it is
+    (the daemon acts on the request once the run is there)."""
+    from puppemon.commands.locating import locate
     from puppemon.commands.reading import open_history
 
-    from puppemon.formats import RUN_ID
-    from puppemon.history.lookup import candidates
-
-    history = open_history(directory, remote, True)
-    if RUN_ID.match(which) and not candidates(history.runs, which, datetime.now(timezone.utc),
-                                              running(history, True)):
-        return which   # a whole id not started yet (its status not published yet): the daemon waits for it
-    located = locate(history, which, True)
-    if located.state not in ("queued", "running"):
+    located = locate(open_history(directory, remote, True), which, True, unseen=True)
+    if located.state not in ("queued", "running", "unseen"):
         raise PuppemonError(f"{located.describe()}: only a run queued or in flight can be {verb}d")
     return located.id

@@ -36,7 +36,7 @@ class Located:
 
     id: str
     flow: str
-    state: str                   # requested, queued, running, finished or refused
+    state: str                   # requested, queued, running, finished, refused (or unseen: `locate`)
     record: dict | None = None   # finished: its run.json
     daemon: str | None = None    # the daemon that claimed it (or runs it, or recorded it)
     since: str | None = None     # when it was requested (requested), claimed (queued), started (running)
@@ -145,11 +145,15 @@ def candidates(runs: RunStore, which: str, now: datetime, running: Running) -> l
     return sorted(found.values(), key=lambda c: c.id)
 
 
-def locate(runs: RunStore, which: str, now: datetime, running: Running) -> Located:
-    """The one run whose id is, or uniquely matches, `which`; an error says when none or several do."""
+def locate(runs: RunStore, which: str, now: datetime, running: Running, unseen: bool = False) -> Located:
+    """The one run whose id is, or uniquely matches, `which`; an error says when none or several do.
+    With `unseen`, a whole id nothing shows yet is that run, in state "unseen" (flow "": a run a daemon
+    has started and not said so yet, or a request still on its way), for those who wait for it."""
     if not which or not re.fullmatch(r"[0-9A-Za-z-]+", which):
         raise PuppemonError(f"{which!r} is not a run id or part of one (e.g. 20261125T083000Z-7f3a9c)")
     found = candidates(runs, which, now, running)
+    if not found and unseen and RUN_ID.match(which):
+        return Located(which, "", "unseen")
     if not found and not runs.tip and not runs.archives:
         raise PuppemonError("no runs recorded yet")
     if not found:
