@@ -14,17 +14,11 @@ import time
 from pathlib import Path
 
 from bench.common import Context, Row, percentile
+from bench import fig_daemon
 from bench.fig_daemon import deploy_project
 from puppemon.formats import parse_iso
 
-MANIFEST = """\
-version: 1
-flows:
-  tick:
-    command: ["date", "+%s.%N"]
-    every: 1s
-    overlap: parallel
-"""
+MANIFEST = fig_daemon.MANIFEST + "    overlap: parallel\n"   # figure 6's flow, its runs free to overlap
 WRAPPER = """\
 #!/bin/sh
 case " $* " in *" push "*|*" fetch "*) echo "$(date +%s.%N) $PUPPEMON_BENCH_DAEMON $*" >> "{log}";; esac
