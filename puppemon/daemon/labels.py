@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Callable
 
 from puppemon.formats import plural
-from puppemon.gitstore import GitError, Store
+from puppemon.gitstore import Store
 from puppemon.history.placement import can_take
 
 log = logging.getLogger("puppemon")
-PEERS_TIMEOUT = 15.0   # seconds: reading the other daemons' labels at a deploy
 
 
 def needs(runs_on) -> str:
@@ -30,15 +29,14 @@ class Placement:
     """This daemon's labels, and what they mean for the flows of a deploy."""
 
     def __init__(self, labels: tuple[str, ...], name: str, current: Callable, store: Store | None = None,
-                 remote: str | None = None, branch: str = "flows",
                  clock: Callable[[], datetime] | None = None) -> None:
         self.labels, self.name, self.current = tuple(labels), name, current
-        self.store, self.remote, self.branch, self.clock = store, remote, branch, clock
+        self.store, self.clock = store, clock
 
     @classmethod
     def of(cls, settings, current: Callable, store: Store, clock: Callable[[], datetime]) -> Placement:
         """The placement of the daemon with `settings` (daemon/settings.py)."""
-        return cls(settings.labels, settings.name, current, store, settings.remote, settings.branch_flows, clock)
+        return cls(settings.labels, settings.name, current, store, clock)
 
     def can(self, flow) -> bool:
         """Whether this daemon may take `flow` (a manifest Flow)."""
@@ -94,16 +92,11 @@ class Placement:
                             f"{plural(len(peers), 'other live daemon')} seen" if peers else "no other live daemon seen")
 
     def _peers(self) -> list[tuple[str, tuple[str, ...]]]:
-        """(name, labels) of the other live daemons in the remote's status refs (none when they cannot be
-        read: a remote that does not answer holds a deploy up for PEERS_TIMEOUT at most)."""
-        if self.store is None or self.remote is None or self.clock is None:
+        """(name, labels) of the other live daemons, from the status refs the cycle fetched with the flows
+        tip (daemon/peers.py) just before this deploy."""
+        if self.store is None or self.clock is None:
             return []
-        from puppemon.history.status import STATUS_REFS, heartbeating, labels_of
+        from puppemon.history.status import heartbeating, labels_of
 
-        try:
-            self.store.fetch(self.remote, [f"+{STATUS_REFS}*:{STATUS_REFS}*"], timeout=PEERS_TIMEOUT)
-        except GitError as exc:
-            log.info("the other daemons' status refs could not be read: %s", exc.message)
-            return []
         return [(str(s.get("name")), labels_of(s)) for s in heartbeating(self.store, self.clock())
                 if s.get("name") != self.name]

@@ -28,17 +28,11 @@ from typing import Callable, Iterable
 from puppemon.formats import utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.placement import can_take
-from puppemon.history.status import FLOWS_TIP, fetch_status, statuses
+from puppemon.history.status import FLOWS_TIP, fetch_status, labels_of, statuses
 
 log = logging.getLogger("puppemon")
 
 ALONE, CLAIM, WAIT = "alone", "claim", "wait"
-
-
-def advertised_labels(status: dict) -> list[str]:
-    """The labels a status ref advertises (none when absent or not a list of strings)."""
-    labels = status.get("labels")
-    return [x for x in labels if isinstance(x, str)] if isinstance(labels, list) else []
 
 
 def _known(status: dict) -> dict:
@@ -110,14 +104,14 @@ class Peers:
     def able(self, runs_on: Iterable[str] | None) -> list[str]:
         """The live peers that can take a flow asking for `runs_on`."""
         with self.lock:
-            return [n for n, s in sorted(self.live.items()) if can_take(advertised_labels(s), runs_on)]
+            return [n for n, s in sorted(self.live.items()) if can_take(labels_of(s), runs_on)]
 
     def decide(self, runs_on: Iterable[str] | None, moment: datetime) -> tuple[str, str]:
         """(ALONE, CLAIM or WAIT, why: for a log line) for a fire at `moment` of a flow asking for `runs_on`."""
         with self.lock:
             if not self.ready:
                 return WAIT, "this daemon's status has not reached the remote yet"
-            able = [n for n, s in sorted(self.live.items()) if can_take(advertised_labels(s), runs_on)]
+            able = [n for n, s in sorted(self.live.items()) if can_take(labels_of(s), runs_on)]
             for name in able:
                 since = self.acked.get(name)
                 if since is None or moment <= since:
