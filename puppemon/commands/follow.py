@@ -39,12 +39,13 @@ def _in_flight(follower, flow: str) -> list[str]:
     """The runs of `flow` the daemons' status refs show in flight (a daemon that publishes no live logs)."""
     from datetime import datetime, timezone
 
+    from puppemon.history.lookup import in_flight
     from puppemon.history.status import heartbeating
 
-    if follower.no_daemon():
+    if follower.no_daemon():   # fetches the status refs
         return []
-    return sorted(r["run_id"] for s in heartbeating(follower.store, datetime.now(timezone.utc))
-                  for r in s.get("in_flight") or [] if r.get("flow") == flow and isinstance(r.get("run_id"), str))
+    flying = in_flight(heartbeating(follower.store, datetime.now(timezone.utc)))
+    return sorted(run_id for run_id, run in flying.items() if run["flow"] == flow)
 
 
 def follow_run(which: str, remote: str | None, directory: str, http: str | None, find) -> int:
