@@ -181,7 +181,8 @@ def test_a_layout_this_version_does_not_know_stops_every_writer(tmp_path, bare_r
         wait_until(lambda: status_of(bare_remote, "d2"), 30, "d2 heartbeating", lambda: running.log)
         for attempt in range(20):   # the running daemon may push to runs meanwhile: try again on top of it
             clone = tmp_path / f"newer{attempt}"
-            git("clone", "--quiet", "--branch", "runs", str(bare_remote), str(clone))
+            # --no-local: through the pack protocol, not a copy of the objects the daemon is pushing into
+            git("clone", "--quiet", "--no-local", "--branch", "runs", str(bare_remote), str(clone))
             (clone / "control" / "format.json").write_text('{"schema": 1, "layout": 2, "requires": "9.9"}\n')
             git("commit", "--quiet", "-am", "layout 2", cwd=clone)
             if subprocess.run(["git", "push", "--quiet", "origin", "runs"], cwd=clone, capture_output=True).returncode == 0:
