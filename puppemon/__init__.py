@@ -7,6 +7,7 @@ Flow code may import this module to read its run context::
     puppemon.output_dir()      # a pathlib.Path; files left there are recorded
     puppemon.secret("name")    # a secret granted to this flow (str, or dict)
     puppemon.variable("NAME")  # a variable from the manifest
+    puppemon.trigger()         # what started the run: {"kind": "schedule", "scheduled_time": ...}
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "params", "output_dir", "secret", "variable", "run_id", "env_name"]
+__all__ = ["__version__", "params", "output_dir", "secret", "variable", "run_id", "trigger", "env_name"]
 
 
 def env_name(name: str) -> str:
@@ -67,3 +68,11 @@ def secret(name: str) -> Any:
 def variable(name: str, default: Any = None) -> Any:
     """A variable from the manifest's `variables:` section."""
     return os.environ.get(name, default)
+
+
+def trigger() -> dict[str, Any]:
+    """What started the current run: its `kind` (schedule, catchup, request, deploy, ...), the fire it
+    stands for as `scheduled_time` (UTC ISO 8601, None when no clock decided it) and what the kind adds."""
+    data = json.loads(os.environ.get("PUPPEMON_TRIGGER") or "{}")
+    data.setdefault("scheduled_time", os.environ.get("PUPPEMON_SCHEDULED_TIME"))
+    return data

@@ -85,6 +85,13 @@ def remote_records(bare: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["id"])
 
 
+def result_of(bare: Path, record: dict):
+    """The result.json recorded beside `record` on the remote's runs branch."""
+    from puppemon.formats import run_dir
+
+    return json.loads(git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/result.json"))
+
+
 def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
     """The flow's records matching `match`, by scheduled time then id (an in-process test's ids may share
     the time of its clock)."""

@@ -16,7 +16,8 @@ import pytest
 from puppemon.daemon.loop import Daemon
 from puppemon.daemon.settings import Settings
 from tests.conftest import git, wait_until
-from tests.daemon_helpers import deploy, deploy_records, fsck, linear, manifest_project, of_flow, remote_records
+from tests.daemon_helpers import (deploy, deploy_records, fsck, linear, manifest_project, of_flow, remote_records,
+                                  result_of)
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 
@@ -227,3 +228,25 @@ def test_a_fire_after_the_stop_signal_starts_nothing(tmp_path, bare_remote):
         daemon.fire("tick", T0 + timedelta(hours=1))
         assert not daemon.queue.busy()
     assert remote_records(bare_remote) == []
+
+
+def test_each_caught_up_run_learns_which_fire_it_stands_for(tmp_path, bare_remote):
+    """PUPPEMON_SCHEDULED_TIME and puppemon.trigger() tell a `catchup: all` run which missed fire it is."""
+    files = {"flows/tick.py": "import os, puppemon\n\ndef main():\n"
+             "    return {'env': os.environ['PUPPEMON_SCHEDULED_TIME'], 'trigger': puppemon.trigger()}\n"}
+    manifest = "version: 1\nflows:\n  tick:\n    entrypoint: flows/tick.py:main\n    every: 1s\n" \
+               "    overlap: queue\n    catchup: all\n"
+    deploy(manifest_project(tmp_path, str(bare_remote), manifest, files))
+    clock, state = Clock(), tmp_path / "state"
+    with running(bare_remote, state, clock) as daemon:
+        daemon.cycle(catch_up=True)
+    clock.advance(2.5)
+    with running(bare_remote, state, clock) as daemon:
+        daemon.cycle(catch_up=True)
+        idle(daemon)
+    caught = of_flow(remote_records(bare_remote), "tick", trigger={"kind": "catchup"})
+    assert all(r["status"] == "succeeded" for r in caught), [(r["status"], r.get("error")) for r in caught]
+    results = [result_of(bare_remote, r) for r in caught]
+    assert [r["env"] for r in results] == ["2026-11-25T08:00:01.000Z", "2026-11-25T08:00:02.000Z"]
+    assert [r["trigger"] for r in results] == [
+        {"kind": "catchup", "scheduled_time": s} for s in ("2026-11-25T08:00:01.000Z", "2026-11-25T08:00:02.000Z")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import json
 import os
 import platform
 import subprocess
@@ -15,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from puppemon.formats import run_dir
 from puppemon.run.environments import MARKER, EnvStore, find_uv
 from tests.conftest import git, puppemon
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
-                                  remote_records, run_daemon_once, wait_until)
+                                  remote_records, result_of, run_daemon_once, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +60,9 @@ def wheels(tmp_path, monkeypatch) -> Path:
     return directory
 
 
-def run_dir(record: dict) -> str:
-    rid = record["id"]
-    return f"runs/{record['flow']}/{rid[:4]}/{rid[4:6]}/{rid[6:8]}/{rid}"
-
-
-def result_of(bare: Path, record: dict):
-    return json.loads(git("--git-dir", str(bare), "show", f"runs:{run_dir(record)}/result.json"))
-
 
 def log_of(bare: Path, record: dict) -> str:
-    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record)}/log.txt")
+    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
 
 
 def once(bare: Path, state: Path) -> None:

@@ -237,6 +237,7 @@ def test_child_env_is_exactly_base_env_plus_the_run_context(code):
         "PUPPEMON_RUN_ID": result.run_id, "PUPPEMON_FLOW": "job",
         "PUPPEMON_PARAMS": '{"a": 1, "b": "two"}', "PUPPEMON_OUTPUT_DIR": env["PUPPEMON_OUTPUT_DIR"],
         "PUPPEMON_FLOWS_COMMIT": "abc123", "TMPDIR": env["TMPDIR"],
+        "PUPPEMON_TRIGGER": '{"scheduled_time": null}',   # run() gives no trigger: nothing started it
     }
 
 

@@ -106,7 +106,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
 
         target = open_target(project, remote, push)  # before the run: a bad repo or remote fails fast
     spec = RunSpec(run_id=new_id(), flow=found, code_dir=project, params=params,
-                   variables=dict(loaded.variables), workdir="shared", secrets=local_secrets(found))
+                   variables=dict(loaded.variables), workdir="shared", secrets=local_secrets(found),
+                   trigger={"kind": "manual"})
     if found.python is not None:  # the same environment the daemon builds, cached for this user
         from puppemon.commands.env import local_environment
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from puppemon import env_name
-from puppemon.formats import format_duration, plural
+from puppemon.formats import format_duration, plural, utc_iso
 from puppemon.project.manifest import Flow
 from puppemon.run import backends
 from puppemon.run.backend import Backend, Execution, Launch, StartFailed
@@ -75,11 +75,22 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
         "PUPPEMON_FLOWS_COMMIT": spec.flows_commit,
         "TMPDIR": str(tmp),
     })
+    env.update(trigger_env(spec.trigger, spec.scheduled))
     if spec.environment is not None:  # its interpreter and console scripts first; the flow API importable
         env["VIRTUAL_ENV"] = str(spec.environment.path)
         env["PATH"] = os.pathsep.join([str(spec.environment.path / "bin"), *filter(None, [env.get("PATH")])])
         # the flow API, and what the flow's own `env:` adds; never the daemon's PYTHONPATH
         env["PYTHONPATH"] = os.pathsep.join([str(spec.flow_api), *filter(None, [spec.flow.env.get("PYTHONPATH")])])
+    return env
+
+
+def trigger_env(trigger: dict, scheduled: datetime | None) -> dict[str, str]:
+    """What started a run, for its environment (DESIGN.md "Trigger data"): PUPPEMON_TRIGGER is the JSON
+    that `puppemon.trigger()` returns; a kind's own values also get a variable of their own."""
+    data = {**trigger, "scheduled_time": utc_iso(scheduled)}
+    env = {"PUPPEMON_TRIGGER": json.dumps(data, default=str)}
+    if scheduled is not None:
+        env["PUPPEMON_SCHEDULED_TIME"] = utc_iso(scheduled)
     return env
 
 

@@ -32,6 +32,8 @@ class RunSpec:
     user: OSUser | None = None          # the OS user it runs as (None: this process's); the caller checked the grant
     environment: Environment | None = None   # its Python environment (run/environments.py); None: this Python
     flow_api: Path | None = None        # with an environment: the directory that makes `import puppemon` work
+    trigger: dict = field(default_factory=dict)   # what started it ({"kind": "schedule"}, ...): PUPPEMON_TRIGGER
+    scheduled: datetime | None = None   # the fire it stands for (clock kinds, backfill): PUPPEMON_SCHEDULED_TIME
 
 
 class PauseSwitch:
