@@ -135,7 +135,7 @@ BAD = [
     ("version: 1\nflows:\n  backup:\n    command: x\n    scheduel: '0 * * * *'\n",
      "puppemon.yaml:5:5: flows.backup.scheduel: unknown key (did you mean 'schedule'?)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
-     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, concurrency, entrypoint, env, "
+     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, concurrency, container, entrypoint, env, "
      "every, notify, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, schedule, secrets, timeout, "
      "timezone, "
      "user, workdir)"),
@@ -205,7 +205,7 @@ BAD = [
      "puppemon.yaml:3:13: defaults.timezone: '../../etc/passwd' is not a known timezone "
      "(use an IANA name such as UTC, Europe/Paris, Asia/Taipei)"),
     ("version: 1\ndefaults:\n  schedule: '@daily'\nflows: {}\n",
-     "puppemon.yaml:3:3: defaults.schedule: unknown key (allowed: catchup, env, notify, overlap, python, "
+     "puppemon.yaml:3:3: defaults.schedule: unknown key (allowed: catchup, container, env, notify, overlap, python, "
      "retries, retry_delay, runs_on, timeout, timezone, user, workdir)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: true\n",
      "puppemon.yaml:5:14: flows.a.retries: true is not a count (use a whole number, 0 or more)"),

@@ -22,6 +22,7 @@ from puppemon.gitstore import GitError, Store, TooLarge
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
 from puppemon.run.environments import EnvError, EnvStore
+from puppemon.run.images import ImageStore
 
 log = logging.getLogger("puppemon")
 
@@ -36,6 +37,7 @@ class Deployment:
     manifest: Any          # project.manifest.Manifest
     source_commit: str
     environments: dict = field(default_factory=dict)   # flow name -> run.environments.Environment
+    images: dict = field(default_factory=dict)         # flow name -> the container image it runs in
     committed: datetime = EPOCH   # the flows commit's time: where its run-on-deploy claims are filed
 
 
@@ -44,10 +46,13 @@ class Deployer:
 
     def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str,
                  envs: EnvStore | None = None, wake: Callable[[], None] = lambda: None,
-                 takes: Callable[[Any], bool] = lambda _flow: True) -> None:
+                 takes: Callable[[Any], bool] = lambda _flow: True, images: ImageStore | None = None) -> None:
+        from puppemon.run.engine import EngineConfig
+
         self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
         self.envs = envs or EnvStore(state.envs_dir)
-        self.builds = Builds(self.envs, wake, takes)   # only the flows this daemon takes (its labels)
+        self.images = images or ImageStore(EngineConfig(), state.images_dir)
+        self.builds = Builds(self.envs, wake, takes, self.images)   # only the flows this daemon takes (its labels)
         self.current: Deployment | None = None
         self.refused: set[str] = set()
         self.env_keys: dict[str, set[str]] = {}   # deploy sha -> the environments it runs in
@@ -89,26 +94,29 @@ class Deployer:
             manifest = parse(data, MANIFEST_NAME)
             check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
             directory = self._check_out(sha)
-            environments = self.builds.result(sha, manifest, directory, wait)
-            if environments is None:
+            prepared = self.builds.result(sha, manifest, directory, wait)
+            if prepared is None:
                 return None  # building: the current deploy goes on meanwhile
         except (ManifestError, FilterMissing, UnsafeTree, EnvError) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})
             return None
-        self.current = Deployment(sha, directory, manifest, source, environments,
+        environments, images = prepared
+        self.current = Deployment(sha, directory, manifest, source, environments, images,
                                   datetime.fromtimestamp(commit.time, timezone.utc))
-        self.env_keys[sha] = {env.key for env in environments.values()}
+        self.env_keys[sha] = {env.key for env in environments.values()} | set(images.values())
         return self.current
 
     def environments_record(self, deployment: Deployment) -> dict:
-        """For the deploy record: each environment once, with its resolved packages and the flows in it."""
+        """For the deploy record: each environment once, with its resolved packages and the flows in it; the
+        image each container flow runs in."""
         found: dict[str, dict] = {}
         for name, env in sorted(deployment.environments.items()):
             entry = found.setdefault(env.key, {"python": env.python, "packages": list(env.packages), "flows": []})
             entry["flows"].append(name)
-        return {"environments": found} if found else {}
+        images = dict(sorted(deployment.images.items()))
+        return {**({"environments": found} if found else {}), **({"images": images} if images else {})}
 
     def _check_out(self, sha: str) -> Path:
         """The read-only checkout of `sha`, made once (a restart on the same commit reuses it)."""
@@ -154,6 +162,8 @@ class Deployer:
         envs = set().union(*(self.env_keys.get(sha, set()) for sha in keep))
         for key in self.envs.collect(envs):
             log.info("removed environment %s (no deploy or run uses it)", key[:12])
+        for tag in self.images.collect(envs):
+            log.info("removed image %s (no deploy or run uses it)", tag)
 
 
 def set_writable(root: Path, writable: bool) -> None:

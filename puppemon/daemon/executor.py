@@ -13,7 +13,7 @@ from puppemon.daemon.queue import Active, Pending
 from puppemon.daemon.settings import UserGrants
 from puppemon.errors import PuppemonError
 from puppemon.history.records import one_line
-from puppemon.run.backend import Execution
+from puppemon.run.backend import Backend, Execution
 from puppemon.run.environments import flow_api
 from puppemon.run.users import OSUser, current_name, lookup
 from puppemon.secrets import SecretStore, for_flow
@@ -27,11 +27,13 @@ class RunExecutor:
 
     def __init__(self, state: StateDir, ledger: Ledger, daemon: str, secrets: SecretStore | None,
                  kill_grace: float, clock: Callable[[], datetime], users: UserGrants | None = None,
-                 max_pause: float | None = None, live: LiveLogs | None = None) -> None:
+                 max_pause: float | None = None, live: LiveLogs | None = None,
+                 containers: Backend | None = None) -> None:
         self.state, self.ledger, self.daemon, self.max_pause = state, ledger, daemon, max_pause
         self.secrets, self.kill_grace, self.clock = secrets, kill_grace, clock
         self.users = users or UserGrants({})
         self.live = live
+        self.containers = containers   # the container backend, with the server's engine settings
 
     def __call__(self, p: Pending, active: Active) -> None:
         from puppemon.run.runner import execute
@@ -48,7 +50,11 @@ class RunExecutor:
         if environment is not None:  # built at deploy time (daemon/deployer.py)
             spec.environment, spec.flow_api = environment, flow_api(self.state.envs_dir)
             ctx = replace(ctx, environment=environment.record())
-        self.state.journal(ctx, started, spec.backend)
+        if flow.container is not None:   # in the image the deploy pulled or built; none of the daemon's env
+            spec.flow = replace(flow, container=replace(flow.container, image=deployment.images.get(flow.name),
+                                                        build=None))
+            spec.backend, spec.base_env = self.containers or "container", {}
+        self.state.journal(ctx, started, getattr(spec.backend, "name", spec.backend))
         log.info("%s: started run %s (%s)", p.flow, p.run_id, p.trigger.get("kind"))
         try:
             spec.secrets = for_flow(self.secrets, flow.name, flow.secrets)

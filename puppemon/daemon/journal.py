@@ -67,6 +67,7 @@ class StateDir:
         self.deploys_dir = self.path / "deploys"
         self.mirror_dir = self.path / "mirror.git"
         self.envs_dir = self.path / "envs"        # Python environments (run/environments.py)
+        self.images_dir = self.path / "images"    # markers of the container images built here (run/images.py)
         self._lock_fh = None
 
     def open(self) -> None:

@@ -43,7 +43,9 @@ from puppemon.formats import plural, utc_iso
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder, disk_words
 from puppemon.history.status import StatusPublisher
+from puppemon.run.container import ContainerBackend
 from puppemon.run.environments import EnvStore
+from puppemon.run.images import ImageStore
 
 log = logging.getLogger("puppemon")
 
@@ -89,12 +91,13 @@ class Daemon(Lifecycle):
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
         self.placement = Placement.of(s, lambda: self.deployer.current, self.store, self.clock)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
-                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can)
+                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can,
+                                 ImageStore(s.containers, self.state.images_dir, s.build_timeout))
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
-                               s.max_pause, self.live)
+                               s.max_pause, self.live, ContainerBackend(s.containers))
         self.controls = Controls(self.store, self.state, self.clock)
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,

@@ -19,10 +19,14 @@ from typing import Any
 from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
+from puppemon.run.engine import EngineConfig
+
+CONTAINER_KEYS = ("container_engine", "container_args", "container_build_args", "container_mount_roots",
+                  "container_network")
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause", "live_interval", "labels"}
+               "rotate_after", "max_pause", "live_interval", "labels", *CONTAINER_KEYS}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -63,6 +67,7 @@ class Settings:
     max_pause: float = MAX_PAUSE           # a run paused longer than this is cancelled
     live_interval: float = LIVE_INTERVAL   # live log tails pushed at most this often (0: not published)
     labels: tuple[str, ...] = ()           # what this daemon offers: a flow's `runs_on` picks daemons by them
+    containers: EngineConfig = field(default_factory=EngineConfig)   # the container engine and its flags
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -234,6 +239,37 @@ def parse_labels(value: Any, where: str = "--labels") -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
+def _strings(value: Any, option: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise PuppemonError(f"{option}: expected a list of strings, got {value!r}")
+    return tuple(values)
+
+
+def container_config(options: dict[str, Any], config: dict[str, Any], where: str | None) -> EngineConfig:
+    """The container engine's settings: --container-* options over the config file's container_* keys."""
+    def pick(key: str, plural: bool = False):
+        given = options.get(key)
+        if given not in (None, (), []):
+            return _strings(given, "--" + key.replace("_", "-")) if plural else given
+        value = config.get(key)
+        return _strings(value, f"{where}: {key}") if plural else value
+
+    engine, network = pick("container_engine"), pick("container_network")
+    if engine is not None and (not isinstance(engine, str) or not engine):
+        raise PuppemonError(f"container_engine {engine!r}: name podman or docker (or a path to one)")
+    if network is not None and network not in ("none", "bridge", "host"):
+        raise PuppemonError(f"container_network {network!r}: use none, bridge or host")
+    roots = pick("container_mount_roots", True)
+    for root in roots:
+        if not os.path.isabs(root):
+            raise PuppemonError(f"container_mount_roots: {root!r} is not an absolute path (flows may mount "
+                                "paths under these host directories)")
+    return EngineConfig(engine, pick("container_args", True), pick("container_build_args", True), roots, network)
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -271,6 +307,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         raise PuppemonError(f"--name {settings.name!r}: use letters, digits, '.', '-' and '_' only")
     if config.get("users") is not None:
         settings.users = user_grants(config["users"], config_file)
+    settings.containers = container_config(options, config, config_file)
     if merged.get("secrets"):
         settings.secrets_file = os.path.expanduser(str(merged["secrets"]))
     if merged.get("listen"):

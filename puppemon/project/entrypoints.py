@@ -123,6 +123,10 @@ def check_manifest(manifest, read: Reader, filename: str, where: str) -> None:
             except ValueError as exc:
                 line, col = flow.marks.get("python", (flow.line, 1))
                 raise ManifestError(f"{filename}:{line}:{col}: flows.{flow.name}.python: {exc}") from None
+        if flow.container is not None and flow.container.build and read(flow.container.build) is None:
+            line, col = flow.marks.get("container", (flow.line, 1))
+            raise ManifestError(f"{filename}:{line}:{col}: flows.{flow.name}.container.build: "
+                                f"{flow.container.build} is not in {where} (commit the Containerfile)")
         if not flow.entrypoint:
             continue
         try:

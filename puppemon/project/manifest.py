@@ -19,6 +19,7 @@ from puppemon.project import triggers
 from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
                                      kind_of, list_of, named, params, positive_count, record, scalar,
                                      secret_name, string, timezone_name, unknown)
+from puppemon.project.container import Container, container_field
 from puppemon.project.python import PythonEnv, python_field
 from puppemon.project.triggers import KINDS, Trigger
 
@@ -62,6 +63,7 @@ class Flow:
     user: str | None = None                # the OS user to run as: the server's config must grant it
     python: PythonEnv | None = None        # its Python environment (python.py); None: the daemon's interpreter
     runs_on: tuple[str, ...] = ()          # labels a daemon needs, every one, to take it (none: any daemon)
+    container: Container | None = None     # runs in this image (container.py); None: a local process
     line: int = 0
     # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -138,13 +140,14 @@ FLOW_FIELDS: dict[str, Checker] = {
     "workdir": choice("fresh", "shared"),
     "notify": _notify,                                     # null = no notification
     "python": python_field,
+    "container": container_field,                          # null = a local process, even if defaults set one
     "user": named(USER_NAME_RE, "user name", "an OS user name: letters, digits, '_', '.' and '-'"),
     "runs_on": list_of(named(FLOW_NAME_RE, "label", "lowercase letters, digits, '-' and '_', as a daemon's "
                              "--labels")),
     **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
 }
 DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir",
-                "user", "python", "runs_on")
+                "user", "python", "runs_on", "container")
 DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
 
 
@@ -173,8 +176,22 @@ def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, A
         raise Invalid(keys.get("workdir") or keys.get("user") or key_node, path,
                       "has both user: and workdir: shared (a run as another user works in its own copy of "
                       "the code: drop workdir: shared)")
+    _check_container(merged, keys, key_node, path)
     trigger_list = triggers.build(merged, merged.get("timezone", "UTC"))
     return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, marks=marks, **merged)
+
+
+def _check_container(merged: dict, keys: dict, key_node: yaml.Node, path: str) -> None:
+    """A container flow takes its Python and its user from its image, and works in its own copy (DESIGN.md)."""
+    if not merged.get("container"):
+        return
+    for key, why in (("python", "a container flow takes its dependencies from its image: drop python:, or "
+                      "name the image's interpreter as container.python"),
+                     ("user", "a container flow runs as the image's user: set container.user (UID[:GID]) instead"),
+                     ("workdir", "a container run works in its own copy of the code: drop workdir: shared")):
+        if merged.get(key) and (key != "workdir" or merged[key] == "shared"):
+            where = keys.get(key) or keys.get("container") or key_node
+            raise Invalid(where, f"{path}.{key}", f"cannot be used with container: ({why})")
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:

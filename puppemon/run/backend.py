@@ -45,6 +45,8 @@ class Execution(Protocol):
     """A started attempt. Only `kill` may be called from another thread."""
 
     escaped: int | None  # once it is over: how many processes it left running outside what `kill` reaches
+    # A backend that knows better than the exit status why an attempt failed (a container killed for going
+    # over its memory) may also set `reason: str | None` once it is over; the run's error is then that.
 
     @property
     def running(self) -> bool:

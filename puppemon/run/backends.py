@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from puppemon.errors import PuppemonError
 from puppemon.run.backend import Backend
+from puppemon.run.container import ContainerBackend
 from puppemon.run.local import LocalBackend
 
 BACKENDS: dict[str, type] = {
     "local": LocalBackend,
+    "container": ContainerBackend,
 }
 
 _instances: dict[str, Backend] = {}

@@ -130,7 +130,10 @@ def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: thr
             pause.since = None
         execution.close()
         escaped = _note_escaped(execution, log)
-    return (*_outcome(reason, rc, timeout, cancel, pause), escaped)
+    status, code, error = _outcome(reason, rc, timeout, cancel, pause)
+    if status == "failed" and getattr(execution, "reason", None):   # the backend knows better (out of memory)
+        error = execution.reason
+    return status, code, error, escaped
 
 
 def _apply_pause(pause: PauseSwitch, execution: Execution, deadline: float | None, log: Log) -> float | None:
@@ -186,7 +189,7 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
     # Through JSON, so the function gets exactly what PUPPEMON_PARAMS and the record say.
     params = json.loads(json.dumps({**flow.params, **spec.params}, default=str))
     _argv(flow, Path())  # a flow with neither entrypoint nor command is a caller's bug: raise
-    backend = backends.get(spec.backend)
+    backend = backends.get(spec.backend) if isinstance(spec.backend, str) else spec.backend
     log = Log(spec.log_limit, on_output)
     run = _Run(status="failed")
     area = None

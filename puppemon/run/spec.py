@@ -28,7 +28,7 @@ class RunSpec:
     outputs_limit: int = 20 * 1024**2
     grace: float = 10.0                 # SIGTERM -> SIGKILL on timeout or cancel
     base_env: dict | None = None        # the environment runs inherit (default: this process's)
-    backend: str = "local"              # where it executes: a name in run/backends.py
+    backend: Any = "local"              # where it executes: a name in run/backends.py, or a configured Backend
     user: OSUser | None = None          # the OS user it runs as (None: this process's); the caller checked the grant
     environment: Environment | None = None   # its Python environment (run/environments.py); None: this Python
     flow_api: Path | None = None        # with an environment: the directory that makes `import puppemon` work

@@ -1,0 +1,353 @@
+"""Flows with `container:` run in a real podman container, through a real daemon, on a local image
+(busybox-static imported from a tarball: no registry). The engine flags this machine needs are the
+server's config (container_args), as a user's would be."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git, puppemon, wait_until
+from tests.containers import IMAGE, containers_of, daemon_config, make_image, python
+from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
+                                  remote_records, result_of, run_daemon_once)
+
+SECRET = "s3cr3t-c0ntainer-9f1e"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def image():
+    make_image()
+    return IMAGE
+
+
+@pytest.fixture
+def shared():
+    """A host directory the flows mount (pytest's tmp dirs are fine for root containers; this one is short)."""
+    path = Path(tempfile.mkdtemp(prefix="puppemon-ct-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def log_of(bare: Path, record: dict) -> str:
+    from puppemon.formats import run_dir
+
+    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
+
+
+def secrets_file(tmp_path: Path, flows: str) -> Path:
+    path = tmp_path / "secrets.yaml"
+    path.write_text(f"tok:\n  value: {SECRET}\n  flows: [{flows}]\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_command_and_entrypoint_flows_run_in_the_container(tmp_path, bare_remote, image, shared):
+    files = {"job.py": "import os, puppemon\n\ndef main(n=1, who='x'):\n"
+             "    (puppemon.output_dir() / 'hello.txt').write_text(f'hello {who}')\n"
+             "    print('cwd', os.getcwd(), 'secret', puppemon.secret('tok'))\n"
+             "    return {'n': n * 2, 'who': who, 'in_container': os.path.exists('/run/.containerenv')}\n"}
+    manifest = f"""\
+version: 1
+defaults:
+  container: {{image: {image}, network: none, python: {python()}}}
+flows:
+  py:
+    entrypoint: job.py:main
+    params: {{n: 21, who: box}}
+    secrets: [tok]
+    run_on_deploy: true
+  sh:
+    command: 'echo "uid=$(id -u) cwd=$PWD out=$PUPPEMON_OUTPUT_DIR"; echo "$TOK"; ls /data; echo hi > "$PUPPEMON_OUTPUT_DIR/o.txt"; exit 3'
+    secrets: [tok]
+    run_on_deploy: true
+    container: {{image: {image}, network: none, mounts: ["{shared}:/data:ro"], memory: 64m, cpus: 1}}
+"""
+    (shared / "inbox.csv").write_text("a,b\n")
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)],
+                        extra=f"secrets: {secrets_file(tmp_path, 'py, sh')}\n")
+    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    records = remote_records(bare_remote)
+    py, sh = of_flow(records, "py")[0], of_flow(records, "sh")[0]
+    assert py["status"] == "succeeded", (py, log_of(bare_remote, py))
+    assert result_of(bare_remote, py) == {"n": 42, "who": "box", "in_container": True}
+    assert log_of(bare_remote, py) == "cwd /puppemon/work secret ***\n"
+    assert [o["path"] for o in py["outputs"]] == ["hello.txt"]
+    assert (sh["status"], sh["exit_code"], sh["error"]) == ("failed", 3, "exited with code 3")
+    assert log_of(bare_remote, sh) == "uid=0 cwd=/puppemon/work out=/puppemon/outputs\n***\ninbox.csv\n"
+    assert [o["path"] for o in sh["outputs"]] == ["o.txt"]
+    deployed = [r for r in deploy_records(bare_remote) if r["status"] == "deployed"][0]
+    assert deployed["images"] == {"py": image, "sh": image}
+    # the secret is in no git object, and no container is left behind
+    objects = subprocess.run(["git", "--git-dir", str(bare_remote), "cat-file", "--batch-all-objects", "--batch"],
+                             capture_output=True).stdout
+    assert SECRET.encode() not in objects
+    assert containers_of(py["id"]) == [] and containers_of(sh["id"]) == []
+    fsck(bare_remote)
+
+
+def test_the_secret_is_in_no_process_listing_while_the_container_runs(tmp_path, bare_remote, image, shared):
+    started, done = shared / "started", shared / "done"
+    (shared / "expected").write_text(SECRET)
+    manifest = f"""\
+version: 1
+flows:
+  holder:
+    command: 'touch /data/started; while [ ! -e /data/done ]; do sleep 0.05; done; [ "$TOK" = "$(cat /data/expected)" ] && echo same'
+    secrets: [tok]
+    run_on_deploy: true
+    timeout: 60s
+    container: {{image: {image}, network: none, mounts: ["{shared}:/data:rw"]}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)],
+                        extra=f"secrets: {secrets_file(tmp_path, 'holder')}\n")
+    with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(cfg)) as daemon:
+        wait_until(started.exists, 60, "the container to start", lambda: daemon.log)
+        listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        cmdlines = b"".join(p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p))
+        assert SECRET not in listing and SECRET.encode() not in cmdlines
+        assert any("puppemon-" in line and " run " in line for line in listing.splitlines())
+        done.touch()
+        wait_until(lambda: of_flow(remote_records(bare_remote), "holder"), 60, "the record", lambda: daemon.log)
+        assert daemon.stop() == 0
+    [record] = of_flow(remote_records(bare_remote), "holder")
+    assert record["status"] == "succeeded" and log_of(bare_remote, record) == "same\n"
+
+
+def deployed(bare: Path) -> list[dict]:
+    exists = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "-q", "--verify", "runs"], capture_output=True)
+    return [r for r in deploy_records(bare) if r["status"] == "deployed"] if exists.returncode == 0 else []
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+        return True
+    except OSError:
+        return False
+
+
+def test_timeouts_stop_term_trapping_and_term_ignoring_flows(tmp_path, bare_remote, image):
+    manifest = f"""\
+version: 1
+defaults:
+  container: {{image: {image}, network: none}}
+  timeout: 1s
+flows:
+  traps:
+    command: 'trap "echo got TERM; exit 0" TERM; echo up; while true; do sleep 0.1; done'
+    run_on_deploy: true
+  ignores:
+    command: 'trap "" TERM; echo up; while true; do sleep 0.1; done'
+    run_on_deploy: true
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml")
+    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    records = remote_records(bare_remote)
+    traps, ignores = of_flow(records, "traps")[0], of_flow(records, "ignores")[0]
+    assert (traps["status"], traps["error"]) == ("timed_out", "timed out after 1.0s")
+    assert log_of(bare_remote, traps) == "up\ngot TERM\n"
+    # TERM ignored: the engine kills it after the kill grace (5s)
+    assert ignores["status"] == "timed_out" and 5 <= ignores["duration"] < 30, ignores
+    assert containers_of(traps["id"]) == [] and containers_of(ignores["id"]) == []
+
+
+def test_a_flow_over_its_memory_is_killed_with_a_clear_error(tmp_path, bare_remote, image):
+    manifest = f"""\
+version: 1
+flows:
+  hog:
+    command: 'x=$(head -c 200000000 /dev/zero | tr "\\\\0" a); echo never'
+    run_on_deploy: true
+    container: {{image: {image}, network: none, memory: 32m}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(daemon_config(tmp_path / "d.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    [hog] = of_flow(remote_records(bare_remote), "hog")
+    assert (hog["status"], hog["exit_code"]) == ("failed", 137), hog
+    assert "out of memory" in hog["error"] and "its container.memory of 32 MiB" in hog["error"], hog
+
+
+def test_cancel_and_pause_resume_a_running_container(tmp_path, bare_remote, image, shared):
+    manifest = f"""\
+version: 1
+flows:
+  long:
+    command: 'i=0; while true; do i=$((i+1)); echo $i > /data/count; sleep 0.1; done'
+    container: {{image: {image}, network: none, mounts: ["{shared}:/data:rw"]}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)])
+    count = shared / "count"
+    with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(cfg)) as daemon:
+        wait_until(lambda: deployed(bare_remote), 60, "the deploy", lambda: daemon.log)
+        run_id = puppemon("trigger", "long", cwd=repo).stdout.strip().split()[-1]
+        wait_until(count.exists, 60, "the container to count", lambda: daemon.log)
+        puppemon("pause", "--run", run_id, cwd=repo)
+        wait_until(lambda: any("Paused" in c for c in containers_of(run_id)), 30, "the container paused",
+                   lambda: daemon.log)
+        frozen = count.read_text()
+        wait_until(lambda: count.read_text() == frozen, 5, "the count to stay")
+        import time
+        time.sleep(0.6)
+        assert count.read_text() == frozen   # frozen: it does not count on
+        puppemon("resume", "--run", run_id, cwd=repo)
+        wait_until(lambda: count.read_text() != frozen, 30, "the count to go on", lambda: daemon.log)
+        puppemon("cancel", run_id, cwd=repo)
+        wait_until(lambda: of_flow(remote_records(bare_remote), "long"), 60, "the record", lambda: daemon.log)
+        assert daemon.stop() == 0
+    [record] = of_flow(remote_records(bare_remote), "long")
+    assert record["status"] == "cancelled", record
+    log = log_of(bare_remote, record)
+    assert "puppemon: paused" in log and "puppemon: resumed after" in log
+    assert containers_of(run_id) == []
+
+
+def test_kill_9_of_the_daemon_records_crashed_and_removes_the_container_at_restart(tmp_path, bare_remote, image,
+                                                                                   shared):
+    manifest = f"""\
+version: 1
+flows:
+  long:
+    command: 'touch /data/up; sleep 300'
+    run_on_deploy: true
+    container: {{image: {image}, network: none, mounts: ["{shared}:/data:rw"]}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)])
+    state = tmp_path / "state"
+    with DaemonProcess(str(bare_remote), state, "--config", str(cfg)) as daemon:
+        wait_until((shared / "up").exists, 60, "the container to start", lambda: daemon.log)
+        daemon.kill9()
+    journal = [json.loads(p.read_text()) for p in (state / "journal").glob("*.json")]
+    [entry] = [e for e in journal if e.get("flow") == "long"]
+    run_id = entry["run_id"]
+    assert [c.split()[0] for c in containers_of(run_id)] == [f"puppemon-{run_id}-1"]   # left running
+    (repo / "puppemon.yaml").write_text(manifest.replace("    run_on_deploy: true\n", ""))
+    puppemon("push", cwd=repo)
+    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    [record] = of_flow(remote_records(bare_remote), "long")
+    assert record["status"] == "crashed" and f"its container puppemon-{run_id}-1 removed" in record["error"], record
+    assert containers_of(run_id) == []
+
+
+def test_a_build_from_a_local_base_is_cached_and_a_failing_build_refuses_the_deploy(tmp_path, bare_remote, image):
+    containerfile = f"FROM {image}\nCOPY greeting.txt /greeting.txt\nENV GREETING_FILE=/greeting.txt\n"
+    files = {"box/Containerfile": containerfile, "box/greeting.txt": "built here\n"}
+    manifest = """\
+version: 1
+flows:
+  built:
+    command: 'cat "$GREETING_FILE"'
+    run_on_deploy: true
+    container: {build: box/Containerfile, network: none}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
+    puppemon("push", cwd=repo)
+    cfg, state = daemon_config(tmp_path / "daemon.yaml"), tmp_path / "state"
+    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    [first] = of_flow(remote_records(bare_remote), "built")
+    assert first["status"] == "succeeded" and log_of(bare_remote, first) == "built here\n"
+    tag = [r for r in deploy_records(bare_remote) if r["status"] == "deployed"][0]["images"]["built"]
+    assert tag.startswith("localhost/puppemon-build:")
+    # a redeploy with the same context reuses the image: nothing is built again
+    (repo / "README").write_text("another commit\n")
+    puppemon("push", cwd=repo)
+    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "deploy" in proc.stderr and "runs in image " + tag in proc.stderr
+    created = subprocess.run(["podman", "image", "inspect", "--format", "{{.Created}}", tag], capture_output=True,
+                             text=True).stdout
+    # a build that fails refuses the deploy; the last good one keeps running
+    (repo / "box/Containerfile").write_text(f"FROM {image}\nCOPY missing.txt /x\n")
+    puppemon("push", cwd=repo)
+    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    refused = [r for r in deploy_records(bare_remote) if r["status"] == "refused"]
+    assert refused and refused[-1]["error"].startswith("flows.built.container.build: box/Containerfile could not "
+                                                      "be built: "), refused
+    assert subprocess.run(["podman", "image", "inspect", "--format", "{{.Created}}", tag], capture_output=True,
+                          text=True).stdout == created
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.parametrize("container, config, error", [
+    ("{image: localhost/puppemon-absent:1, pull: never}", "",
+     "flows.job.container.image: localhost/puppemon-absent:1 is not on this server and pull: never"),
+    ("{image: IMAGE, mounts: ['/etc:/host-etc']}", "",
+     "flows.job.container.mounts: mounts /etc, which is outside the host paths this server lets flows mount"),
+    ("{image: IMAGE}", "container_engine: /nonexistent/podman\n",
+     "flows.job.container: container engine '/nonexistent/podman' is not installed on this server"),
+])
+def test_bad_container_input_refuses_the_deploy_and_keeps_the_last_good(tmp_path, bare_remote, image, container,
+                                                                        config, error):
+    good = f"version: 1\nflows:\n  job:\n    command: 'echo good'\n    container: {{image: {image}, network: none}}\n"
+    repo = manifest_project(tmp_path, str(bare_remote), good)
+    puppemon("push", cwd=repo)
+    cfg, state = daemon_config(tmp_path / "daemon.yaml"), tmp_path / "state"
+    assert run_daemon_once(str(bare_remote), state, "--config", str(cfg)).returncode == 0
+    deploy(repo, good.replace(f"{{image: {image}, network: none}}", container.replace("IMAGE", image)))
+    cfg = daemon_config(tmp_path / "daemon.yaml", extra=config)
+    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    refused = [r for r in deploy_records(bare_remote) if r["status"] == "refused"]
+    assert len(refused) == 1 and refused[0]["error"].startswith(error), refused
+    assert "going on with" in proc.stderr   # the last good deploy
+
+
+def test_bad_container_keys_are_manifest_errors_with_their_place(tmp_path):
+    from tests.conftest import make_repo
+
+    repo = make_repo(tmp_path / "p", {"puppemon.yaml": "version: 1\nflows:\n  job:\n    command: x\n"
+                                                         "    container: {image: a, memory: lots}\n"})
+    proc = puppemon("validate", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: puppemon.yaml:5:35: flows.job.container.memory: 'lots' is not an amount of memory "
+        "(use a number with b, k, m or g: 512m, 2g)")
+
+
+def test_the_second_sigterm_removes_running_containers_at_once(tmp_path, bare_remote, image, shared):
+    manifest = f"""\
+version: 1
+flows:
+  stubborn:
+    command: 'trap "" TERM; touch /data/up; while true; do sleep 0.1; done'
+    run_on_deploy: true
+    container: {{image: {image}, network: none, mounts: ["{shared}:/data:rw"]}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)])
+    with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(cfg), "--grace", "60") as daemon:
+        wait_until((shared / "up").exists, 60, "the container to start", lambda: daemon.log)
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "killing them now" in daemon.log or "again kills" in daemon.log, 20, "the first stop",
+                   lambda: daemon.log)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.stop(timeout=30) == 0, daemon.log
+    [record] = of_flow(remote_records(bare_remote), "stubborn")
+    assert record["status"] == "cancelled", record
+    assert containers_of(record["id"]) == []
+    assert os.path.exists(shared / "up")
