@@ -71,11 +71,11 @@ def make_image(engine: str = "podman", user_cmd: list[str] | None = None) -> Non
     if not shutil.which(engine):
         unavailable(f"{engine} is not installed (apt install podman runc busybox-static)")
     imported = subprocess.run([*prefix, engine, "import", "-", IMAGE], input=rootfs_tar(), capture_output=True,
-                              timeout=120)
+                              timeout=120, cwd="/")
     if imported.returncode != 0:
         unavailable(f"{engine} cannot import an image here: {imported.stderr.decode(errors='replace')[-300:]}")
     probe = subprocess.run([*prefix, engine, "run", "--rm", *engine_args(), "--network", "none", IMAGE, "true"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, cwd="/")
     if probe.returncode != 0:   # installed, but this machine cannot run containers (say, inside one itself)
         pytest.skip(f"{engine} cannot run a container on this machine: {probe.stderr.strip()[-300:]}")
 
@@ -86,11 +86,11 @@ def containers_of(run_id: str, engine: str = "podman") -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.strip()]
 
 
-def daemon_config(path: Path, *, mount_roots: list[str] = (), extra: str = "") -> Path:
+def daemon_config(path: Path, *, mount_roots: list[str] = (), extra: str = "", with_python: bool = True) -> Path:
     """A daemon config file with this machine's engine flags (and the host Python mounted)."""
     import json
 
-    args = engine_args() + python_mounts()
+    args = engine_args() + (python_mounts() if with_python else [])
     path.write_text(f"container_args: {json.dumps(args)}\ncontainer_build_args: {json.dumps(engine_args())}\n"
                     f"container_mount_roots: {json.dumps(list(mount_roots))}\n{extra}")
     return path

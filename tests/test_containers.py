@@ -351,3 +351,90 @@ flows:
     assert record["status"] == "cancelled", record
     assert containers_of(record["id"]) == []
     assert os.path.exists(shared / "up")
+
+
+ROOTLESS_USER = "puppemon-rootless"
+DEPENDENCIES = ("pygit2", "pygit2.libs", "apscheduler", "tzlocal", "yaml", "_yaml", "click", "rich", "markdown_it",
+                "mdurl", "pygments", "watchdog", "cffi", "six.py")
+
+
+def _as_user(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    home = f"/home/{ROOTLESS_USER}"
+    return subprocess.run(["runuser", "-u", ROOTLESS_USER, "--", "env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin",
+                           f"USER={ROOTLESS_USER}", *argv], cwd="/", capture_output=True, text=True, **kwargs)
+
+
+def _rootless_user() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("rootless podman is tested as a throwaway user, which only root can create")
+    if subprocess.run(["id", ROOTLESS_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", ROOTLESS_USER], check=True, capture_output=True)
+    for table in ("/etc/subuid", "/etc/subgid"):
+        if not any(line.startswith(ROOTLESS_USER + ":") for line in Path(table).read_text().splitlines()):
+            flag = "--add-subuids" if table.endswith("uid") else "--add-subgids"
+            subprocess.run(["usermod", flag, "300000-365535", ROOTLESS_USER], check=True, capture_output=True)
+
+
+def _runtime_for_user(root: Path) -> str:
+    """This puppemon and its dependencies where the user can read them, and a Python 3 of the same minor version
+    it can run; the interpreter's path."""
+    import importlib.util
+    import sys
+    import sysconfig
+
+    import puppemon as package
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    shutil.copytree(Path(package.__file__).parent, root / "puppemon", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in DEPENDENCIES:
+        spec = importlib.util.find_spec(name.removesuffix(".py")) if not name.endswith(".libs") else None
+        source = site / name if spec is None else Path(spec.origin).parent if spec.submodule_search_locations \
+            else Path(spec.origin)
+        if source.is_dir():
+            shutil.copytree(source, root / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, root / source.name)
+    for extra in site.glob("_cffi_backend*.so"):
+        shutil.copy2(extra, root / extra.name)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (os.path.realpath(sys._base_executable), f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if _as_user("test", "-x", candidate).returncode == 0:
+            probe = _as_user(f"PYTHONPATH={root}", candidate, "-c", "import pygit2, apscheduler, yaml, puppemon.cli")
+            if probe.returncode == 0:
+                return candidate
+    pytest.skip(f"no {version} that user {ROOTLESS_USER} can run puppemon's dependencies with")
+
+
+def test_rootless_podman_when_the_daemon_runs_as_a_normal_user(tmp_path, bare_remote, image):
+    _rootless_user()
+    make_image(user_cmd=["runuser", "-u", ROOTLESS_USER, "--", "env", "-i", f"HOME=/home/{ROOTLESS_USER}",
+                         "PATH=/usr/bin:/bin"])
+    shared = Path(tempfile.mkdtemp(prefix="puppemon-rootless-"))
+    try:
+        shared.chmod(0o755)
+        interpreter = _runtime_for_user(shared / "lib")
+        manifest = f"""\
+version: 1
+flows:
+  boxed:
+    command: 'echo "inside as $(id -u) in $PWD"; echo made > "$PUPPEMON_OUTPUT_DIR/made.txt"'
+    run_on_deploy: true
+    container: {{image: {image}, network: none}}
+"""
+        repo = manifest_project(tmp_path, str(bare_remote), manifest)
+        puppemon("push", cwd=repo)
+        remote = shared / "remote.git"
+        git("clone", "-q", "--bare", "--no-local", str(bare_remote), str(remote))
+        cfg = daemon_config(shared / "daemon.yaml", with_python=False)
+        subprocess.run(["chown", "-R", f"{ROOTLESS_USER}:", str(shared)], check=True)
+        proc = _as_user(f"PYTHONPATH={shared / 'lib'}", interpreter, "-m", "puppemon", "daemon", "--once",
+                        "--remote", str(remote), "--state", str(shared / "state"), "--name", "rootless",
+                        "--config", str(cfg), timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        [record] = of_flow(remote_records(remote), "boxed")
+        assert record["status"] == "succeeded", (record["error"], log_of(remote, record))
+        assert log_of(remote, record) == "inside as 0 in /puppemon/work\n"   # root in its user namespace only
+        assert [o["path"] for o in record["outputs"]] == ["made.txt"]
+        assert _as_user("podman", "image", "exists", image).returncode == 0   # the user's own image storage
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)])
