@@ -244,16 +244,18 @@ def quickstart(directory, duration) -> None:
 @click.option("--labels", multiple=True, metavar="LABEL,...",
               help="What this daemon offers (e.g. gpu,eu; repeatable): it takes only the flows whose runs_on "
                    "it has every label of, and the flows with no runs_on.")
+@click.option("--watch-root", multiple=True, metavar="DIR",
+              help="A directory under which on_file: flows may watch (repeatable; none by default).")
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
 def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
-           rotate_after, build_timeout, max_pause, live_interval, no_live, labels, config) -> None:
+           rotate_after, build_timeout, max_pause, live_interval, no_live, labels, watch_root, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
           keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause,
-          live_interval=live_interval, no_live=no_live, labels=labels, config=config)
+          live_interval=live_interval, no_live=no_live, labels=labels, watch_root=watch_root, config=config)
 
 
 @cli.command()
