@@ -207,7 +207,7 @@ def test_once_runs_the_files_found_at_start_after_they_settle(tmp_path, bare_rem
                 "change on_file.path)"),
     ("escaping", "flow 'ingest' watches {path} (on_file), outside the directories this daemon may watch "
                  "({root}): add it to watch_roots: in the daemon's config file, or --watch-root DIR"),
-])
+], ids=["outside", "missing", "escaping"])
 def test_a_watch_the_server_does_not_allow_refuses_the_deploy(tmp_path, bare_remote, inbox, where, error):
     repo = setup(tmp_path, bare_remote, inbox, settle="0.3s", catchup="none")
     good = git("--git-dir", str(bare_remote), "rev-parse", "flows").strip()
