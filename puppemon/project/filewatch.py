@@ -113,4 +113,4 @@ class OnFile:
         return []
 
     def preview(self, now: datetime) -> datetime | str:
-        return f"files {posixpath.join(self.path, self.pattern)}"
+        return "next file"
