@@ -72,7 +72,8 @@ def variable(name: str, default: Any = None) -> Any:
 
 def trigger() -> dict[str, Any]:
     """What started the current run: its `kind` (schedule, catchup, request, deploy, ...), the fire it
-    stands for as `scheduled_time` (UTC ISO 8601, None when no clock decided it) and what the kind adds."""
+    stands for as `scheduled_time` (UTC ISO 8601, None when no clock decided it) and what the kind adds
+    (`files`, the absolute paths of the files an `on_file:` run is for)."""
     data = json.loads(os.environ.get("PUPPEMON_TRIGGER") or "{}")
     data.setdefault("scheduled_time", os.environ.get("PUPPEMON_SCHEDULED_TIME"))
     return data

@@ -53,6 +53,12 @@ def _order(day: str, name: str) -> tuple[str, str]:
     return day, stem
 
 
+def _claim_of(pending: Pending) -> str:
+    """The path of the claim file that says who runs `pending` (its first, when it writes several: they are
+    committed together, so the remote keeps all of them or none)."""
+    return next(iter(pending.claims)) if pending.claims else claim_path(pending.flow, *pending.fire)
+
+
 class FireClaims:
     """Routes each fire: straight to the queue (alone), to a claim first, or nowhere (left to the others)."""
 
@@ -73,9 +79,9 @@ class FireClaims:
         if flow is None:
             return self.queue.submit(pending)   # says why nothing runs
         mode, why = self.peers.decide(getattr(flow, "runs_on", None), pending.scheduled or self.clock())
-        if mode == ALONE:
+        if mode == ALONE and not pending.claims:
             return self.queue.submit(pending)
-        if mode == WAIT:
+        if mode == WAIT and not pending.claims:   # (every daemon claims such a fire: the first push decides)
             log.info("%s: fire %s left to the other daemons (%s)", pending.flow, pending.fire[1], why)
             return None
         pending.run_id = pending.run_id or new_id(self.clock())
@@ -117,11 +123,12 @@ class FireClaims:
         written = []
         for p in batch:
             day, key = p.fire
-            path = claim_path(p.flow, day, key)
             body = {"schema": SCHEMA, "fire": key, "flow": p.flow, "scheduled": utc_iso(p.scheduled),
                     "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
+            files = {path: dump_json({**body, **extra}) for path, extra in (p.claims or {}).items()} or \
+                {claim_path(p.flow, day, key): dump_json(body)}
             try:
-                commit = self.ledger.add(self._unless_taken(path, dump_json(body)),
+                commit = self.ledger.add(self._unless_taken(files),
                                          f"claim {p.flow} {key} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
                                          f"Puppemon-Fire: {key}\nPuppemon-Claim: {self.daemon}\n")
             except Taken:
@@ -144,18 +151,18 @@ class FireClaims:
             return
         tip = self.store.ref(self.recorder.tracking)
         for p, _ in written:
-            if self._owner(tip, claim_path(p.flow, *p.fire)) != (self.daemon, p.run_id):
+            if self._owner(tip, _claim_of(p)) != (self.daemon, p.run_id):
                 log.info("another daemon took %s at %s", p.flow, p.fire[1])
                 continue
             self._start(p, tip)
 
-    def _unless_taken(self, path: str, data: bytes) -> Callable[[str | None], dict]:
+    def _unless_taken(self, files: dict[str, bytes]) -> Callable[[str | None], dict]:
         """The claim's change to the local tip it is committed on; Taken when that tip holds a claim of the
         fire already (fetched from the remote: written over, it would go out as a fast-forward)."""
         def change(tip: str | None) -> dict:
-            if tip and self.store.lookup(tip, path) is not None:
-                raise Taken(path)
-            return {path: (self.store.blob(data), FILE)}
+            if tip and any(self.store.lookup(tip, path) is not None for path in files):
+                raise Taken(next(iter(files)))
+            return {path: (self.store.blob(data), FILE) for path, data in files.items()}
         return change
 
     def _owner(self, tip: str | None, path: str) -> tuple[str, str] | None:

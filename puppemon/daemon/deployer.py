@@ -18,6 +18,7 @@ from typing import Any, Callable
 from puppemon.daemon.builds import Builds
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.ledger import Ledger
+from puppemon.errors import PuppemonError
 from puppemon.gitstore import GitError, Store, TooLarge
 from puppemon.gitstore.worktree import FilterMissing, UnsafeTree, checkout
 from puppemon.history.records import trailers
@@ -28,6 +29,10 @@ log = logging.getLogger("puppemon")
 
 KEEP_DEPLOYS = 3
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class Refused(PuppemonError):
+    """A server-side check refuses a deploy (a watched path outside the server's watch roots, ...)."""
 
 
 @dataclass
@@ -46,13 +51,15 @@ class Deployer:
 
     def __init__(self, store: Store, state: StateDir, ledger: Ledger, remote: str,
                  envs: EnvStore | None = None, wake: Callable[[], None] = lambda: None,
-                 takes: Callable[[Any], bool] = lambda _flow: True, images: ImageStore | None = None) -> None:
+                 takes: Callable[[Any], bool] = lambda _flow: True, images: ImageStore | None = None,
+                 check: Callable[[Any], None] = lambda _manifest: None) -> None:
         from puppemon.run.engine import EngineConfig
 
         self.store, self.state, self.ledger, self.remote = store, state, ledger, remote
         self.envs = envs or EnvStore(state.envs_dir)
         self.images = images or ImageStore(EngineConfig(), state.images_dir)
         self.builds = Builds(self.envs, wake, takes, self.images)   # only the flows this daemon takes (its labels)
+        self.check = check   # server-side checks of a manifest: Refused refuses the deploy
         self.current: Deployment | None = None
         self.refused: set[str] = set()
         self.env_keys: dict[str, set[str]] = {}   # deploy sha -> the environments it runs in
@@ -93,11 +100,12 @@ class Deployer:
                 raise ManifestError(f"{MANIFEST_NAME}: not found at the root of the flows commit")
             manifest = parse(data, MANIFEST_NAME)
             check_manifest(manifest, tree_reader(self.store, sha), MANIFEST_NAME, "the flows commit")
+            self.check(manifest)
             directory = self._check_out(sha)
             prepared = self.builds.result(sha, manifest, directory, wait)
             if prepared is None:
                 return None  # building: the current deploy goes on meanwhile
-        except (ManifestError, FilterMissing, UnsafeTree, EnvError) as exc:
+        except (ManifestError, FilterMissing, UnsafeTree, EnvError, Refused) as exc:
             self.refused.add(sha)
             log.error("deploy %s refused: %s", sha[:7], exc.message)
             self.ledger.deploy(sha, source, {"status": "refused", "error": exc.message})

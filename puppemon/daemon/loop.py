@@ -38,6 +38,7 @@ from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
 from puppemon.daemon.sources import SOURCES, Source, SourceContext
 from puppemon.daemon.upkeep import Upkeep
+from puppemon.daemon.watch import watch_check
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural, utc_iso
 from puppemon.gitstore import GitError, Store
@@ -92,7 +93,8 @@ class Daemon(Lifecycle):
         self.placement = Placement.of(s, lambda: self.deployer.current, self.store, self.clock)
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
                                  EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can,
-                                 ImageStore(s.containers, self.state.images_dir, s.build_timeout))
+                                 ImageStore(s.containers, self.state.images_dir, s.build_timeout),
+                                 watch_check(s.watch_roots, self.placement.can))
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
@@ -102,7 +104,7 @@ class Daemon(Lifecycle):
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
-        context = SourceContext(self.submit, self.state, self.clock)
+        context = SourceContext(self.submit, self.state, self.clock, self.store, self.recorder.ref, self.placement.can)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
             by_class.setdefault(cls, cls(context))

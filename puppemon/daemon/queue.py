@@ -39,6 +39,9 @@ class Pending:
     deployment: Deployment | None = None  # set on submit: a run uses the deploy it was scheduled on
     skippable: bool = False               # `overlap: skip` drops it while the flow is busy (clock fires)
     fire: tuple[datetime, str] | None = None   # (the day it is filed under, its claim key): daemon/claims.py
+    # claim files that also record what the run handles (watched files: watch/<flow>/...), path -> what each
+    # says; such a fire is claimed even by a daemon alone, as its claims are the record kept across restarts
+    claims: dict[str, dict] | None = None
 
     def context(self, daemon: str) -> RunContext:
         deployment = self.deployment

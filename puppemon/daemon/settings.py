@@ -26,7 +26,7 @@ CONTAINER_KEYS = ("container_engine", "container_args", "container_build_args", 
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause", "live_interval", "labels", *CONTAINER_KEYS}
+               "rotate_after", "max_pause", "live_interval", "labels", "watch_roots", *CONTAINER_KEYS}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -68,6 +68,7 @@ class Settings:
     live_interval: float = LIVE_INTERVAL   # live log tails pushed at most this often (0: not published)
     labels: tuple[str, ...] = ()           # what this daemon offers: a flow's `runs_on` picks daemons by them
     containers: EngineConfig = field(default_factory=EngineConfig)   # the container engine and its flags
+    watch_roots: tuple[str, ...] = ()      # directories (resolved) under which `on_file:` flows may watch
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -270,6 +271,21 @@ def container_config(options: dict[str, Any], config: dict[str, Any], where: str
     return EngineConfig(engine, pick("container_args", True), pick("container_build_args", True), roots, network)
 
 
+def watch_roots(value: Any, where: str, base: Path | None = None) -> tuple[str, ...]:
+    """`--watch-root DIR` (repeatable) or `watch_roots: [DIR, ...]` in the config file: absolute directories,
+    symlinks and `..` resolved (relative ones against `base`: the config file's directory, else here)."""
+    if value is None or value == ():
+        return ()
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    found = []
+    for part in parts:
+        if not isinstance(part, str) or not part.strip():
+            raise PuppemonError(f"{where}: expected directory paths (watch_roots: [/srv/inbox]), got {part!r}")
+        path = Path(os.path.expanduser(part))
+        found.append(os.path.realpath(path if path.is_absolute() else (base or Path.cwd()) / path))
+    return tuple(dict.fromkeys(found))
+
+
 def build_settings(options: dict[str, Any]) -> Settings:
     """Settings from command-line options over the `config` file's; PuppemonError for a bad value."""
     options = dict(options)
@@ -298,6 +314,9 @@ def build_settings(options: dict[str, Any]) -> Settings:
         config_file=config_file,
         labels=(parse_labels(options["labels"]) if options.get("labels")
                 else parse_labels(config.get("labels"), f"{config_file}: labels")),
+        watch_roots=(watch_roots(options["watch_root"], "--watch-root") if options.get("watch_root")
+                     else watch_roots(config.get("watch_roots"), f"{config_file}: watch_roots",
+                                      Path(config_file).resolve().parent if config_file else None)),
     )
     if settings.keep is not None and settings.keep < 86400:
         raise PuppemonError(f"--keep {merged['keep']}: keep at least 1d (records are pruned by whole days)")

@@ -3,7 +3,8 @@
 Each source serves the trigger kinds (project/triggers.py KINDS) registered to
 it in SOURCES: the clock (APScheduler) fires cron and interval triggers and
 catches up what a stopped daemon missed; the deploy source runs the flows that
-ask for it whenever a new flows commit is deployed. Each fire carries its claim key
+ask for it whenever a new flows commit is deployed; the watch source (daemon/watch.py) runs the
+files that land in watched directories. Each fire carries its claim key
 (daemon/claims.py), which decides which daemon runs it when several could. Runs asked
 for by people come through the request server instead (daemon/request_server.py).
 
@@ -21,7 +22,9 @@ from typing import Callable, Protocol
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
+from puppemon.daemon.watch import WatchSource
 from puppemon.formats import fire_key, plural, utc_iso
+from puppemon.gitstore import Store
 
 log = logging.getLogger("puppemon")
 
@@ -30,11 +33,15 @@ CATCHUP_ALL_CAP = 20
 
 @dataclass
 class SourceContext:
-    """What a source gets from the daemon: where to submit runs, the state directory, the clock."""
+    """What a source gets from the daemon: where to submit runs, the state directory, the clock; the runs
+    branch as the daemon last fetched it (`store`, `runs_ref`), and which flows it takes (`takes(flow)`)."""
 
     submit: Callable[[Pending], str | None]
     state: StateDir
     clock: Callable[[], datetime]
+    store: Store | None = None
+    runs_ref: str | None = None
+    takes: Callable[[object], bool] = lambda _flow: True
 
 
 class Source(Protocol):
@@ -199,6 +206,7 @@ SOURCES: dict[str, type] = {
     "cron": ClockSource,
     "interval": ClockSource,
     "deploy": DeploySource,
+    "file": WatchSource,
 }
 
 

@@ -91,6 +91,8 @@ def trigger_env(trigger: dict, scheduled: datetime | None) -> dict[str, str]:
     env = {"PUPPEMON_TRIGGER": json.dumps(data, default=str)}
     if scheduled is not None:
         env["PUPPEMON_SCHEDULED_TIME"] = utc_iso(scheduled)
+    if "files" in trigger:   # on_file: the absolute paths of the files the run is for
+        env["PUPPEMON_TRIGGER_FILES"] = json.dumps(trigger["files"])
     return env
 
 
