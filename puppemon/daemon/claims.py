@@ -72,8 +72,11 @@ class FireClaims:
         flow = deployment.manifest.flows.get(pending.flow) if deployment else None
         if flow is None:
             return self.queue.submit(pending)   # says why nothing runs
-        mode, why = self.peers.decide(getattr(flow, "runs_on", None), pending.scheduled or self.clock())
+        mode, why = self.peers.decide(getattr(flow, "runs_on", None),
+                                      pending.scheduled or pending.event or self.clock())
         if mode == ALONE:
+            if pending.event is not None and not self._note(pending):
+                return None
             return self.queue.submit(pending)
         if mode == WAIT:
             log.info("%s: fire %s left to the other daemons (%s)", pending.flow, pending.fire[1], why)
@@ -84,6 +87,30 @@ class FireClaims:
         else:
             self.todo.put(pending)
         return pending.run_id
+
+    def _note(self, pending: Pending) -> bool:
+        """A daemon alone commits the claim of a run an event asked for (no push of its own: it goes out with
+        the next records), so that no start of it, nor a daemon joining later, runs that event again."""
+        pending.run_id = pending.run_id or new_id(self.clock())
+        path = claim_path(pending.flow, *pending.fire)
+        try:
+            self.ledger.add(self._unless_taken(path, dump_json(self._body(pending))), self._message(pending))
+        except Taken:
+            log.info("another daemon took %s at %s", pending.flow, pending.fire[1])
+            return False
+        except PuppemonError as exc:
+            log.warning("%s: %s not run: its claim cannot be written: %s", pending.flow, pending.fire[1],
+                        exc.message)
+            return False
+        return True
+
+    def _body(self, p: Pending) -> dict:
+        return {"schema": SCHEMA, "fire": p.fire[1], "flow": p.flow, "scheduled": utc_iso(p.scheduled),
+                "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
+
+    def _message(self, p: Pending) -> str:
+        return (f"claim {p.flow} {p.fire[1]} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
+                f"Puppemon-Fire: {p.fire[1]}\nPuppemon-Claim: {self.daemon}\n")
 
     # -- the claim thread ------------------------------------------------------
     def start(self) -> None:
@@ -118,12 +145,8 @@ class FireClaims:
         for p in batch:
             day, key = p.fire
             path = claim_path(p.flow, day, key)
-            body = {"schema": SCHEMA, "fire": key, "flow": p.flow, "scheduled": utc_iso(p.scheduled),
-                    "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
             try:
-                commit = self.ledger.add(self._unless_taken(path, dump_json(body)),
-                                         f"claim {p.flow} {key} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
-                                         f"Puppemon-Fire: {key}\nPuppemon-Claim: {self.daemon}\n")
+                commit = self.ledger.add(self._unless_taken(path, dump_json(self._body(p))), self._message(p))
             except Taken:
                 log.info("another daemon took %s at %s", p.flow, key)
                 continue

@@ -3,7 +3,8 @@
 Each source serves the trigger kinds (project/triggers.py KINDS) registered to
 it in SOURCES: the clock (APScheduler) fires cron and interval triggers and
 catches up what a stopped daemon missed; the deploy source runs the flows that
-ask for it whenever a new flows commit is deployed. Each fire carries its claim key
+ask for it whenever a new flows commit is deployed; the chain source (daemon/chains.py)
+runs the flows `after:` another when its runs end. Each fire carries its claim key
 (daemon/claims.py), which decides which daemon runs it when several could. Runs asked
 for by people come through the request server instead (daemon/request_server.py).
 
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
+from puppemon.daemon.chains import ChainSource
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
 from puppemon.formats import fire_key, plural, utc_iso
+from puppemon.gitstore import Store
 
 log = logging.getLogger("puppemon")
 
@@ -35,6 +38,9 @@ class SourceContext:
     submit: Callable[[Pending], str | None]
     state: StateDir
     clock: Callable[[], datetime]
+    store: Store | None = None                               # the daemon's mirror
+    runs_tip: Callable[[], str | None] = lambda: None       # the local runs tip (the remote's, and unpublished records)
+    ready: Callable[[], bool] = lambda: True                 # the daemon has seen who else is there (daemon/peers.py)
 
 
 class Source(Protocol):
@@ -50,6 +56,12 @@ class Source(Protocol):
 
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         """Submit what came due while no daemon was running."""
+
+    def cycle(self) -> None:
+        """Each cycle, after the fetch: submit what the runs tip shows is due."""
+
+    def recorded(self, record: dict) -> None:
+        """This daemon recorded a run (run.json), in the thread that recorded it."""
 
     def upcoming(self) -> dict[str, str | None]:
         """Each flow's next fire time this source knows (UTC ISO), for the status ref."""
@@ -138,6 +150,12 @@ class ClockSource:
             self.fires[name] = now
         self.ctx.state.save_fires(self.fires)
 
+    def cycle(self) -> None:
+        pass
+
+    def recorded(self, record: dict) -> None:
+        pass
+
     def upcoming(self) -> dict[str, str | None]:
         if self.scheduler is None:
             return self._unscheduled()
@@ -187,6 +205,12 @@ class DeploySource:
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         pass
 
+    def cycle(self) -> None:
+        pass
+
+    def recorded(self, record: dict) -> None:
+        pass
+
     def upcoming(self) -> dict[str, str | None]:
         return {}
 
@@ -199,6 +223,7 @@ SOURCES: dict[str, type] = {
     "cron": ClockSource,
     "interval": ClockSource,
     "deploy": DeploySource,
+    "after": ChainSource,
 }
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 from puppemon.formats import format_interval
+from puppemon.project.chains import After
 from puppemon.project.schema import Invalid, boolean, duration, list_of, string
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ class OnDeploy:
 
 # The registry: kind -> class. Order is the order `describe` lists them in.
 KINDS: dict[str, type] = {cls.kind: cls for cls in (Cron, Interval, OnDeploy)}
+KINDS[After.kind] = After   # `after:` another flow's runs (project/chains.py)
 
 
 def build(values: dict[str, Any], timezone: str) -> tuple[Trigger, ...]:
