@@ -153,3 +153,86 @@ def test_validate_shows_the_chain(tmp_path, bare_remote):
     assert "chain: extract -> transform -> load" in out
     shape = json.loads(puppemon("validate", "--json", cwd=repo).stdout)
     assert shape["chains"] == [["extract", "transform", "load"]]
+
+
+PLACED = """\
+version: 1
+flows:
+  extract:
+    entrypoint: step.py:main
+    runs_on: [extractor]
+  transform:
+    entrypoint: step.py:main
+    after: extract
+    runs_on: [main]
+"""
+
+
+def test_a_run_recorded_while_the_daemon_was_down_is_followed_at_start_once(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), PLACED, {"step.py": STEP})
+    deploy(repo)
+    _trigger(repo)
+    # another daemon, which cannot take transform, records extract's run while the main daemon is down
+    proc = run_daemon_once(str(bare_remote), tmp_path / "other", "--labels", "extractor", name="other")
+    assert proc.returncode == 0, proc.stderr
+    extract = _records(bare_remote, "extract")
+    assert len(extract) == 1 and _records(bare_remote, "transform") == []
+    for state in ("main", "main", "main", "fresh"):   # started three times, then with a state dir of nothing
+        proc = run_daemon_once(str(bare_remote), tmp_path / state, "--labels", "main", name="main")
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        transform = _records(bare_remote, "transform")
+        assert len(transform) == 1, proc.stderr
+    assert transform[0]["trigger"]["upstream"] == {"id": extract[0]["id"], "flow": "extract", "status": "succeeded"}
+    assert result_of(bare_remote, transform[0])["n"] == 2
+    claims = [p for p in git("--git-dir", str(bare_remote), "ls-tree", "-r", "--name-only", "runs").splitlines()
+              if p.startswith("claims/")]
+    assert claims == [f"claims/{extract[0]['id'][:4]}/{extract[0]['id'][4:6]}/{extract[0]['id'][6:8]}/transform/"
+                      f"after-{extract[0]['id']}.json"]
+    fsck(bare_remote)
+
+
+def test_adding_after_does_not_follow_earlier_runs(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), CHAIN.replace("    after: extract\n", ""),
+                            {"step.py": STEP})
+    deploy(repo)
+    _trigger(repo)
+    assert run_daemon_once(str(bare_remote), tmp_path / "state").returncode == 0
+    deploy(repo, CHAIN)   # transform now comes after extract: extract's run before it is not followed
+    assert run_daemon_once(str(bare_remote), tmp_path / "state").returncode == 0
+    assert [len(_records(bare_remote, f)) for f in ("extract", "transform", "load")] == [1, 0, 0]
+    _trigger(repo)
+    assert run_daemon_once(str(bare_remote), tmp_path / "state").returncode == 0
+    assert [len(_records(bare_remote, f)) for f in ("extract", "transform", "load")] == [2, 1, 1]
+
+
+def _knows(bare, name: str, other: str) -> bool:
+    shown = git("--git-dir", str(bare), "show", f"refs/puppemon/status/{name}:status.json", check=False)
+    return shown.startswith("{") and other in (json.loads(shown).get("peers") or {})
+
+
+def test_two_daemons_follow_each_upstream_run_once(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), CHAIN, {"step.py": STEP})
+    deploy(repo)
+    daemons = [DaemonProcess(str(bare_remote), tmp_path / f"state{i}", name=f"d{i}").start() for i in range(2)]
+    try:
+        wait_until(lambda: _knows(bare_remote, "d0", "d1") and _knows(bare_remote, "d1", "d0"), timeout=30,
+                   what="the two daemons list each other")
+        for _ in range(4):
+            _trigger(repo)
+        wait_until(lambda: len(_records(bare_remote, "load")) >= 4, timeout=60, what="four runs of load",
+                   on_fail=lambda: "\n".join(d.log[-2000:] for d in daemons))
+        time.sleep(2)   # time for a second run of any of them to show (there must be none)
+    finally:
+        for d in daemons:
+            d.stop()
+    records = remote_records(bare_remote)
+    extract, transform, load = (of_flow(records, f) for f in ("extract", "transform", "load"))
+    assert len(extract) == 4
+    for up, down in ((extract, transform), (transform, load)):
+        followed = Counter(r["trigger"]["upstream"]["id"] for r in down)
+        assert followed == Counter(r["id"] for r in up)   # each upstream run once, none twice
+    assert {result_of(bare_remote, r)["n"] for r in load} == {3}
+    for d in daemons:
+        assert "Traceback" not in d.log, d.log[-3000:]
+    fsck(bare_remote)

@@ -8,7 +8,10 @@ later ones (the mechanism request claims use, daemon/request_server.py), so the 
 claim the remote holds runs the fire and the others skip it, at INFO.
 
 Only fires that live peers could take are claimed (daemon/peers.py decides); a daemon alone
-on a flow runs its fires with no claim, as before: no push on its path.
+on a flow runs its fires with no claim, as before: no push on its path. A run an event asked for
+(`after:` an upstream run, daemon/chains.py: `Pending.event`) is claimed by a daemon alone too,
+committed and not pushed on its own (it goes out with the next records): that claim is how a
+restart, or a daemon joining later, knows the event was followed.
 
 Once a claim is won, `overlap` and `concurrency` hold across daemons: the runs of the flow
 that other live daemons have in flight are the claims on the tip that no record answers yet,
@@ -72,8 +75,7 @@ class FireClaims:
         flow = deployment.manifest.flows.get(pending.flow) if deployment else None
         if flow is None:
             return self.queue.submit(pending)   # says why nothing runs
-        mode, why = self.peers.decide(getattr(flow, "runs_on", None),
-                                      pending.scheduled or pending.event or self.clock())
+        mode, why = self.peers.decide(getattr(flow, "runs_on", None), pending.scheduled or self.clock())
         if mode == ALONE:
             if pending.event is not None and not self._note(pending):
                 return None

@@ -40,7 +40,7 @@ class Pending:
     skippable: bool = False               # `overlap: skip` drops it while the flow is busy (clock fires)
     fire: tuple[datetime, str] | None = None   # (the day it is filed under, its claim key): daemon/claims.py
     # when the event that asked for it happened (an upstream run's end): its claim is committed by a daemon
-    # alone too, as the memory of the event (daemon/claims.py), and a newcomer leaves earlier events alone
+    # alone too, as the memory of the event across restarts and for daemons joining later (daemon/claims.py)
     event: datetime | None = None
     trigger_data: dict = field(default_factory=dict)   # given to the run, not recorded (run/spec.py)
 
