@@ -236,3 +236,28 @@ def test_two_daemons_follow_each_upstream_run_once(tmp_path, bare_remote):
     for d in daemons:
         assert "Traceback" not in d.log, d.log[-3000:]
     fsck(bare_remote)
+
+
+BIG = """\
+version: 1
+flows:
+  extract:
+    entrypoint: big.py:main
+  transform:
+    command: 'echo "${PUPPEMON_UPSTREAM_RESULT-none}"; python -c "import puppemon; print(puppemon.trigger()[\\"upstream\\"])"'
+    after: extract
+"""
+
+
+def test_a_result_over_64_kib_is_not_passed_but_its_size_is(tmp_path, bare_remote):
+    repo = manifest_project(tmp_path, str(bare_remote), BIG, {"big.py": "def main():\n    return 'x' * 70000\n"})
+    deploy(repo)
+    _trigger(repo)
+    proc = run_daemon_once(str(bare_remote), tmp_path / "state")   # the chain goes on within one --once
+    assert proc.returncode == 0, proc.stderr
+    (extract,), (transform,) = _records(bare_remote, "extract"), _records(bare_remote, "transform")
+    run = transform["id"]
+    log = git("--git-dir", str(bare_remote), "show", f"runs:runs/transform/{run[:4]}/{run[4:6]}/{run[6:8]}/{run}/log.txt")
+    assert log.splitlines() == ["none", str({"id": extract["id"], "flow": "extract", "status": "succeeded",
+                                             "result_size": 70003})]
+    assert transform["trigger"]["upstream"]["result_size"] == 70003
