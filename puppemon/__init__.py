@@ -73,7 +73,11 @@ def variable(name: str, default: Any = None) -> Any:
 def trigger() -> dict[str, Any]:
     """What started the current run: its `kind` (schedule, catchup, request, deploy, ...), the fire it
     stands for as `scheduled_time` (UTC ISO 8601, None when no clock decided it) and what the kind adds
-    (`files`, the absolute paths of the files an `on_file:` run is for)."""
+    (`files`: the absolute paths of the files an `on_file:` run is for; `upstream`: for an `after:` run, the
+    run that ended, its id, flow, status and its `result` when it passed one)."""
     data = json.loads(os.environ.get("PUPPEMON_TRIGGER") or "{}")
     data.setdefault("scheduled_time", os.environ.get("PUPPEMON_SCHEDULED_TIME"))
+    result = os.environ.get("PUPPEMON_UPSTREAM_RESULT")
+    if isinstance(data.get("upstream"), dict) and result is not None:   # after: the upstream run's result
+        data["upstream"]["result"] = json.loads(result)
     return data

@@ -88,8 +88,9 @@ def test_validate_json_valid_and_invalid(tmp_path):
         "version: 1\nflows:\n  nightly:\n    command: x\n    schedule: '0 3 * * *'\n    timezone: Asia/Taipei\n"
         "  backup:\n    command: y\n    every: 6h\n")
     data = json.loads(puppemon("validate", "--json", cwd=tmp_path).stdout)
-    assert set(data) == {"manifest", "valid", "error", "flows", "hints"}
+    assert set(data) == {"manifest", "valid", "error", "flows", "chains", "hints"}
     assert (data["manifest"], data["valid"], data["error"], data["hints"]) == ("puppemon.yaml", True, None, [])
+    assert data["chains"] == []
     nightly, backup = data["flows"]
     assert set(nightly) == {"name", "trigger", "kinds", "timezone", "next_run", "next_run_text"}
     assert (nightly["name"], nightly["trigger"], nightly["kinds"]) == ("nightly", "cron 0 3 * * * (Asia/Taipei)",
@@ -104,7 +105,7 @@ def test_validate_json_valid_and_invalid(tmp_path):
     proc = puppemon("validate", "--json", cwd=tmp_path, check=False)
     assert (proc.returncode, proc.stderr) == (1, "")
     assert json.loads(proc.stdout) == {
-        "manifest": "puppemon.yaml", "valid": False, "flows": [], "hints": [],
+        "manifest": "puppemon.yaml", "valid": False, "flows": [], "chains": [], "hints": [],
         "error": "puppemon.yaml:5:12: flows.backup.every: 'often' is not a duration (use 30s, 10m, 2h, 1d)"}
 
 

@@ -135,9 +135,9 @@ BAD = [
     ("version: 1\nflows:\n  backup:\n    command: x\n    scheduel: '0 * * * *'\n",
      "puppemon.yaml:5:5: flows.backup.scheduel: unknown key (did you mean 'schedule'?)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
-     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: catchup, command, concurrency, container, entrypoint, "
-     "env, every, notify, on_file, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, schedule, secrets, "
-     "timeout, "
+     "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: after, catchup, command, concurrency, container, "
+     "entrypoint, env, every, notify, on_file, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, "
+     "schedule, secrets, timeout, "
      "timezone, "
      "user, workdir)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n",

@@ -44,7 +44,10 @@ def json_shape(manifest: Manifest, now: datetime, hints: list[str]) -> dict:
         flows.append({"name": flow.name, "trigger": describe(flow), "kinds": [t.kind for t in flow.triggers],
                       "timezone": flow.timezone, "next_run": utc_iso(moment) if moment else None,
                       "next_run_text": next_run(flow, now)})
-    return {"manifest": MANIFEST_NAME, "valid": True, "error": None, "flows": flows, "hints": hints}
+    from puppemon.project.chains import chains
+
+    return {"manifest": MANIFEST_NAME, "valid": True, "error": None, "flows": flows,
+            "chains": [line.split(" -> ") for line in chains(manifest)], "hints": hints}
 
 
 def main(directory: str = ".", now: datetime | None = None, as_json: bool = False) -> int:
@@ -62,7 +65,7 @@ def main(directory: str = ".", now: datetime | None = None, as_json: bool = Fals
             raise
         import json
 
-        print(json.dumps({"manifest": MANIFEST_NAME, "valid": False, "error": exc.message, "flows": [],
+        print(json.dumps({"manifest": MANIFEST_NAME, "valid": False, "error": exc.message, "flows": [], "chains": [],
                           "hints": []}, indent=2, ensure_ascii=False))
         return 1
     now = now or datetime.now(timezone.utc)
@@ -76,6 +79,9 @@ def main(directory: str = ".", now: datetime | None = None, as_json: bool = Fals
     print_lines([[(summary, "green")]])
     if rows:
         print_table(COLUMNS, rows, header_style="bold")
+    from puppemon.project.chains import chains
+
+    print_lines([[f"chain: {line}"] for line in chains(manifest)])   # after: between flows
     hints = unused_dependency_files(manifest, root)
     if hints:
         print_lines([[hint] for hint in hints])

@@ -8,7 +8,10 @@ later ones (the mechanism request claims use, daemon/request_server.py), so the 
 claim the remote holds runs the fire and the others skip it, at INFO.
 
 Only fires that live peers could take are claimed (daemon/peers.py decides); a daemon alone
-on a flow runs its fires with no claim, as before: no push on its path.
+on a flow runs its fires with no claim, as before: no push on its path. A run an event asked for
+(`after:` an upstream run, daemon/chains.py: `Pending.event`) is claimed by a daemon alone too,
+committed and not pushed on its own (it goes out with the next records): that claim is how a
+restart, or a daemon joining later, knows the event was followed.
 
 Once a claim is won, `overlap` and `concurrency` hold across daemons: the runs of the flow
 that other live daemons have in flight are the claims on the tip that no record answers yet,
@@ -80,6 +83,8 @@ class FireClaims:
             return self.queue.submit(pending)   # says why nothing runs
         mode, why = self.peers.decide(getattr(flow, "runs_on", None), pending.scheduled or self.clock())
         if mode == ALONE and not pending.claims:
+            if pending.event is not None and not self._note(pending):
+                return None
             return self.queue.submit(pending)
         if mode == WAIT and not pending.claims:   # (every daemon claims such a fire: the first push decides)
             log.info("%s: fire %s left to the other daemons (%s)", pending.flow, pending.fire[1], why)
@@ -90,6 +95,35 @@ class FireClaims:
         else:
             self.todo.put(pending)
         return pending.run_id
+
+    def _note(self, pending: Pending) -> bool:
+        """A daemon alone commits the claim of a run an event asked for (no push of its own: it goes out with
+        the next records), so that no start of it, nor a daemon joining later, runs that event again."""
+        pending.run_id = pending.run_id or new_id(self.clock())
+        try:
+            self.ledger.add(self._unless_taken(self._files(pending)), self._message(pending))
+        except Taken:
+            log.info("another daemon took %s at %s", pending.flow, pending.fire[1])
+            return False
+        except PuppemonError as exc:
+            log.warning("%s: %s not run: its claim cannot be written: %s", pending.flow, pending.fire[1],
+                        exc.message)
+            return False
+        return True
+
+    def _body(self, p: Pending) -> dict:
+        return {"schema": SCHEMA, "fire": p.fire[1], "flow": p.flow, "scheduled": utc_iso(p.scheduled),
+                "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
+
+    def _files(self, p: Pending) -> dict[str, bytes]:
+        """The claim files of `p`: its claim, or the several it writes (watched files), each with the claim's body."""
+        body = self._body(p)
+        return {path: dump_json({**body, **extra}) for path, extra in (p.claims or {}).items()} or \
+            {claim_path(p.flow, *p.fire): dump_json(body)}
+
+    def _message(self, p: Pending) -> str:
+        return (f"claim {p.flow} {p.fire[1]} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
+                f"Puppemon-Fire: {p.fire[1]}\nPuppemon-Claim: {self.daemon}\n")
 
     # -- the claim thread ------------------------------------------------------
     def start(self) -> None:
@@ -122,15 +156,9 @@ class FireClaims:
             return
         written = []
         for p in batch:
-            day, key = p.fire
-            body = {"schema": SCHEMA, "fire": key, "flow": p.flow, "scheduled": utc_iso(p.scheduled),
-                    "daemon": self.daemon, "run_id": p.run_id, "time": utc_iso(self.clock())}
-            files = {path: dump_json({**body, **extra}) for path, extra in (p.claims or {}).items()} or \
-                {claim_path(p.flow, day, key): dump_json(body)}
+            key = p.fire[1]
             try:
-                commit = self.ledger.add(self._unless_taken(files),
-                                         f"claim {p.flow} {key} for {self.daemon}\n\nPuppemon-Flow: {p.flow}\n"
-                                         f"Puppemon-Fire: {key}\nPuppemon-Claim: {self.daemon}\n")
+                commit = self.ledger.add(self._unless_taken(self._files(p)), self._message(p))
             except Taken:
                 log.info("another daemon took %s at %s", p.flow, key)
                 continue

@@ -45,7 +45,8 @@ class RunExecutor:
         active.started = started = self.clock()
         spec = RunSpec(run_id=p.run_id, flow=flow, code_dir=deployment.directory, params=p.params,
                        flows_commit=deployment.sha, variables=deployment.manifest.variables,
-                       grace=self.kill_grace, trigger=p.trigger, scheduled=p.scheduled)
+                       grace=self.kill_grace, trigger=p.trigger, scheduled=p.scheduled,
+                       trigger_data=p.trigger_data)
         environment = deployment.environments.get(flow.name)
         if environment is not None:  # built at deploy time (daemon/deployer.py)
             spec.environment, spec.flow_api = environment, flow_api(self.state.envs_dir)

@@ -104,7 +104,9 @@ class Daemon(Lifecycle):
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
-        context = SourceContext(self.submit, self.state, self.clock, self.store, self.recorder.ref, self.placement.can)
+        context = SourceContext(self.submit, self.state, self.clock, self.store,
+                                lambda: self.store.ref(self.recorder.ref), lambda: self.peers.ready,
+                                self.recorder.ref, self.placement.can)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
             by_class.setdefault(cls, cls(context))
@@ -165,6 +167,9 @@ class Daemon(Lifecycle):
         if self.deployer.current is not None and catch_up:
             for source in self.sources:
                 source.catch_up(self.deployer.current, once)
+        if self.deployer.current is not None:
+            for source in self.sources:
+                source.cycle()  # what the runs tip shows is due (after: runs other daemons recorded)
         for pending in resumed:  # `resume --catch-up`: one run for the fires missed while paused
             self.submit(pending)
         try:
@@ -224,6 +229,8 @@ class Daemon(Lifecycle):
     def _on_recorded(self, record: dict, log_bytes: bytes) -> None:
         self.notifier(record, log_bytes)
         self.requests.recorded(record["id"])
+        for source in self.sources:
+            source.recorded(record)  # after: a downstream flow starts now
         if self.listener is not None:
             self.listener.recorded(record)
 

@@ -42,6 +42,10 @@ class Pending:
     # claim files that also record what the run handles (watched files: watch/<flow>/...), path -> what each
     # says; such a fire is claimed even by a daemon alone, as its claims are the record kept across restarts
     claims: dict[str, dict] | None = None
+    # when the event that asked for it happened (an upstream run's end): its claim is committed by a daemon
+    # alone too, as the memory of the event across restarts and for daemons joining later (daemon/claims.py)
+    event: datetime | None = None
+    trigger_data: dict = field(default_factory=dict)   # given to the run, not recorded (run/spec.py)
 
     def context(self, daemon: str) -> RunContext:
         deployment = self.deployment

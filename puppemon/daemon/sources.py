@@ -4,7 +4,8 @@ Each source serves the trigger kinds (project/triggers.py KINDS) registered to
 it in SOURCES: the clock (APScheduler) fires cron and interval triggers and
 catches up what a stopped daemon missed; the deploy source runs the flows that
 ask for it whenever a new flows commit is deployed; the watch source (daemon/watch.py) runs the
-files that land in watched directories. Each fire carries its claim key
+files that land in watched directories; the chain source (daemon/chains.py) runs the flows
+`after:` another when its runs end. Each fire carries its claim key
 (daemon/claims.py), which decides which daemon runs it when several could. Runs asked
 for by people come through the request server instead (daemon/request_server.py).
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
+from puppemon.daemon.chains import ChainSource
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
@@ -39,7 +41,9 @@ class SourceContext:
     submit: Callable[[Pending], str | None]
     state: StateDir
     clock: Callable[[], datetime]
-    store: Store | None = None
+    store: Store | None = None                               # the daemon's mirror
+    runs_tip: Callable[[], str | None] = lambda: None       # the local runs tip (the remote's, and unpublished records)
+    ready: Callable[[], bool] = lambda: True                 # the daemon has seen who else is there (daemon/peers.py)
     runs_ref: str | None = None
     takes: Callable[[object], bool] = lambda _flow: True
 
@@ -57,6 +61,12 @@ class Source(Protocol):
 
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         """Submit what came due while no daemon was running."""
+
+    def cycle(self) -> None:
+        """Each cycle, after the fetch: submit what the runs tip shows is due."""
+
+    def recorded(self, record: dict) -> None:
+        """This daemon recorded a run (run.json), in the thread that recorded it."""
 
     def upcoming(self) -> dict[str, str | None]:
         """Each flow's next fire time this source knows (UTC ISO), for the status ref."""
@@ -145,6 +155,12 @@ class ClockSource:
             self.fires[name] = now
         self.ctx.state.save_fires(self.fires)
 
+    def cycle(self) -> None:
+        pass
+
+    def recorded(self, record: dict) -> None:
+        pass
+
     def upcoming(self) -> dict[str, str | None]:
         if self.scheduler is None:
             return self._unscheduled()
@@ -194,6 +210,12 @@ class DeploySource:
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         pass
 
+    def cycle(self) -> None:
+        pass
+
+    def recorded(self, record: dict) -> None:
+        pass
+
     def upcoming(self) -> dict[str, str | None]:
         return {}
 
@@ -207,6 +229,7 @@ SOURCES: dict[str, type] = {
     "interval": ClockSource,
     "deploy": DeploySource,
     "file": WatchSource,
+    "after": ChainSource,
 }
 
 

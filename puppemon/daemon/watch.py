@@ -334,6 +334,12 @@ class WatchSource:
     def upcoming(self) -> dict[str, str | None]:
         return {}
 
+    def cycle(self) -> None:
+        pass   # files are heard from the observers, not read off the runs tip
+
+    def recorded(self, record: dict) -> None:
+        pass
+
     def close(self) -> None:
         self.closing = True
         self.wake.set()

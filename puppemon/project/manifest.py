@@ -15,7 +15,7 @@ import yaml
 
 from puppemon.errors import PuppemonError
 from puppemon.formats import FLOW_NAME_RE, STATUSES, show
-from puppemon.project import triggers
+from puppemon.project import chains, triggers
 from puppemon.project.schema import (Checker, Invalid, choice, count, duration, env_map, is_null, items,
                                      kind_of, list_of, named, params, positive_count, record, scalar,
                                      secret_name, string, timezone_name, unknown)
@@ -227,6 +227,7 @@ def _manifest(root: yaml.Node | None) -> Manifest:
     flows = {}
     for key_node, name, node in items(found["flows"][1], "flows"):
         flows[name] = _flow(key_node, name, node, defaults)
+    chains.check(flows)   # after: names flows of this manifest, and makes no cycle
     return Manifest(version=version, variables=variables, flows=flows)
 
 

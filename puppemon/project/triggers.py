@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from puppemon.formats import format_interval
 from puppemon.project.filewatch import OnFile
+from puppemon.project.chains import After
 from puppemon.project.schema import Invalid, boolean, duration, list_of, string
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ class OnDeploy:
 
 # The registry: kind -> class. Order is the order `describe` lists them in.
 KINDS: dict[str, type] = {cls.kind: cls for cls in (Cron, Interval, OnDeploy, OnFile)}
+KINDS[After.kind] = After   # `after:` another flow's runs (project/chains.py)
 
 
 def build(values: dict[str, Any], timezone: str) -> tuple[Trigger, ...]:

@@ -75,7 +75,7 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
         "PUPPEMON_FLOWS_COMMIT": spec.flows_commit,
         "TMPDIR": str(tmp),
     })
-    env.update(trigger_env(spec.trigger, spec.scheduled))
+    env.update(trigger_env(spec.trigger, spec.scheduled, spec.trigger_data))
     if spec.environment is not None:  # its interpreter and console scripts first; the flow API importable
         env["VIRTUAL_ENV"] = str(spec.environment.path)
         env["PATH"] = os.pathsep.join([str(spec.environment.path / "bin"), *filter(None, [env.get("PATH")])])
@@ -84,15 +84,22 @@ def _env(spec: RunSpec, params: dict, outputs: Path, tmp: Path) -> dict[str, str
     return env
 
 
-def trigger_env(trigger: dict, scheduled: datetime | None) -> dict[str, str]:
+def trigger_env(trigger: dict, scheduled: datetime | None, extra: dict | None = None) -> dict[str, str]:
     """What started a run, for its environment (DESIGN.md "Trigger data"): PUPPEMON_TRIGGER is the JSON
-    that `puppemon.trigger()` returns; a kind's own values also get a variable of their own."""
+    that `puppemon.trigger()` returns; a kind's own values also get a variable of their own. `extra`:
+    what the trigger gives the run that its record does not keep (an upstream run's result)."""
     data = {**trigger, "scheduled_time": utc_iso(scheduled)}
     env = {"PUPPEMON_TRIGGER": json.dumps(data, default=str)}
     if scheduled is not None:
         env["PUPPEMON_SCHEDULED_TIME"] = utc_iso(scheduled)
     if "files" in trigger:   # on_file: the absolute paths of the files the run is for
         env["PUPPEMON_TRIGGER_FILES"] = json.dumps(trigger["files"])
+    upstream = trigger.get("upstream")
+    if isinstance(upstream, dict):   # after: the run that ended (daemon/chains.py)
+        env.update({f"PUPPEMON_UPSTREAM_{key.upper()}": str(upstream.get(name) or "")
+                    for key, name in (("run", "id"), ("flow", "flow"), ("status", "status"))})
+        if (extra or {}).get("upstream_result") is not None:
+            env["PUPPEMON_UPSTREAM_RESULT"] = extra["upstream_result"]
     return env
 
 

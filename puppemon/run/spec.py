@@ -34,6 +34,7 @@ class RunSpec:
     flow_api: Path | None = None        # with an environment: the directory that makes `import puppemon` work
     trigger: dict = field(default_factory=dict)   # what started it ({"kind": "schedule"}, ...): PUPPEMON_TRIGGER
     scheduled: datetime | None = None   # the fire it stands for (clock kinds, backfill): PUPPEMON_SCHEDULED_TIME
+    trigger_data: dict = field(default_factory=dict)   # what a trigger gives the run, too big for its record
 
 
 class PauseSwitch:
