@@ -217,6 +217,9 @@ def quickstart(directory, duration) -> None:
               help=f"Fetch interval (default {daemon_defaults.POLL:g}; 30s, 5m also work).")
 @click.option("--once", is_flag=True, default=None,
               help="One cycle: fetch, deploy, run what is due, wait, publish, exit.")
+@click.option("--misfire-grace", default=None, metavar="DURATION",
+              help="With --once: how late a fire may be and still count as due now rather than missed "
+                   f"(catchup: none runs it; default {daemon_defaults.MISFIRE_GRACE:g}s).")
 @click.option("--max-parallel", default=None, type=click.IntRange(min=1),
               help=f"Runs at once (default {daemon_defaults.MAX_PARALLEL}).")
 @click.option("--grace", default=None, metavar="SECONDS",
@@ -247,10 +250,10 @@ def quickstart(directory, duration) -> None:
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
-def daemon(remote, state, name, poll, once, max_parallel, grace, secrets, listen, token_file, keep,
+def daemon(remote, state, name, poll, once, misfire_grace, max_parallel, grace, secrets, listen, token_file, keep,
            rotate_after, build_timeout, max_pause, live_interval, no_live, labels, config) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
-    _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once,
+    _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once, misfire_grace=misfire_grace,
           max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
           keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause,
           live_interval=live_interval, no_live=no_live, labels=labels, config=config)

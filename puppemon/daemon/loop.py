@@ -99,7 +99,7 @@ class Daemon(Lifecycle):
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
-        context = SourceContext(self.submit, self.state, self.clock)
+        context = SourceContext(self.submit, self.state, self.clock, self._last_fires, s.misfire_grace)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
             by_class.setdefault(cls, cls(context))
@@ -115,6 +115,12 @@ class Daemon(Lifecycle):
                            lambda: self.status_publisher.publish(self.status(), early=True))
         self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
+
+    def _last_fires(self, flows: list[str]) -> dict:
+        """Each flow's last fire on the runs branch as last fetched (--once counts missed fires from it)."""
+        from puppemon.history.baseline import last_fires
+
+        return last_fires(self.store, self.recorder.ref, flows)
 
     def close(self) -> int:
         """Stop (as after SIGTERM: runs get the grace period), publish, and release the state directory."""

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
+from puppemon.daemon import (BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, MISFIRE_GRACE,
+                             POLL, ROTATE_AFTER)
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause", "live_interval", "labels"}
+               "rotate_after", "max_pause", "live_interval", "labels", "misfire_grace"}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -63,6 +64,7 @@ class Settings:
     max_pause: float = MAX_PAUSE           # a run paused longer than this is cancelled
     live_interval: float = LIVE_INTERVAL   # live log tails pushed at most this often (0: not published)
     labels: tuple[str, ...] = ()           # what this daemon offers: a flow's `runs_on` picks daemons by them
+    misfire_grace: float = MISFIRE_GRACE   # --once: how late a fire may be and still be due now, not missed
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -257,6 +259,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_pause=option_seconds(merged.get("max_pause", MAX_PAUSE), "--max-pause"),
         live_interval=_live_interval(merged),
         once=bool(merged.get("once", False)),
+        misfire_grace=option_seconds(merged.get("misfire_grace", MISFIRE_GRACE), "--misfire-grace"),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
         config_file=config_file,
