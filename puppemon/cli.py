@@ -60,9 +60,12 @@ def cli() -> None:
 @click.option("--puppemon-source", default=None, metavar="REQUIREMENT",
               help="With --github: what the workflow installs, e.g. git+https://host/you/puppemon.git@v0.1.0 "
                    "(default: this puppemon's own clone and commit).")
-def init(directory: str, github: bool, puppemon_source: str | None) -> None:
+@click.option("--serverless", is_flag=True,
+              help="With --github: also a scheduled workflow that runs `puppemon daemon --once` on GitHub "
+                   "Actions, so no server is needed (see docs/serverless.md).")
+def init(directory: str, github: bool, puppemon_source: str | None, serverless: bool) -> None:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    _call("init", directory=directory, github=github, puppemon_source=puppemon_source)
+    _call("init", directory=directory, github=github, puppemon_source=puppemon_source, serverless=serverless)
 
 
 @cli.command()

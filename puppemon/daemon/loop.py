@@ -116,6 +116,14 @@ class Daemon(Lifecycle):
         self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
 
+    def _deployed_before(self, deployment) -> bool:
+        """--once with a new state directory (a CI job): whether an earlier start deployed it already."""
+        from puppemon.history.baseline import was_deployed
+
+        if not self.s.once or self.state.deployed() is not None:
+            return False
+        return was_deployed(self.store, self.recorder.ref, deployment.sha, self.s.name, deployment.committed)
+
     def _last_fires(self, flows: list[str]) -> dict:
         """Each flow's last fire on the runs branch as last fetched (--once counts missed fires from it)."""
         from puppemon.history.baseline import last_fires
@@ -181,7 +189,8 @@ class Daemon(Lifecycle):
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
         from puppemon.project.triggers import describe
 
-        resumed = self.deployer.current is None and self.state.deployed() == sha
+        starting = self.deployer.current is None
+        resumed = starting and self.state.deployed() == sha
         previous = self.deployer.current
         try:
             deployment = self.deployer.deploy(sha, wait)
@@ -194,6 +203,7 @@ class Daemon(Lifecycle):
             return
         if deployment is None:
             return
+        resumed = resumed or (starting and self._deployed_before(deployment))
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
         self.placement.review(sha, deployment.manifest, summary, self.s.users)  # labels, OS users: noted only
         for source in self.sources:

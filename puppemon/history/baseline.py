@@ -98,3 +98,20 @@ def newest_fires(flow, since: datetime, now: datetime, count: int) -> tuple[list
         if len(found) > count or start == since:
             return found[-count:], len(found) > count
         span *= 2
+
+
+def was_deployed(store: Store, ref: str, sha: str, daemon: str, since: datetime) -> bool:
+    """Whether the runs branch records that `daemon` deployed `sha` (a deploy record `<sha>-<daemon>.json` of
+    a day from `since` on): a daemon with a new state directory then resumes the deploy instead of taking it
+    anew (no second deploy record, no second run on deploy)."""
+    runs = RunStore(store, ref)
+    name, first = f"{sha}-{daemon}.json", f"{since.astimezone(UTC):%Y/%m/%d}"
+    for tip in (t for t in (runs.tip, *runs.archives) if t):
+        for year in _names(store, tip, "deploys", 4):
+            for month in _names(store, tip, f"deploys/{year}", 2):
+                for day in _names(store, tip, f"deploys/{year}/{month}", 2):
+                    if f"{year}/{month}/{day}" < first:
+                        break
+                    if store.lookup(tip, f"deploys/{year}/{month}/{day}/{name}") is not None:
+                        return True
+    return False
