@@ -1,41 +1,13 @@
 """Command-line wiring only: each command calls one function in puppemon.commands."""
 from __future__ import annotations
 
-import sys
-from importlib import import_module
-
 import click
 
 from puppemon import __version__
 from puppemon import daemon as daemon_defaults
+from puppemon.cli.schedule import backfill
+from puppemon.cli.wiring import call as _call, complete as _complete
 from puppemon.formats import STATUSES
-
-
-def _call(module: str, **kwargs) -> None:
-    """Import puppemon.commands.<module> lazily (keeps --help fast) and exit with its code."""
-    from puppemon.errors import report
-
-    try:
-        code = import_module(f"puppemon.commands.{module}").main(**kwargs)
-    except (click.exceptions.Exit, click.ClickException, click.Abort):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
-        if isinstance(exc, SystemExit):
-            raise
-        code = report(exc)
-    sys.exit(code or 0)
-
-
-def _complete(kind: str):
-    """A click shell_complete callback: flow names (`flows`), run ids (`runs`) or both (`both`), read from
-    the local repository (commands/complete.py; imported only when completing)."""
-    def complete(ctx: click.Context, _param, incomplete: str) -> list[str]:
-        from puppemon.commands import complete as found
-
-        directory = str(ctx.params.get("directory") or ".")
-        names = found.flow_names(directory, incomplete) if kind in ("flows", "both") else []
-        return names + (found.run_ids(directory, incomplete) if kind in ("runs", "both") else [])
-    return complete
 
 
 def _params_options(f):
@@ -60,9 +32,8 @@ def cli() -> None:
 @click.option("--puppemon-source", default=None, metavar="REQUIREMENT",
               help="With --github: what the workflow installs, e.g. git+https://host/you/puppemon.git@v0.1.0 "
                    "(default: this puppemon's own clone and commit).")
-@click.option("--serverless", is_flag=True,
-              help="With --github: also a scheduled workflow that runs `puppemon daemon --once` on GitHub "
-                   "Actions, so no server is needed (see docs/serverless.md).")
+@click.option("--serverless", is_flag=True, help="With --github: also a scheduled workflow that runs the flows on "
+              "GitHub Actions, no server needed (docs/serverless.md).")
 def init(directory: str, github: bool, puppemon_source: str | None, serverless: bool) -> None:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
     _call("init", directory=directory, github=github, puppemon_source=puppemon_source, serverless=serverless)
@@ -220,9 +191,8 @@ def quickstart(directory, duration) -> None:
               help=f"Fetch interval (default {daemon_defaults.POLL:g}; 30s, 5m also work).")
 @click.option("--once", is_flag=True, default=None,
               help="One cycle: fetch, deploy, run what is due, wait, publish, exit.")
-@click.option("--misfire-grace", default=None, metavar="DURATION",
-              help="With --once: how late a fire may be and still count as due now rather than missed "
-                   f"(catchup: none runs it; default {daemon_defaults.MISFIRE_GRACE:g}s).")
+@click.option("--misfire-grace", default=None, metavar="DURATION", help="With --once: how late a fire may be and "
+              f"still be due now, not missed (default {daemon_defaults.MISFIRE_GRACE:g}s).")
 @click.option("--max-parallel", default=None, type=click.IntRange(min=1),
               help=f"Runs at once (default {daemon_defaults.MAX_PARALLEL}).")
 @click.option("--grace", default=None, metavar="SECONDS",
@@ -253,13 +223,12 @@ def quickstart(directory, duration) -> None:
 @click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML file with any of these options (default: ~/.config/puppemon/daemon.yaml, else "
                    "/etc/puppemon/daemon.yaml); relative paths in it are relative to the file.")
-def daemon(remote, state, name, poll, once, misfire_grace, max_parallel, grace, secrets, listen, token_file, keep,
-           rotate_after, build_timeout, max_pause, live_interval, no_live, labels, config) -> None:
+def daemon(**options) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
-    _call("daemon", remote=remote, state=state, name=name, poll=poll, once=once, misfire_grace=misfire_grace,
-          max_parallel=max_parallel, grace=grace, secrets=secrets, listen=listen, token_file=token_file,
-          keep=keep, rotate_after=rotate_after, build_timeout=build_timeout, max_pause=max_pause,
-          live_interval=live_interval, no_live=no_live, labels=labels, config=config)
+    _call("daemon", **options)
+
+
+cli.add_command(backfill)
 
 
 @cli.command()
