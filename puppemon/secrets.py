@@ -85,15 +85,16 @@ def for_flow(store: SecretStore | None, flow: str, asked) -> dict[str, Any]:
     return store.for_flow(flow, asked)
 
 
-def check_permissions(path: str) -> None:
+def check_permissions(path: str, holds_values: bool = True) -> None:
     """Refuse a secrets file that its group or others may read, or that another user owns (who could
-    change its values and grants), as ssh does for private keys."""
+    change its values and grants), as ssh does for private keys. A grants file whose secrets all come
+    from `env:` holds no value: others may read it (it may be committed, as in docs/serverless.md)."""
     try:
         info = os.stat(path)
     except OSError as exc:
         raise PuppemonError(f"cannot read secrets file {path}: {exc.strerror}") from None
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if mode & 0o077 and holds_values:
         raise PuppemonError(f"secrets file {path} is readable by others (mode {mode:04o}); "
                             f"run chmod 600 {path}")
     if info.st_uid != os.geteuid():
@@ -116,7 +117,7 @@ def load(path: str | os.PathLike) -> SecretStore:
     import yaml
 
     path = str(path)
-    check_permissions(path)
+    check_permissions(path, holds_values=False)   # the owner first; the mode once it is known what it holds
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -127,7 +128,18 @@ def load(path: str | os.PathLike) -> SecretStore:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         raise PuppemonError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if _holds_values(root):
+        check_permissions(path)
     return SecretStore(_parse(root, path), path)
+
+
+def _holds_values(root) -> bool:
+    """Whether a secrets file gives any value itself (not only `env:` names)."""
+    import yaml
+
+    return isinstance(root, yaml.MappingNode) and any(
+        isinstance(node, yaml.MappingNode) and any(getattr(k, "value", None) == "value" for k, _ in node.value)
+        for _, node in root.value)
 
 
 def _where(path: str, node) -> str:

@@ -83,16 +83,26 @@ def scaffold(directory: str) -> list[str]:
     return written
 
 
-def main(directory: str = ".", github: bool = False, puppemon_source: str | None = None) -> int:
+def main(directory: str = ".", github: bool = False, puppemon_source: str | None = None,
+         serverless: bool = False) -> int:
     """Scaffold puppemon.yaml and an example flow (never overwrites); with `github`, the deploy workflow too
-    (only the workflow, in a project that has its puppemon.yaml already)."""
+    (only the workflow, in a project that has its puppemon.yaml already); with `serverless` as well, the
+    scheduled workflow that runs the flows on GitHub Actions (the deploy workflow then only if it is missing)."""
+    from puppemon.project import serverless as scheduled
     from puppemon.project.github import WORKFLOW_PATH, default_branch, installed_source, render, write_workflow
 
+    if serverless and not github:
+        raise PuppemonError("--serverless writes a GitHub Actions workflow: pass --github --serverless")
     workflow = Path(directory) / WORKFLOW_PATH
     existing = github and (Path(directory) / MANIFEST_NAME).is_file()
     source = branch = None
+    daemon_workflow = Path(directory) / scheduled.WORKFLOW_PATH
+    push_workflow = not (serverless and (workflow.exists() or workflow.is_symlink()))
+    if serverless and (daemon_workflow.exists() or daemon_workflow.is_symlink()):
+        raise PuppemonError(f"{_shown(directory, scheduled.WORKFLOW_PATH.as_posix())} already exists; puppemon "
+                            "init never overwrites files (remove it or run init in another directory)")
     if github:  # checked first, so a refusal writes nothing at all
-        if workflow.exists() or workflow.is_symlink():
+        if push_workflow and (workflow.exists() or workflow.is_symlink()):
             raise PuppemonError(f"{_shown(directory, WORKFLOW_PATH.as_posix())} already exists; puppemon init "
                                 "never overwrites files (remove it or run init in another directory)")
         source = puppemon_source or installed_source()
@@ -104,9 +114,13 @@ def main(directory: str = ".", github: bool = False, puppemon_source: str | None
         render(source, branch)
     for name in [] if existing else scaffold(directory):
         print(f"wrote {_shown(directory, name)}")
-    if github:
+    if github and push_workflow:
         write_workflow(directory, source, branch)
         print(f"wrote {_shown(directory, WORKFLOW_PATH.as_posix())} (deploys on every push to {branch})")
+    for path in scheduled.write(directory, source) if serverless else []:
+        what = ("runs the flows on a schedule, no server needed" if path.name.endswith(".yml")
+                else "grants Actions secrets to flows: names only, no values")
+        print(f"wrote {_shown(directory, path.relative_to(directory).as_posix())} ({what})")
     where = "" if os.path.normpath(directory) == "." else " " + shlex.quote(directory)
     push = "" if not where else " -C" + where
     if existing:

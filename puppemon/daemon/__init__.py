@@ -11,3 +11,4 @@ BUILD_TIMEOUT = 600.0    # building one flow's Python environment, before the de
 ROTATE_AFTER = 500     # entries of closed days the runs tip holds before they rotate into archive refs
 MAX_PAUSE = 86400.0     # a run paused (`pause --run`) longer than this is cancelled
 LIVE_INTERVAL = 5.0     # seconds between two pushes of the live log tails, at least (0: none)
+MISFIRE_GRACE = 60.0    # --once: a fire this late still counts as due now (catchup: none runs it)

@@ -104,9 +104,10 @@ class Daemon(Lifecycle):
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
                               on_change=self.outbox.soon)
-        context = SourceContext(self.submit, self.state, self.clock, self.store,
-                                lambda: self.store.ref(self.recorder.ref), lambda: self.peers.ready,
-                                self.recorder.ref, self.placement.can)
+        context = SourceContext(self.submit, self.state, self.clock, store=self.store,
+                                runs_tip=lambda: self.store.ref(self.recorder.ref), ready=lambda: self.peers.ready,
+                                runs_ref=self.recorder.ref, takes=self.placement.can, last_fires=self._last_fires,
+                                misfire_grace=s.misfire_grace)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():
             by_class.setdefault(cls, cls(context))
@@ -122,6 +123,20 @@ class Daemon(Lifecycle):
                            lambda: self.status_publisher.publish(self.status(), early=True))
         self.claims = FireClaims(self.peers, self.recorder, self.ledger, self.store, self.queue, s.name, self.clock)
         self.upkeep = Upkeep(self.store, self.recorder, self.clock, s.keep, s.rotate_after)
+
+    def _deployed_before(self, deployment) -> bool:
+        """--once with a new state directory (a CI job): whether an earlier start deployed it already."""
+        from puppemon.history.baseline import was_deployed
+
+        if not self.s.once or self.state.deployed() is not None:
+            return False
+        return was_deployed(self.store, self.recorder.ref, deployment.sha, self.s.name, deployment.committed)
+
+    def _last_fires(self, flows: list[str]) -> dict:
+        """Each flow's last fire on the runs branch as last fetched (--once counts missed fires from it)."""
+        from puppemon.history.baseline import last_fires
+
+        return last_fires(self.store, self.recorder.ref, flows)
 
     def close(self) -> int:
         """Stop (as after SIGTERM: runs get the grace period), publish, and release the state directory."""
@@ -185,7 +200,8 @@ class Daemon(Lifecycle):
         """Swap in `sha` (or record why not), follow its schedule, and run what runs on a deploy."""
         from puppemon.project.triggers import describe
 
-        resumed = self.deployer.current is None and self.state.deployed() == sha
+        starting = self.deployer.current is None
+        resumed = starting and self.state.deployed() == sha
         previous = self.deployer.current
         try:
             deployment = self.deployer.deploy(sha, wait)
@@ -198,6 +214,7 @@ class Daemon(Lifecycle):
             return
         if deployment is None:
             return
+        resumed = resumed or (starting and self._deployed_before(deployment))
         summary = {name: {"trigger": describe(flow)} for name, flow in deployment.manifest.flows.items()}
         self.placement.review(sha, deployment.manifest, summary, self.s.users)  # labels, OS users: noted only
         for source in self.sources:

@@ -33,7 +33,7 @@ from typing import Callable
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.ledger import Ledger
 from puppemon.daemon.queue import Pending, RunQueue
-from puppemon.formats import RUN_ID, request_base, utc_iso
+from puppemon.formats import RUN_ID, parse_iso, request_base, utc_iso
 from puppemon.errors import PuppemonError
 from puppemon.gitstore import Store, TooLarge
 from puppemon.history.control import describe as describe_control
@@ -230,8 +230,9 @@ class RequestServer:
     def _start(self, body: dict, claim: dict) -> None:
         rid, run_id = body["id"], claim["run_id"]
         by = one_line(body["by"], 100) if body.get("by") else None  # free text: one line in records and logs
-        pending = Pending(body["flow"], {"kind": "request", "by": by},
-                          params=body.get("params") or {}, request=rid, run_id=run_id)
+        scheduled = parse_iso(body["scheduled"]) if body.get("scheduled") else None   # `puppemon backfill`
+        pending = Pending(body["flow"], {"kind": "backfill" if scheduled else "request", "by": by},
+                          scheduled=scheduled, params=body.get("params") or {}, request=rid, run_id=run_id)
         deployment = self.current()
         withdrawn = self.cancels.get(run_id)
         paused = self.paused(body["flow"]) if body["flow"] in deployment.manifest.flows else None

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from puppemon.daemon import BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, POLL, ROTATE_AFTER
+from puppemon.daemon import (BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MAX_PARALLEL, MAX_PAUSE, MISFIRE_GRACE,
+                             POLL, ROTATE_AFTER)
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 from puppemon.run.engine import EngineConfig
@@ -26,7 +27,8 @@ CONTAINER_KEYS = ("container_engine", "container_args", "container_build_args", 
 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
-               "rotate_after", "max_pause", "live_interval", "labels", "watch_roots", *CONTAINER_KEYS}
+               "rotate_after", "max_pause", "live_interval", "labels", "watch_roots", "misfire_grace",
+               *CONTAINER_KEYS}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -69,6 +71,7 @@ class Settings:
     labels: tuple[str, ...] = ()           # what this daemon offers: a flow's `runs_on` picks daemons by them
     containers: EngineConfig = field(default_factory=EngineConfig)   # the container engine and its flags
     watch_roots: tuple[str, ...] = ()      # directories (resolved) under which `on_file:` flows may watch
+    misfire_grace: float = MISFIRE_GRACE   # --once: how late a fire may be and still be due now, not missed
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -309,6 +312,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
         max_pause=option_seconds(merged.get("max_pause", MAX_PAUSE), "--max-pause"),
         live_interval=_live_interval(merged),
         once=bool(merged.get("once", False)),
+        misfire_grace=option_seconds(merged.get("misfire_grace", MISFIRE_GRACE), "--misfire-grace"),
         branch_flows=str(merged.get("branch_flows", "flows")),
         branch_runs=str(merged.get("branch_runs", "runs")),
         config_file=config_file,

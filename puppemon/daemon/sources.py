@@ -46,6 +46,9 @@ class SourceContext:
     ready: Callable[[], bool] = lambda: True                 # the daemon has seen who else is there (daemon/peers.py)
     runs_ref: str | None = None
     takes: Callable[[object], bool] = lambda _flow: True
+    # each flow's last fire recorded or claimed on the runs branch (history/baseline.py), for --once
+    last_fires: Callable[[list[str]], dict[str, datetime]] = lambda _flows: {}
+    misfire_grace: float = 60.0     # --once: a fire this late is still due now (settings.misfire_grace)
 
 
 class Source(Protocol):
@@ -131,27 +134,18 @@ class ClockSource:
         """Runs for fire times missed while no daemon was running, by each flow's catch-up policy."""
         from puppemon.project.triggers import fire_times
 
+        if once:
+            return self._catch_up_once(deployment)
         now = self.ctx.clock()
         self.caught_up = deployment
         for name, flow in deployment.manifest.flows.items():
             last = self.fires.get(name)
-            if last is None or (flow.catchup == "none" and not once):
+            if last is None or flow.catchup == "none":
                 self.fires[name] = now  # a baseline: nothing before this daemon knew the flow is "missed"
                 continue
             missed = fire_times(flow, last, now, CATCHUP_ALL_CAP + 1)
-            if not missed:
-                continue
-            if flow.catchup == "all":
-                if len(missed) > CATCHUP_ALL_CAP:
-                    log.warning("%s missed more than %d fire times; catching up the last %d only",
-                                name, CATCHUP_ALL_CAP, CATCHUP_ALL_CAP)
-                chosen = missed[-CATCHUP_ALL_CAP:]
-            else:
-                chosen = missed[-1:]
-            log.info("%s: catching up %s (catchup: %s)", name, plural(len(chosen), "missed run"), flow.catchup)
-            for moment in chosen:
-                self.ctx.submit(Pending(name, {"kind": "catchup" if not once else "schedule"}, scheduled=moment,
-                                        skippable=True, fire=(moment, fire_key(moment))))
+            if missed:
+                self._submit_missed(name, flow, missed, len(missed) > CATCHUP_ALL_CAP, now)
             self.fires[name] = now
         self.ctx.state.save_fires(self.fires)
 
@@ -160,6 +154,51 @@ class ClockSource:
 
     def recorded(self, record: dict) -> None:
         pass
+    def _catch_up_once(self, deployment: Deployment) -> None:
+        """`--once`, whose state directory may be thrown away after each start (a scheduled CI job): fires
+        count from each flow's last fire on the runs branch, or, for a flow that never fired, from the
+        flows commit's time. A fire at most `misfire_grace` old is due now; older ones are missed and
+        follow `catchup` (none: not run; latest: the newest; all: each, up to CATCHUP_ALL_CAP)."""
+        from puppemon.history.baseline import newest_fires
+
+        now = self.ctx.clock()
+        self.caught_up = deployment
+        flows = deployment.manifest.flows
+        last = self.ctx.last_fires(sorted(flows))
+        for name, flow in flows.items():
+            since = last.get(name) or deployment.committed
+            if since < now:
+                fires, more = newest_fires(flow, since, now, CATCHUP_ALL_CAP)
+                due = [t for t in fires[-1:] if (now - t).total_seconds() <= self.ctx.misfire_grace]
+                missed = [t for t in fires if t not in due]
+                if flow.catchup == "none":
+                    if missed:
+                        log.info("%s: %s%s not run (catchup: none)", name, plural(len(missed), "missed fire"),
+                                 " and older ones" if more else "")
+                    fires = due
+                if fires:
+                    self._submit_missed(name, flow, fires, more, now, due)
+            self.fires[name] = now
+        self.ctx.state.save_fires(self.fires)
+
+    def _submit_missed(self, name: str, flow, missed: list[datetime], more: bool, now: datetime,
+                       due: list[datetime] = ()) -> None:
+        """Submit the runs `flow.catchup` picks of the fire times `missed` (earliest first; `more`: there
+        were older ones too); a time in `due` is no catch-up but the fire due now."""
+        if flow.catchup == "all":
+            if more or len(missed) > CATCHUP_ALL_CAP:
+                log.warning("%s missed more than %d fire times; catching up the last %d only",
+                            name, CATCHUP_ALL_CAP, CATCHUP_ALL_CAP)
+            chosen = missed[-CATCHUP_ALL_CAP:]
+        else:
+            chosen = missed[-1:]
+        caught = [t for t in chosen if t not in due]
+        if caught:
+            log.info("%s: catching up %s (catchup: %s)", name, plural(len(caught), "missed run"), flow.catchup)
+        for moment in chosen:
+            kind = "schedule" if moment in due else "catchup"
+            self.ctx.submit(Pending(name, {"kind": kind}, scheduled=moment, skippable=True,
+                                    fire=(moment, fire_key(moment))))
 
     def upcoming(self) -> dict[str, str | None]:
         if self.scheduler is None:

@@ -42,9 +42,30 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # Messages are parsed below (missing refs, rejected pushes); keep them untranslated.
     env["LC_ALL"] = "C"
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    env.update(token_config(env))
     if extra:
         env.update(extra)
     return env
+
+
+def token_config(env: Mapping[str, str]) -> dict[str, str]:
+    """`PUPPEMON_GIT_TOKEN` as an `http.extraheader` for this git call alone (GIT_CONFIG_COUNT/KEY/VALUE),
+    sent as actions/checkout sends a job's token (basic auth, user `PUPPEMON_GIT_USER`, default
+    x-access-token). Nothing is written to a git config, and runs never inherit PUPPEMON_* variables, so
+    the token reaches puppemon's own fetches and pushes only (docs/serverless.md)."""
+    import base64
+
+    token = env.get("PUPPEMON_GIT_TOKEN")
+    if not token:
+        return {}
+    user = env.get("PUPPEMON_GIT_USER") or "x-access-token"
+    basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+    try:
+        count = int(env.get("GIT_CONFIG_COUNT") or 0)
+    except ValueError:
+        count = 0
+    return {"GIT_CONFIG_COUNT": str(count + 1), f"GIT_CONFIG_KEY_{count}": "http.extraheader",
+            f"GIT_CONFIG_VALUE_{count}": f"AUTHORIZATION: basic {basic}"}
 
 
 def run_git(args: list[str], cwd: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,

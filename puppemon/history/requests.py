@@ -178,12 +178,23 @@ def check_request(data: bytes, request_id: str) -> dict:
             raise BadRequest("params are not a JSON object")
         if nesting(params) > MAX_DEPTH:
             raise BadRequest(f"params nest deeper than {MAX_DEPTH} levels")
+        if body.get("scheduled") is not None and not _is_utc_time(body["scheduled"]):
+            raise BadRequest(f"scheduled {show(body['scheduled'])} is not a time (e.g. 2026-11-25T08:30:00.000Z)")
     elif body.get("kind") in RUN_KINDS:
         if not (isinstance(body.get("run_id"), str) and RUN_ID.match(body["run_id"])):
             raise BadRequest(f"run_id {show(body.get('run_id'))} is not a run id")
     else:
         raise BadRequest(f"kind {show(body.get('kind'))}: expected run, cancel, pause or resume")
     return body
+
+
+def _is_utc_time(value) -> bool:
+    """A request's `scheduled` (`puppemon backfill`): an ISO 8601 time with an offset."""
+    try:
+        return isinstance(value, str) and len(value) < 40 and datetime.fromisoformat(
+            value.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def check_claim(data: bytes, request_id: str) -> dict:

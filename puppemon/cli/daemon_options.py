@@ -1,4 +1,4 @@
-"""The options of `puppemon daemon`, one list (the command is wired in cli.py); every one may also be a key
+"""The options of `puppemon daemon`, one list (the command is wired in cli/__init__.py); every one may also be a key
 of the daemon's config file (daemon/settings.py)."""
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ OPTIONS = [
                  help=f"Fetch interval (default {daemon_defaults.POLL:g}; 30s, 5m also work)."),
     click.option("--once", is_flag=True, default=None,
                  help="One cycle: fetch, deploy, run what is due, wait, publish, exit."),
+    click.option("--misfire-grace", default=None, metavar="DURATION",
+                 help="With --once: how late a fire may be and still be due now, not missed "
+                      f"(default {daemon_defaults.MISFIRE_GRACE:g}s)."),
     click.option("--max-parallel", default=None, type=click.IntRange(min=1),
                  help=f"Runs at once (default {daemon_defaults.MAX_PARALLEL})."),
     click.option("--grace", default=None, metavar="SECONDS",

@@ -1,41 +1,13 @@
 """Command-line wiring only: each command calls one function in puppemon.commands."""
 from __future__ import annotations
 
-import sys
-from importlib import import_module
-
 import click
 
 from puppemon import __version__
-from puppemon.commands.daemon_options import options as daemon_options
+from puppemon.cli.schedule import backfill
+from puppemon.cli.wiring import call as _call, complete as _complete
+from puppemon.cli.daemon_options import options as daemon_options
 from puppemon.formats import STATUSES
-
-
-def _call(module: str, **kwargs) -> None:
-    """Import puppemon.commands.<module> lazily (keeps --help fast) and exit with its code."""
-    from puppemon.errors import report
-
-    try:
-        code = import_module(f"puppemon.commands.{module}").main(**kwargs)
-    except (click.exceptions.Exit, click.ClickException, click.Abort):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
-        if isinstance(exc, SystemExit):
-            raise
-        code = report(exc)
-    sys.exit(code or 0)
-
-
-def _complete(kind: str):
-    """A click shell_complete callback: flow names (`flows`), run ids (`runs`) or both (`both`), read from
-    the local repository (commands/complete.py; imported only when completing)."""
-    def complete(ctx: click.Context, _param, incomplete: str) -> list[str]:
-        from puppemon.commands import complete as found
-
-        directory = str(ctx.params.get("directory") or ".")
-        names = found.flow_names(directory, incomplete) if kind in ("flows", "both") else []
-        return names + (found.run_ids(directory, incomplete) if kind in ("runs", "both") else [])
-    return complete
 
 
 def _params_options(f):
@@ -60,9 +32,11 @@ def cli() -> None:
 @click.option("--puppemon-source", default=None, metavar="REQUIREMENT",
               help="With --github: what the workflow installs, e.g. git+https://host/you/puppemon.git@v0.1.0 "
                    "(default: this puppemon's own clone and commit).")
-def init(directory: str, github: bool, puppemon_source: str | None) -> None:
+@click.option("--serverless", is_flag=True, help="With --github: also a scheduled workflow that runs the flows on "
+              "GitHub Actions, no server needed (docs/serverless.md).")
+def init(directory: str, github: bool, puppemon_source: str | None, serverless: bool) -> None:
     """Scaffold puppemon.yaml and an example flow (never overwrites)."""
-    _call("init", directory=directory, github=github, puppemon_source=puppemon_source)
+    _call("init", directory=directory, github=github, puppemon_source=puppemon_source, serverless=serverless)
 
 
 @cli.command()
@@ -213,6 +187,9 @@ def quickstart(directory, duration) -> None:
 def daemon(**options) -> None:
     """Fetch flows from a remote, run them on schedule, commit every run to the runs branch."""
     _call("daemon", **options)
+
+
+cli.add_command(backfill)
 
 
 @cli.command()
