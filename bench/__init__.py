@@ -29,8 +29,9 @@ FIGURES = {
     "http-scale": "bench.fig_memory",
     "live": "bench.fig_live",
     "claims": "bench.fig_claims",
+    "containers": "bench.fig_containers",
 }
-OPT_IN = {"scale-1m", "claims"}   # run only when named with --only (they take minutes)
+OPT_IN = {"scale-1m", "claims", "containers"}   # only when named with --only (minutes, or podman needed)
 
 
 def figure_module(name: str):

@@ -46,6 +46,8 @@ class ContainerExecution:
                  env_file: str, tail: bytearray) -> None:
         self.engine, self.name, self.inner, self.grace, self.memory = engine, name, inner, grace, memory
         self.env_file, self.tail = env_file, tail
+        self.removes_itself = memory is None   # `run --rm`; with a memory limit it is kept to ask why it died
+        self.forced = False
         self.reason: str | None = None    # once it is over: why, when the engine knows better than the status
         self.paused = False
         self.stop_at: float | None = None
@@ -60,7 +62,8 @@ class ContainerExecution:
         return self.inner.running
 
     def wait(self, timeout: float) -> int | None:
-        if self.stop_at is not None and self.inner.running and time.monotonic() > self.stop_at + self.grace + STOP_MARGIN:
+        late = self.stop_at is not None and time.monotonic() > self.stop_at + self.grace + STOP_MARGIN
+        if late and self.inner.running:
             self.kill()   # the engine did not stop it: force it
         if self.result is None:
             rc = self.inner.wait(timeout)
@@ -100,6 +103,7 @@ class ContainerExecution:
             self.inner.stop()   # no container yet (or no engine answer): stop its client, which passes it on
 
     def kill(self) -> None:
+        self.forced = True
         try:
             self.engine.call("kill", self.name, check=False, timeout=10)
         except EngineError:
@@ -126,7 +130,8 @@ class ContainerExecution:
             self.inner.close()
         finally:
             try:
-                self.engine.remove(self.name)
+                if not (self.removes_itself and self.result is not None and not self.forced):
+                    self.engine.remove(self.name)   # (an engine client that ended by itself removed it)
             except EngineError:
                 pass
             Path(self.env_file).unlink(missing_ok=True)
@@ -169,9 +174,10 @@ class ContainerBackend:
             _hand_over(area, spec.user)
         env_file, through_client = _env_file(env)
         argv = [engine.program, "run", *engine.run_args, "--name", name, "--label", f"{RUN_LABEL}={launch.run_id}",
-                *(["--init"] if engine.init else []), "--pull", "never", "-w", WORK_DIR, "--env-file", env_file,
-                *(a for n in through_client for a in ("-e", n)), *_limits(spec, engine),
-                *(a for v in volumes + [m.option() for m in spec.mounts] for a in ("-v", v)), spec.image, *argv]
+                *(["--init"] if engine.init else []), *(["--rm"] if not spec.memory else []), "--pull", "never",
+                "-w", WORK_DIR, "--env-file", env_file, *(a for n in through_client for a in ("-e", n)),
+                *_limits(spec, engine), *(a for v in volumes + [m.option() for m in spec.mounts] for a in ("-v", v)),
+                spec.image, *argv]
         client_env = {**os.environ, **{n: env[n] for n in through_client}}
         tail = bytearray()
 
