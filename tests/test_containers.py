@@ -440,3 +440,29 @@ flows:
         assert _as_user("podman", "image", "exists", image).returncode == 0   # the user's own image storage
     finally:
         subprocess.run(["rm", "-rf", str(shared)])
+
+
+def test_docker_runs_a_container_flow_the_same_way(tmp_path, bare_remote):
+    """The same backend on docker, where a Docker daemon answers here (this kind of machine has none)."""
+    if not shutil.which("docker"):
+        pytest.skip("docker is not installed (podman is what CI installs)")
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        pytest.skip(f"no Docker daemon answers here: {info.stderr.strip().splitlines()[-1][:200]}")
+    make_image("docker")
+    manifest = f"""\
+version: 1
+flows:
+  sh:
+    command: 'echo "in $PWD"; echo hi > "$PUPPEMON_OUTPUT_DIR/o.txt"; exit 3'
+    run_on_deploy: true
+    container: {{image: {IMAGE}, network: none}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", extra="container_engine: docker\n", with_python=False)
+    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    [sh] = of_flow(remote_records(bare_remote), "sh")
+    assert (sh["status"], sh["exit_code"]) == ("failed", 3) and log_of(bare_remote, sh) == "in /puppemon/work\n"
+    assert [o["path"] for o in sh["outputs"]] == ["o.txt"] and containers_of(sh["id"], "docker") == []
