@@ -466,3 +466,30 @@ flows:
     [sh] = of_flow(remote_records(bare_remote), "sh")
     assert (sh["status"], sh["exit_code"]) == ("failed", 3) and log_of(bare_remote, sh) == "in /puppemon/work\n"
     assert [o["path"] for o in sh["outputs"]] == ["o.txt"] and containers_of(sh["id"], "docker") == []
+
+
+def test_puppemon_run_runs_a_container_flow_in_its_image_here(tmp_path, image):
+    """`puppemon run` of a container flow runs in the image, in the project itself, with this machine's engine
+    settings from its daemon config."""
+    from tests.conftest import make_repo
+
+    manifest = f"""\
+version: 1
+flows:
+  boxed:
+    command: 'echo "in $PWD as $(id -u)"; ls; echo made > made-here.txt'
+    container: {{image: {image}, network: none}}
+"""
+    repo = make_repo(tmp_path / "p", {"puppemon.yaml": manifest, "data.csv": "a\n"})
+    config = tmp_path / "xdg" / "puppemon"
+    config.mkdir(parents=True)
+    daemon_config(config / "daemon.yaml", with_python=False)
+    proc = puppemon("run", "boxed", cwd=repo, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert proc.stdout == "in /puppemon/work as 0\ndata.csv\npuppemon.yaml\n", proc.stderr
+    assert (repo / "made-here.txt").read_text() == "made\n"
+    missing = manifest.replace(image, "localhost/puppemon-absent:1, pull: never")
+    (repo / "puppemon.yaml").write_text(missing)
+    proc = puppemon("run", "boxed", cwd=repo, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")}, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "Error: container.image: localhost/puppemon-absent:1 is not on this server and pull: never (load it with "
+        "`podman load` or `podman import`, or set pull: missing)")

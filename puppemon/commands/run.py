@@ -93,6 +93,23 @@ def exit_code(result: RunResult) -> int:
     return 0 if result.status == "succeeded" else 1
 
 
+def _in_container(spec: RunSpec, flow, project: Path) -> None:
+    """Run `flow` in its image as the daemon would: the engine and its flags from this machine's daemon config
+    (if there is one), a `build:` built (and cached by its context) first."""
+    from dataclasses import replace
+
+    from puppemon.daemon.settings import container_config, find_config, load_config
+    from puppemon.run.container import ContainerBackend
+    from puppemon.run.images import ImageStore
+
+    where = find_config(None)
+    engine = container_config({}, load_config(where), where)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "puppemon" / "images"
+    image = ImageStore(engine, cache).prepare(flow, project)
+    spec.flow = replace(flow, container=replace(flow.container, image=image, build=None))
+    spec.backend, spec.base_env = ContainerBackend(engine), {}
+
+
 def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
          directory: str = ".", record: bool = False, push: bool = True, remote: str | None = None) -> int:
     from puppemon.project.entrypoints import check_params, directory_reader
@@ -108,6 +125,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
     spec = RunSpec(run_id=new_id(), flow=found, code_dir=project, params=params,
                    variables=dict(loaded.variables), workdir="shared", secrets=local_secrets(found),
                    trigger={"kind": "manual"})
+    if found.container is not None:   # in its image, with this machine's engine settings
+        _in_container(spec, found, project)
     if found.python is not None:  # the same environment the daemon builds, cached for this user
         from puppemon.commands.env import local_environment
 

@@ -159,11 +159,13 @@ class ContainerBackend:
         except EngineError as exc:
             raise StartFailed(127, exc.message) from None
         spec = launch.flow.container
-        area = launch.cwd.parent   # the runner's area/work (container flows always work in a fresh copy)
+        area = Path(launch.env["PUPPEMON_OUTPUT_DIR"]).parent   # the runner's area: outputs, TMPDIR, result
         name = container_name(launch.run_id, launch.attempt)
         env = {k: _inside(v, area) for k, v in launch.env.items()}
         argv = [_inside(a, area) for a in launch.argv]
         volumes = [f"{area}:{INSIDE}:rw"]
+        if launch.cwd != area / "work":   # `puppemon run` works in the project itself
+            volumes.append(f"{launch.cwd}:{WORK_DIR}:rw")
         if launch.flow.entrypoint:
             import puppemon
 
