@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import yaml
 
 from puppemon.formats import FLOW_NAME_RE, STATUSES, did_you_mean, show
-from puppemon.project.schema import Invalid, choice, is_null, kind_of, list_of, named, record
+from puppemon.project.events import NoClock
+from puppemon.project.schema import (
+    Invalid,
+    choice,
+    is_null,
+    kind_of,
+    list_of,
+    named,
+    record,
+)
 
 if TYPE_CHECKING:
     from puppemon.project.manifest import Flow, Manifest
@@ -63,7 +72,7 @@ def _check(node: yaml.Node, path: str) -> tuple[Upstream, ...]:
 
 
 @dataclass(frozen=True)
-class After:
+class After(NoClock):
     """`after:`: one run of this flow for each run of an upstream flow that ends with one of the statuses."""
 
     kind: ClassVar[str] = "after"
@@ -77,15 +86,6 @@ class After:
 
     def describe(self) -> str:
         return ", ".join(f"after {u.flow} ({', '.join(u.statuses)})" for u in self.upstreams)
-
-    def next_fire(self, after: datetime) -> datetime | None:
-        return None
-
-    def fire_times(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
-        return []
-
-    def clock(self, start: datetime) -> list:
-        return []
 
     def preview(self, now: datetime) -> datetime | str:
         return "after " + " or ".join(u.flow for u in self.upstreams)

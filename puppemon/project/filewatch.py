@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from puppemon.formats import format_interval, show
+from puppemon.project.events import NoClock
 from puppemon.project.schema import Checker, Invalid, boolean, duration, record, string
 
 SETTLE = 2.0   # seconds a file must stay unchanged before it fires, unless the flow says otherwise
@@ -83,7 +84,7 @@ def _check(node, path: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class OnFile:
+class OnFile(NoClock):
     """`on_file: {path, pattern, settle, batch, poll}`: runs for files landing in a server directory."""
 
     kind: ClassVar[str] = "file"
@@ -102,15 +103,6 @@ class OnFile:
     def describe(self) -> str:
         extra = "".join(f", {word}" for word, on in (("batch", self.batch), ("poll", self.poll)) if on)
         return f"on file {posixpath.join(self.path, self.pattern)} (settle {format_interval(self.settle)}{extra})"
-
-    def next_fire(self, after: datetime) -> datetime | None:
-        return None
-
-    def fire_times(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
-        return []
-
-    def clock(self, start: datetime) -> list:
-        return []
 
     def preview(self, now: datetime) -> datetime | str:
         return "next file"

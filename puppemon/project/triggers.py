@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 from puppemon.formats import format_interval
-from puppemon.project.filewatch import OnFile
 from puppemon.project.chains import After
+from puppemon.project.events import NoClock
+from puppemon.project.filewatch import OnFile
 from puppemon.project.schema import Invalid, boolean, duration, list_of, string
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class OnDeploy:
+class OnDeploy(NoClock):
     """`run_on_deploy: true`: run whenever a new flows commit is deployed."""
 
     kind: ClassVar[str] = "deploy"
@@ -178,15 +179,6 @@ class OnDeploy:
 
     def describe(self) -> str:
         return "on deploy"
-
-    def next_fire(self, after: datetime) -> datetime | None:
-        return None
-
-    def fire_times(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
-        return []
-
-    def clock(self, start: datetime) -> list:
-        return []
 
     def preview(self, now: datetime) -> datetime | str:
         return "next deploy"
