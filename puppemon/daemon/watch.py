@@ -105,6 +105,9 @@ def identity_of(path: str) -> Identity | None:
     return st.st_size, st.st_mtime_ns
 
 
+STARVE = 5   # a batch waits for busy files at most this many settle times after its first file settled
+
+
 @dataclass
 class Watch:
     """One flow's watch: what it waits to settle, and what it ran (or left alone) already."""
@@ -262,27 +265,36 @@ class WatchSource:
             self.wake.clear()
 
     def settle_once(self) -> float:
-        """Stat the files waiting to settle, run those that did; how long until it is worth looking again."""
+        """Stat the files waiting to settle, run those that did; how long until it is worth looking again.
+        With `batch:` the files wait for each other: none goes until every file seen is quiet (or one has
+        been waiting STARVE settle times, so a steady stream still runs)."""
         now, ready, wait = time.monotonic(), [], 5.0
         with self.lock:
             for watch in self.watches.values():
-                files = []
+                settle, states = watch.spec.settle, {}
                 for path, (before, since) in list(watch.seen.items()):
                     ident = identity_of(path)
                     if ident is None:
                         del watch.seen[path]
-                    elif ident != before:
-                        watch.seen[path] = (ident, now)
-                        wait = min(wait, watch.spec.settle)
-                    elif now - since >= watch.spec.settle:
-                        del watch.seen[path]
-                        if watch.done.get(path) != ident:
-                            watch.done[path] = ident
-                            files.append((path, ident))
-                    else:
-                        wait = min(wait, since + watch.spec.settle - now)
+                        continue
+                    if ident != before:
+                        watch.seen[path] = (ident, since := now)
+                    states[path] = (ident, since)
+                settled = {p: i for p, (i, since) in states.items() if now - since >= settle}
+                if watch.spec.batch and len(settled) < len(states) and \
+                        not any(now - states[p][1] >= STARVE * settle for p in settled):
+                    settled = {}
+                files = []
+                for path, ident in settled.items():
+                    del watch.seen[path]
+                    if watch.done.get(path) != ident:
+                        watch.done[path] = ident
+                        files.append((path, ident))
+                for path, (_, since) in states.items():
+                    if path not in settled:
+                        wait = min(wait, max(0.02, since + settle - now))
                 if watch.seen:
-                    wait = min(wait, max(0.05, watch.spec.settle / 4))
+                    wait = min(wait, max(0.05, settle / 4))
                 if files:
                     ready.append((watch, files))
         for watch, files in ready:
