@@ -72,8 +72,9 @@ def make_image(engine: str = "podman", user_cmd: list[str] | None = None) -> Non
         unavailable(f"{engine} is not installed (apt install podman runc busybox-static)")
     imported = subprocess.run([*prefix, engine, "import", "-", IMAGE], input=rootfs_tar(), capture_output=True,
                               timeout=120, cwd="/")
-    if imported.returncode != 0:
-        unavailable(f"{engine} cannot import an image here: {imported.stderr.decode(errors='replace')[-300:]}")
+    if imported.returncode != 0:   # installed, but its storage cannot work on this machine (inside a container)
+        pytest.skip(f"{engine} cannot import an image on this machine: "
+                    f"{imported.stderr.decode(errors='replace').strip()[-300:]}")
     probe = subprocess.run([*prefix, engine, "run", "--rm", *engine_args(), "--network", "none", IMAGE, "true"],
                            capture_output=True, text=True, timeout=120, cwd="/")
     if probe.returncode != 0:   # installed, but this machine cannot run containers (say, inside one itself)
