@@ -5,6 +5,7 @@ daemons."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 
@@ -244,9 +245,9 @@ flows:
   extract:
     entrypoint: big.py:main
   transform:
-    command: 'echo "${PUPPEMON_UPSTREAM_RESULT-none}"; python -c "import puppemon; print(puppemon.trigger()[\\"upstream\\"])"'
+    command: 'echo "${PUPPEMON_UPSTREAM_RESULT-none}"; PYTHON -c "import puppemon; print(puppemon.trigger()[\\"upstream\\"])"'
     after: extract
-"""
+""".replace("PYTHON", sys.executable)   # the Python running the tests (a new machine may have no `python`)
 
 
 def test_a_result_over_64_kib_is_not_passed_but_its_size_is(tmp_path, bare_remote):
