@@ -67,7 +67,7 @@ def _run_overhead(ctx: Context, image: str, args: list[str]) -> Row:
     return Row(19, rows(ctx)[0], value, "s", base, "podman run --rm IMAGE true", f"≤ {RUN_GOAL:g}×",
                value / base <= RUN_GOAL,
                note=f"the same flow run locally: {local * 1000:.0f} ms; {repeat} runs each, alternating; the "
-                    f"container run adds a work copy, an env file, `--init`, an inspect and an `rm`")
+                    f"container run adds a work copy of the code, an env file and `--init`")
 
 
 def _daemon_memory(ctx: Context, image: str, args: list[str]) -> Row:
