@@ -442,14 +442,23 @@ flows:
         subprocess.run(["rm", "-rf", str(shared)])
 
 
-def test_docker_runs_a_container_flow_the_same_way(tmp_path, bare_remote):
-    """The same backend on docker, where a Docker daemon answers here (this kind of machine has none)."""
-    if not shutil.which("docker"):
-        pytest.skip("docker is not installed (podman is what CI installs)")
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
-    if info.returncode != 0:
-        pytest.skip(f"no Docker daemon answers here: {info.stderr.strip().splitlines()[-1][:200]}")
-    make_image("docker")
+@pytest.fixture
+def docker(tmp_path_factory):
+    """A Docker daemon of the test's own (started and stopped by pid), and the environment that uses it."""
+    from tests.containers import start_dockerd, stop_dockerd
+
+    proc, env = start_dockerd(Path(tempfile.mkdtemp(prefix="puppemon-dockerd-")))
+    try:
+        make_image("docker", env=env)
+        yield env
+    finally:
+        stop_dockerd(proc)
+
+
+def test_docker_runs_command_entrypoint_and_built_flows_the_same_way(tmp_path, bare_remote, docker):
+    """The same backend on docker: exit code, log, outputs, an entrypoint's result, a build from the local image."""
+    files = {"job.py": "import os\n\ndef main(n=1):\n    return {'n': n + 1, 'cwd': os.getcwd()}\n",
+             "box/Containerfile": f"FROM {IMAGE}\nCOPY note.txt /note.txt\n", "box/note.txt": "built by docker\n"}
     manifest = f"""\
 version: 1
 flows:
@@ -457,15 +466,31 @@ flows:
     command: 'echo "in $PWD"; echo hi > "$PUPPEMON_OUTPUT_DIR/o.txt"; exit 3'
     run_on_deploy: true
     container: {{image: {IMAGE}, network: none}}
+  py:
+    entrypoint: job.py:main
+    params: {{n: 41}}
+    run_on_deploy: true
+    container: {{image: {IMAGE}, network: none, python: {python()}}}
+  built:
+    command: cat /note.txt
+    run_on_deploy: true
+    container: {{build: box/Containerfile, network: none}}
 """
-    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
     puppemon("push", cwd=repo)
-    cfg = daemon_config(tmp_path / "daemon.yaml", extra="container_engine: docker\n", with_python=False)
-    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
+    cfg = daemon_config(tmp_path / "daemon.yaml", extra="container_engine: docker\n", build_args=[])
+    proc = puppemon("daemon", "--remote", str(bare_remote), "--state", str(tmp_path / "state"), "--name", "d1",
+                    "--once", "--config", str(cfg), check=False, timeout=180, env=docker)
     assert proc.returncode == 0, proc.stderr
-    [sh] = of_flow(remote_records(bare_remote), "sh")
+    records = remote_records(bare_remote)
+    assert sorted(r["flow"] for r in records) == ["built", "py", "sh"], proc.stderr[-3000:]
+    [sh], [py], [built] = (of_flow(records, name) for name in ("sh", "py", "built"))
     assert (sh["status"], sh["exit_code"]) == ("failed", 3) and log_of(bare_remote, sh) == "in /puppemon/work\n"
-    assert [o["path"] for o in sh["outputs"]] == ["o.txt"] and containers_of(sh["id"], "docker") == []
+    assert [o["path"] for o in sh["outputs"]] == ["o.txt"]
+    assert py["status"] == "succeeded", log_of(bare_remote, py)
+    assert result_of(bare_remote, py) == {"n": 42, "cwd": "/puppemon/work"}
+    assert built["status"] == "succeeded" and log_of(bare_remote, built) == "built by docker\n"
+    assert all(containers_of(r["id"], "docker", docker) == [] for r in (sh, py, built))
 
 
 def test_puppemon_run_runs_a_container_flow_in_its_image_here(tmp_path, image):

@@ -86,6 +86,10 @@ class Engine:
             raise EngineError(f"`{self.kind} {' '.join(args[:2])}` failed: {last_line(proc.stderr or proc.stdout)}")
         return proc
 
+    def has_image(self, image: str) -> bool:
+        """Whether the engine's storage holds `image` (`image inspect`: docker has no `image exists`)."""
+        return self.call("image", "inspect", "--format", "{{.Id}}", image, check=False).returncode == 0
+
     def remove(self, *names: str) -> None:
         """Remove containers (stopped or not) by name or id; missing ones are no error."""
         if names:
@@ -99,5 +103,7 @@ class Engine:
 
 
 def last_line(text: str) -> str:
+    """The engine's own reason: its last `Error...` line (docker follows it with a usage hint), else its last."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "no output"
+    errors = [line for line in lines if line.lower().startswith(("error", "unknown flag"))]
+    return (errors or lines or ["no output"])[-1][:500]

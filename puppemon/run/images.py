@@ -64,7 +64,7 @@ class ImageStore:
         engine = self.engine()
         if spec.build:
             return self._build(engine, directory, spec.build)
-        present = engine.call("image", "exists", spec.image, check=False).returncode == 0
+        present = engine.has_image(spec.image)
         if spec.pull == "always" or (spec.pull == "missing" and not present):
             proc = engine.call("pull", "--quiet", spec.image, check=False, timeout=PULL_TIMEOUT)
             if proc.returncode != 0:
@@ -79,7 +79,7 @@ class ImageStore:
 
     def _build(self, engine: Engine, directory: Path, containerfile: str) -> str:
         tag = f"{BUILT}:{context_hash(directory, containerfile)}"
-        if engine.call("image", "exists", tag, check=False).returncode != 0:
+        if not engine.has_image(tag):
             context = (directory / containerfile).parent
             proc = engine.call("build", *self.config.build_args, "--label", f"{BUILD_LABEL}=1", "-t", tag,
                                "-f", str(directory / containerfile), str(context), check=False,
