@@ -20,16 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from puppemon.daemon.deployer import Deployment
 from puppemon.daemon.queue import Pending
+from puppemon.daemon.source import Source, SourceContext
 from puppemon.formats import RUN_ID, claim_path, parse_iso, run_dir
 from puppemon.gitstore import TooLarge
 from puppemon.history.records import parse_record
-
-if TYPE_CHECKING:   # sources.py registers this module's source
-    from puppemon.daemon.sources import SourceContext
 
 log = logging.getLogger("puppemon")
 UTC = timezone.utc
@@ -44,7 +41,7 @@ def _day(run_id: str) -> datetime:
     return datetime(yyyy, mm, dd, tzinfo=UTC)
 
 
-class ChainSource:
+class ChainSource(Source):
     """`after:` triggers: follows the runs of upstream flows, here and on the runs tip."""
 
     def __init__(self, ctx: SourceContext) -> None:
@@ -55,25 +52,13 @@ class ChainSource:
         self.listed: dict[str, tuple[str, set[str]]] = {}   # runs/<flow>/<day> -> (tree oid, run ids read)
         self.chained: dict[str, frozenset] = {}       # flows commit -> the (upstream, downstream) pairs it had
 
-    def start(self) -> None:
-        pass
-
     def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
         with self.lock:
             self.deployment = deployment
             self.listed.clear()   # runs passed over under the last deploy may start a flow of this one
 
-    def deployed(self, deployment: Deployment) -> None:
-        pass
-
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         pass   # the first cycle looks back over the runs tip (`cycle`), once the daemon knows its peers
-
-    def upcoming(self) -> dict[str, str | None]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
     # -- hearing upstream runs ---------------------------------------------------
     def recorded(self, record: dict) -> None:

@@ -74,7 +74,8 @@ class Control(Protocol):
         """The control state of `flow` when it is paused (`puppemon pause`), else None."""
 
     def run_now(self, flow: str, params: dict, client: str) -> dict[str, str] | None:
-        """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when stopping."""
+        """Start a run (recorded as a claimed request); {id, run_id, request_id} (the same id), or None when
+        stopping."""
 
     def not_here(self, flow: str) -> str | None:
         """Why this daemon does not take `flow` (its runs_on asks for labels it has not), or None."""

@@ -36,7 +36,8 @@ from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.recovery import recover_crashed
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
-from puppemon.daemon.sources import SOURCES, Source, SourceContext
+from puppemon.daemon.source import Source, SourceContext
+from puppemon.daemon.sources import SOURCES
 from puppemon.daemon.upkeep import Upkeep
 from puppemon.daemon.watch import watch_check
 from puppemon.errors import PuppemonError
@@ -106,7 +107,7 @@ class Daemon(Lifecycle):
                               on_change=self.outbox.soon)
         context = SourceContext(self.submit, self.state, self.clock, store=self.store,
                                 runs_tip=lambda: self.store.ref(self.recorder.ref), ready=lambda: self.peers.ready,
-                                runs_ref=self.recorder.ref, takes=self.placement.can, last_fires=self._last_fires,
+                                takes=self.placement.can, last_fires=self._last_fires,
                                 misfire_grace=s.misfire_grace)
         by_class: dict[type, Source] = {}
         for cls in SOURCES.values():

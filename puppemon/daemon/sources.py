@@ -16,69 +16,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import Callable
 
 from puppemon.daemon.chains import ChainSource
 from puppemon.daemon.deployer import Deployment
-from puppemon.daemon.journal import StateDir
 from puppemon.daemon.queue import Pending
+from puppemon.daemon.source import Source, SourceContext
 from puppemon.daemon.watch import WatchSource
 from puppemon.formats import fire_key, plural, utc_iso
-from puppemon.gitstore import Store
 
 log = logging.getLogger("puppemon")
 
 CATCHUP_ALL_CAP = 20
 
 
-@dataclass
-class SourceContext:
-    """What a source gets from the daemon: where to submit runs, the state directory, the clock; the runs
-    branch as the daemon last fetched it (`store`, `runs_ref`), and which flows it takes (`takes(flow)`)."""
-
-    submit: Callable[[Pending], str | None]
-    state: StateDir
-    clock: Callable[[], datetime]
-    store: Store | None = None                               # the daemon's mirror
-    runs_tip: Callable[[], str | None] = lambda: None       # the local runs tip (the remote's, and unpublished records)
-    ready: Callable[[], bool] = lambda: True                 # the daemon has seen who else is there (daemon/peers.py)
-    runs_ref: str | None = None
-    takes: Callable[[object], bool] = lambda _flow: True
-    # each flow's last fire recorded or claimed on the runs branch (history/baseline.py), for --once
-    last_fires: Callable[[list[str]], dict[str, datetime]] = lambda _flows: {}
-    misfire_grace: float = 60.0     # --once: a fire this late is still due now (settings.misfire_grace)
-
-
-class Source(Protocol):
-    def start(self) -> None:
-        """Begin listening (a daemon that runs `--once` never calls this)."""
-
-    def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
-        """A deploy was swapped in (also when a restart resumes it): follow its manifest, and add
-        what this source knows about each flow to `summary` (the deploy record's `flows`)."""
-
-    def deployed(self, deployment: Deployment) -> None:
-        """A new deploy was swapped in and recorded (not a restart resuming one)."""
-
-    def catch_up(self, deployment: Deployment, once: bool) -> None:
-        """Submit what came due while no daemon was running."""
-
-    def cycle(self) -> None:
-        """Each cycle, after the fetch: submit what the runs tip shows is due."""
-
-    def recorded(self, record: dict) -> None:
-        """This daemon recorded a run (run.json), in the thread that recorded it."""
-
-    def upcoming(self) -> dict[str, str | None]:
-        """Each flow's next fire time this source knows (UTC ISO), for the status ref."""
-
-    def close(self) -> None:
-        """Stop listening."""
-
-
-class ClockSource:
+class ClockSource(Source):
     """Cron and interval triggers, through an APScheduler BackgroundScheduler; fire times in fires.json."""
 
     def __init__(self, ctx: SourceContext) -> None:
@@ -149,11 +102,6 @@ class ClockSource:
             self.fires[name] = now
         self.ctx.state.save_fires(self.fires)
 
-    def cycle(self) -> None:
-        pass
-
-    def recorded(self, record: dict) -> None:
-        pass
     def _catch_up_once(self, deployment: Deployment) -> None:
         """`--once`, whose state directory may be thrown away after each start (a scheduled CI job): fires
         count from each flow's last fire on the runs branch, or, for a flow that never fired, from the
@@ -227,17 +175,11 @@ class ClockSource:
             self.scheduler.shutdown(wait=False)
 
 
-class DeploySource:
+class DeploySource(Source):
     """`run_on_deploy: true`: a run whenever a new flows commit is deployed (not when a restart resumes one)."""
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
-
-    def start(self) -> None:
-        pass
-
-    def reconcile(self, deployment: Deployment, summary: dict[str, dict]) -> None:
-        pass
 
     def deployed(self, deployment: Deployment) -> None:
         for flow in deployment.manifest.flows.values():
@@ -245,21 +187,6 @@ class DeploySource:
                 # one claim per flows commit, filed under the day it was committed (the same on every daemon)
                 self.ctx.submit(Pending(flow.name, {"kind": "deploy", "by": deployment.sha[:7]},
                                         fire=(deployment.committed, f"deploy-{deployment.sha}")))
-
-    def catch_up(self, deployment: Deployment, once: bool) -> None:
-        pass
-
-    def cycle(self) -> None:
-        pass
-
-    def recorded(self, record: dict) -> None:
-        pass
-
-    def upcoming(self) -> dict[str, str | None]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 # The registry: trigger kind -> the source that serves it (one instance per class).

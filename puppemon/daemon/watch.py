@@ -10,7 +10,8 @@ When. A watchdog Observer (inotify) hears files created, written, moved in; with
 PollingObserver looks instead (NFS and SMB mounts deliver no inotify events). A file seen goes
 to the settle thread, which stats it until its size and mtime have stayed the same for the
 flow's `settle`: an upload still being written keeps changing and does not fire. Then each
-file is one run, or with `batch: true` the files of the flow that settled together are one.
+file is one run, or with `batch: true` the files wait for each other: once every file seen is
+quiet (or one has waited STARVE settle times), they are one run.
 
 Once. A file is identified by (flow, path, size, mtime_ns): its key is a hash of those, and its
 claim `watch/<flow>/<key[:2]>/<key>.json` on the runs branch (never rotated) is both the claim
@@ -33,10 +34,10 @@ from typing import TYPE_CHECKING, Callable
 
 from puppemon.daemon.deployer import Deployment, Refused
 from puppemon.daemon.queue import Pending
+from puppemon.daemon.source import Source, SourceContext
 from puppemon.formats import plural
 
 if TYPE_CHECKING:
-    from puppemon.daemon.sources import SourceContext
     from puppemon.project.filewatch import OnFile
 
 log = logging.getLogger("puppemon")
@@ -153,7 +154,7 @@ def _handler(on_event: Callable):
     return Handler()
 
 
-class WatchSource:
+class WatchSource(Source):
     """`on_file:` flows: their observers, the settle thread, and the runs of the files that settled."""
 
     def __init__(self, ctx: SourceContext) -> None:
@@ -204,7 +205,7 @@ class WatchSource:
     def _begin(self, watch: Watch, catchup: str) -> None:
         """The files already there when a watch begins: those no claim names are run by `catchup`."""
         present = watch.present()
-        tip = self.ctx.store.ref(self.ctx.runs_ref) if self.ctx.store is not None else None
+        tip = self.ctx.runs_tip()
         unhandled = {p: i for p, i in present.items() if not self._handled(tip, watch.flow, p, i)}
         chosen = {"all": list(unhandled), "latest": sorted(unhandled, key=lambda p: unhandled[p][1])[-1:],
                   "none": []}[catchup]
@@ -307,7 +308,7 @@ class WatchSource:
 
     def _run(self, watch: Watch, files: list[tuple[str, Identity]]) -> None:
         """Ask for the runs of files that settled: one each, or one per batch; none for a file handled already."""
-        tip = self.ctx.store.ref(self.ctx.runs_ref) if self.ctx.store is not None else None
+        tip = self.ctx.runs_tip()
         fresh = [(p, i) for p, i in files if not self._handled(tip, watch.flow, p, i)]
         if not fresh:
             return
@@ -323,9 +324,6 @@ class WatchSource:
                                     fire=(self.ctx.clock(), keys[0]), claims=claims))
 
     # -- the rest of a source ------------------------------------------------------
-    def deployed(self, deployment: Deployment) -> None:
-        pass
-
     def catch_up(self, deployment: Deployment, once: bool) -> None:
         """With --once (no settle thread): wait, here, for the files found at start to settle, and run them."""
         if not once:
@@ -342,15 +340,6 @@ class WatchSource:
                     return
             time.sleep(wait)
         log.warning("files still being written after %gs were left for the next start", ONCE_PATIENCE)
-
-    def upcoming(self) -> dict[str, str | None]:
-        return {}
-
-    def cycle(self) -> None:
-        pass   # files are heard from the observers, not read off the runs tip
-
-    def recorded(self, record: dict) -> None:
-        pass
 
     def close(self) -> None:
         self.closing = True
