@@ -49,6 +49,11 @@ def id_day(an_id: str, what: str = "run") -> str:
     return "/".join(match.groups())
 
 
+def is_within(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it (both resolved already: symlinks and `..` are the caller's)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def run_dir(flow: str, run_id: str) -> str:
     """`runs/<flow>/<yyyy>/<mm>/<dd>/<run-id>`, dated by the run id (its UTC start)."""
     return f"runs/{flow}/{id_day(run_id)}/{run_id}"

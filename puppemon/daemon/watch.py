@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable
 from puppemon.daemon.deployer import Deployment, Refused
 from puppemon.daemon.queue import Pending
 from puppemon.daemon.source import Source, SourceContext
-from puppemon.formats import plural
+from puppemon.formats import is_within, plural
 
 if TYPE_CHECKING:
     from puppemon.project.filewatch import OnFile
@@ -49,10 +49,6 @@ Identity = tuple[int, int]   # (size, mtime_ns)
 
 # --- where a flow may watch: the deploy's server-side check ------------------------------
 
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def refusal(flow: str, path: str, roots: tuple[str, ...]) -> str | None:
     """Why this server does not let `flow` watch `path` (None when it does)."""
     real = os.path.realpath(path)
@@ -60,7 +56,7 @@ def refusal(flow: str, path: str, roots: tuple[str, ...]) -> str | None:
     if not roots:
         return (f"flow {flow!r} watches {shown} (on_file), but this daemon allows no watched directories: "
                 "add a directory above it to watch_roots: in the daemon's config file, or pass --watch-root DIR")
-    if not any(_within(real, root) for root in roots):
+    if not any(is_within(real, root) for root in roots):
         return (f"flow {flow!r} watches {shown} (on_file), outside the directories this daemon may watch "
                 f"({', '.join(roots)}): add it to watch_roots: in the daemon's config file, or --watch-root DIR")
     if not os.path.isdir(real):

@@ -55,11 +55,11 @@ class EngineConfig:
 
     def mount_refusal(self, host: str) -> str | None:
         """Why a flow may not mount `host` here (None when it may)."""
+        from puppemon.formats import is_within
+
         real = os.path.realpath(host)
-        for root in self.mount_roots:
-            base = os.path.realpath(root)
-            if real == base or real.startswith(base.rstrip("/") + "/"):
-                return None
+        if any(is_within(real, os.path.realpath(root)) for root in self.mount_roots):
+            return None
         allowed = ", ".join(self.mount_roots) if self.mount_roots else "none are allowed"
         return (f"mounts {host}, which is outside the host paths this server lets flows mount ({allowed}; "
                 f"add a parent directory to container_mount_roots in the daemon's config)")
