@@ -89,8 +89,9 @@ def run(flow, pairs, params_json, record, no_push, remote, directory) -> None:
     """Run FLOW here and now, streaming its output; exit with its exit code.
 
     A flow with `python:` runs in its environment, built here as the daemon builds it
-    (cached in ~/.cache/puppemon/envs; `puppemon env FLOW` shows it). It runs as you,
-    whatever its `user:`."""
+    (cached in ~/.cache/puppemon/envs; `puppemon env FLOW` shows it). A flow with
+    `container:` runs in its image, in the project itself, with the engine settings of
+    this machine's daemon config. It runs as you, whatever its `user:`."""
     _call("run", flow=flow, pairs=pairs, params_json=params_json, directory=directory,
           record=record, push=not no_push, remote=remote)
 
