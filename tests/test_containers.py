@@ -42,6 +42,20 @@ def log_of(bare: Path, record: dict) -> str:
     return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
 
 
+def pushed(tmp_path: Path, bare: Path, manifest: str, files: dict | None = None) -> Path:
+    """The project of `manifest`, pushed to `bare`'s flows branch."""
+    repo = manifest_project(tmp_path, str(bare), manifest, files)
+    puppemon("push", cwd=repo)
+    return repo
+
+
+def once(bare: Path, state: Path, config: Path) -> subprocess.CompletedProcess:
+    """One `daemon --once` with `config`; it must exit 0."""
+    proc = run_daemon_once(str(bare), state, "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def secrets_file(tmp_path: Path, flows: str) -> Path:
     path = tmp_path / "secrets.yaml"
     path.write_text(f"tok:\n  value: {SECRET}\n  flows: [{flows}]\n")
@@ -71,12 +85,9 @@ flows:
     container: {{image: {image}, network: none, mounts: ["{shared}:/data:ro"], memory: 64m, cpus: 1}}
 """
     (shared / "inbox.csv").write_text("a,b\n")
-    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
-    puppemon("push", cwd=repo)
-    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)],
-                        extra=f"secrets: {secrets_file(tmp_path, 'py, sh')}\n")
-    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    pushed(tmp_path, bare_remote, manifest, files)
+    once(bare_remote, tmp_path / "state", daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)],
+                                                        extra=f"secrets: {secrets_file(tmp_path, 'py, sh')}\n"))
     records = remote_records(bare_remote)
     py, sh = of_flow(records, "py")[0], of_flow(records, "sh")[0]
     assert py["status"] == "succeeded", (py, log_of(bare_remote, py))
@@ -153,11 +164,8 @@ flows:
     command: 'trap "" TERM; echo up; while true; do sleep 0.1; done'
     run_on_deploy: true
 """
-    repo = manifest_project(tmp_path, str(bare_remote), manifest)
-    puppemon("push", cwd=repo)
-    cfg = daemon_config(tmp_path / "daemon.yaml")
-    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    pushed(tmp_path, bare_remote, manifest)
+    once(bare_remote, tmp_path / "state", daemon_config(tmp_path / "daemon.yaml"))
     records = remote_records(bare_remote)
     traps, ignores = of_flow(records, "traps")[0], of_flow(records, "ignores")[0]
     assert (traps["status"], traps["error"]) == ("timed_out", "timed out after 1.0s")
@@ -176,10 +184,8 @@ flows:
     run_on_deploy: true
     container: {{image: {image}, network: none, memory: 32m}}
 """
-    repo = manifest_project(tmp_path, str(bare_remote), manifest)
-    puppemon("push", cwd=repo)
-    proc = run_daemon_once(str(bare_remote), tmp_path / "state", "--config", str(daemon_config(tmp_path / "d.yaml")))
-    assert proc.returncode == 0, proc.stderr
+    pushed(tmp_path, bare_remote, manifest)
+    once(bare_remote, tmp_path / "state", daemon_config(tmp_path / "daemon.yaml"))
     [hog] = of_flow(remote_records(bare_remote), "hog")
     assert (hog["status"], hog["exit_code"]) == ("failed", 137), hog
     assert "out of memory" in hog["error"] and "its container.memory of 32 MiB" in hog["error"], hog
@@ -264,28 +270,22 @@ flows:
     run_on_deploy: true
     container: {build: box/Containerfile, network: none}
 """
-    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
-    puppemon("push", cwd=repo)
+    repo = pushed(tmp_path, bare_remote, manifest, files)
     cfg, state = daemon_config(tmp_path / "daemon.yaml"), tmp_path / "state"
-    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    once(bare_remote, state, cfg)
     [first] = of_flow(remote_records(bare_remote), "built")
     assert first["status"] == "succeeded" and log_of(bare_remote, first) == "built here\n"
     tag = [r for r in deploy_records(bare_remote) if r["status"] == "deployed"][0]["images"]["built"]
     assert tag.startswith("localhost/puppemon-build:")
     # a redeploy with the same context reuses the image: nothing is built again
-    (repo / "README").write_text("another commit\n")
-    puppemon("push", cwd=repo)
-    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    deploy(repo, files={"README": "another commit\n"})
+    proc = once(bare_remote, state, cfg)
     assert "deploy" in proc.stderr and "runs in image " + tag in proc.stderr
     created = subprocess.run(["podman", "image", "inspect", "--format", "{{.Created}}", tag], capture_output=True,
                              text=True).stdout
     # a build that fails refuses the deploy; the last good one keeps running
-    (repo / "box/Containerfile").write_text(f"FROM {image}\nCOPY missing.txt /x\n")
-    puppemon("push", cwd=repo)
-    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    deploy(repo, files={"box/Containerfile": f"FROM {image}\nCOPY missing.txt /x\n"})
+    once(bare_remote, state, cfg)
     refused = [r for r in deploy_records(bare_remote) if r["status"] == "refused"]
     assert refused and refused[-1]["error"].startswith("flows.built.container.build: box/Containerfile could not "
                                                       "be built: "), refused
@@ -305,14 +305,10 @@ flows:
 def test_bad_container_input_refuses_the_deploy_and_keeps_the_last_good(tmp_path, bare_remote, image, container,
                                                                         config, error):
     good = f"version: 1\nflows:\n  job:\n    command: 'echo good'\n    container: {{image: {image}, network: none}}\n"
-    repo = manifest_project(tmp_path, str(bare_remote), good)
-    puppemon("push", cwd=repo)
-    cfg, state = daemon_config(tmp_path / "daemon.yaml"), tmp_path / "state"
-    assert run_daemon_once(str(bare_remote), state, "--config", str(cfg)).returncode == 0
+    repo, state = pushed(tmp_path, bare_remote, good), tmp_path / "state"
+    once(bare_remote, state, daemon_config(tmp_path / "daemon.yaml"))
     deploy(repo, good.replace(f"{{image: {image}, network: none}}", container.replace("IMAGE", image)))
-    cfg = daemon_config(tmp_path / "daemon.yaml", extra=config)
-    proc = run_daemon_once(str(bare_remote), state, "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
+    proc = once(bare_remote, state, daemon_config(tmp_path / "daemon.yaml", extra=config))
     refused = [r for r in deploy_records(bare_remote) if r["status"] == "refused"]
     assert len(refused) == 1 and refused[0]["error"].startswith(error), refused
     assert "going on with" in proc.stderr   # the last good deploy
