@@ -443,12 +443,16 @@ def docker(tmp_path_factory):
     """A Docker daemon of the test's own (started and stopped by pid), and the environment that uses it."""
     from tests.containers import start_dockerd, stop_dockerd
 
-    proc, env = start_dockerd(Path(tempfile.mkdtemp(prefix="puppemon-dockerd-")))
+    root = Path(tempfile.mkdtemp(prefix="puppemon-dockerd-"))
     try:
-        make_image("docker", env=env)
-        yield env
+        proc, env = start_dockerd(root)
+        try:
+            make_image("docker", env=env)
+            yield env
+        finally:
+            stop_dockerd(proc)
     finally:
-        stop_dockerd(proc)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_docker_runs_command_entrypoint_and_built_flows_the_same_way(tmp_path, bare_remote, docker):
