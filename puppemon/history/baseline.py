@@ -41,16 +41,21 @@ def _names(store: Store, tip: str, path: str, width: int) -> list[str]:
                   reverse=True)
 
 
+def _days(store: Store, tip: str, top: str):
+    """The `yyyy/mm/dd` day directories under `top` (claims, deploys), newest first."""
+    for year in _names(store, tip, top, 4):
+        for month in _names(store, tip, f"{top}/{year}", 2):
+            for day in _names(store, tip, f"{top}/{year}/{month}", 2):
+                yield f"{year}/{month}/{day}"
+
+
 def _claimed(store: Store, tips: list[str], flow: str) -> datetime | None:
     """The newest fire claimed for `flow`: in the newest day directory of claims/ that has the flow."""
     for tip in tips:
-        for year in _names(store, tip, "claims", 4):
-            for month in _names(store, tip, f"claims/{year}", 2):
-                for day in _names(store, tip, f"claims/{year}/{month}", 2):
-                    keys = [m for e in store.listdir(tip, f"claims/{year}/{month}/{day}/{flow}")
-                            if (m := FIRE_KEY.match(e.name))]
-                    if keys:
-                        return max(_key_time(m) for m in keys)
+        for day in _days(store, tip, "claims"):
+            keys = [m for e in store.listdir(tip, f"claims/{day}/{flow}") if (m := FIRE_KEY.match(e.name))]
+            if keys:
+                return max(_key_time(m) for m in keys)
     return None
 
 
@@ -80,7 +85,6 @@ def _scheduled(record: dict) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else None
 
 
-
 SCAN = 10_000   # fire times read from one window, at most
 
 
@@ -107,11 +111,9 @@ def was_deployed(store: Store, ref: str, sha: str, daemon: str, since: datetime)
     runs = RunStore(store, ref)
     name, first = f"{sha}-{daemon}.json", f"{since.astimezone(UTC):%Y/%m/%d}"
     for tip in (t for t in (runs.tip, *runs.archives) if t):
-        for year in _names(store, tip, "deploys", 4):
-            for month in _names(store, tip, f"deploys/{year}", 2):
-                for day in _names(store, tip, f"deploys/{year}/{month}", 2):
-                    if f"{year}/{month}/{day}" < first:
-                        break
-                    if store.lookup(tip, f"deploys/{year}/{month}/{day}/{name}") is not None:
-                        return True
+        for day in _days(store, tip, "deploys"):
+            if day < first:
+                break
+            if store.lookup(tip, f"deploys/{day}/{name}") is not None:
+                return True
     return False
