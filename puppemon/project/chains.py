@@ -19,15 +19,7 @@ import yaml
 
 from puppemon.formats import FLOW_NAME_RE, STATUSES, did_you_mean, show
 from puppemon.project.events import NoClock
-from puppemon.project.schema import (
-    Invalid,
-    choice,
-    is_null,
-    kind_of,
-    list_of,
-    named,
-    record,
-)
+from puppemon.project.schema import Invalid, choice, is_null, kind_of, list_of, named, record
 
 if TYPE_CHECKING:
     from puppemon.project.manifest import Flow, Manifest
