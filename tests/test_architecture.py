@@ -170,7 +170,7 @@ def test_one_registry_per_extension_point():
     from puppemon.project.triggers import KINDS
     from puppemon.run.backends import BACKENDS
 
-    assert set(BACKENDS) == {"local", "container"}
+    assert set(BACKENDS) == {"local", "container", "slurm"}
     assert set(KINDS) == {"cron", "interval", "deploy", "file", "after"}
     # every trigger kind has a manifest key, and the daemon serves every kind
     from puppemon.project.manifest import FLOW_FIELDS

@@ -53,7 +53,7 @@ def test_registry_names_the_backends():
     assert isinstance(backends.get("local"), LocalBackend)
     with pytest.raises(PuppemonError) as info:
         backends.get("kubernetes")
-    assert str(info.value) == "no run backend 'kubernetes' (known: container, local)"
+    assert str(info.value) == "no run backend 'kubernetes' (known: container, local, slurm)"
 
 
 def test_output_and_exit_status_come_back(tmp_path):

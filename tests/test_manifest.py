@@ -137,7 +137,7 @@ BAD = [
     ("version: 1\nflows:\n  backup:\n    command: x\n    colour: red\n",
      "puppemon.yaml:5:5: flows.backup.colour: unknown key (allowed: after, catchup, command, concurrency, container, "
      "entrypoint, env, every, notify, on_file, overlap, params, python, retries, retry_delay, run_on_deploy, runs_on, "
-     "schedule, secrets, timeout, "
+     "schedule, secrets, slurm, timeout, "
      "timezone, "
      "user, workdir)"),
     ("version: 1\nflows:\n  backup:\n    command: x\n    every: often\n",
@@ -207,7 +207,7 @@ BAD = [
      "(use an IANA name such as UTC, Europe/Paris, Asia/Taipei)"),
     ("version: 1\ndefaults:\n  schedule: '@daily'\nflows: {}\n",
      "puppemon.yaml:3:3: defaults.schedule: unknown key (allowed: catchup, container, env, notify, overlap, python, "
-     "retries, retry_delay, runs_on, timeout, timezone, user, workdir)"),
+     "retries, retry_delay, runs_on, slurm, timeout, timezone, user, workdir)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: true\n",
      "puppemon.yaml:5:14: flows.a.retries: true is not a count (use a whole number, 0 or more)"),
     ("version: 1\nflows:\n  a:\n    command: x\n    retries: -1\n",

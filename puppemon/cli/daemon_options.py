@@ -55,6 +55,11 @@ OPTIONS = [
                  help="A host directory under which flows may mount paths (repeatable; none by default)."),
     click.option("--container-network", default=None, type=click.Choice(["none", "bridge", "host"]),
                  help="The network of container flows that do not name one (default: the engine's)."),
+    click.option("--slurm-shared-dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+                 help="A directory this server and the Slurm compute nodes both see: slurm: flows run as jobs "
+                      "there (off without it; $SLURM_CONF names the cluster)."),
+    click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG",
+                 help="A flag every sbatch gets, before the flow's own (repeatable; e.g. --sbatch-arg=--account=lab)."),
     click.option("--watch-root", multiple=True, metavar="DIR",
                  help="A directory under which on_file: flows may watch (repeatable; none by default)."),
     click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False),

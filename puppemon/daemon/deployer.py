@@ -116,6 +116,25 @@ class Deployer:
         self.env_keys[sha] = {env.key for env in environments.values()} | set(images.values())
         return self.current
 
+    def of(self, sha: str) -> Deployment | None:
+        """The deploy of flows commit `sha`, for a run that goes on from before a restart: the current one, else
+        one read from the mirror over its checkout (no environments: the run has its own already); None when
+        the mirror does not have it or its manifest does not parse."""
+        from puppemon.project.manifest import MANIFEST_NAME, parse
+
+        if self.current is not None and self.current.sha == sha:
+            return self.current
+        try:
+            commit, data = self.store.get_commit(sha), self.store.read(sha, MANIFEST_NAME)
+            manifest = parse(data, MANIFEST_NAME) if data is not None else None
+        except (PuppemonError, KeyError, ValueError):
+            return None
+        if manifest is None:
+            return None
+        return Deployment(sha, self.state.deploys_dir / sha, manifest,
+                          trailers(commit.message).get("Puppemon-Source-Commit", ""),
+                          committed=datetime.fromtimestamp(commit.time, timezone.utc))
+
     def environments_record(self, deployment: Deployment) -> dict:
         """For the deploy record: each environment once, with its resolved packages and the flows in it; the
         image each container flow runs in."""

@@ -20,6 +20,7 @@ from typing import Callable
 
 from puppemon import __version__
 from puppemon.daemon.claims import FireClaims
+from puppemon.daemon.cluster import slurm_check
 from puppemon.daemon.control import Controls
 from puppemon.daemon.deployer import Deployer
 from puppemon.daemon.executor import RunExecutor
@@ -33,7 +34,7 @@ from puppemon.daemon.outbox import Outbox
 from puppemon.daemon.failover import Failover, in_flight_entry
 from puppemon.daemon.peers import Peers
 from puppemon.daemon.queue import Pending, RunQueue
-from puppemon.daemon.recovery import recover_crashed
+from puppemon.daemon.recovery import adoption, recover_crashed
 from puppemon.daemon.request_server import RequestServer
 from puppemon.daemon.settings import Settings
 from puppemon.daemon.source import Source, SourceContext
@@ -48,6 +49,7 @@ from puppemon.history.status import StatusPublisher
 from puppemon.run.container import ContainerBackend
 from puppemon.run.environments import EnvStore
 from puppemon.run.images import ImageStore
+from puppemon.run.slurm import SlurmBackend
 
 log = logging.getLogger("puppemon")
 
@@ -92,15 +94,18 @@ class Daemon(Lifecycle):
                                  author_name=f"puppemon {s.name}")
         self.ledger = Ledger(self.recorder, s.name, self.clock, self._on_recorded, self.state)
         self.placement = Placement.of(s, lambda: self.deployer.current, self.store, self.clock)
+        checks = (watch_check(s.watch_roots, self.placement.can), slurm_check(s.slurm, self.placement.can))
+        envs_dir = s.slurm.envs_dir or self.state.envs_dir   # Slurm: on the directory the compute nodes see
         self.deployer = Deployer(self.store, self.state, self.ledger, s.remote,
-                                 EnvStore(self.state.envs_dir, s.build_timeout), self.wake.set, self.placement.can,
+                                 EnvStore(envs_dir, s.build_timeout), self.wake.set, self.placement.can,
                                  ImageStore(s.containers, self.state.images_dir, s.build_timeout),
-                                 watch_check(s.watch_roots, self.placement.can))
+                                 lambda manifest: [check(manifest) for check in checks])
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
+        self.backends = {"container": ContainerBackend(s.containers), "slurm": SlurmBackend(s.slurm)}
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
-                               s.max_pause, self.live, ContainerBackend(s.containers))
+                               s.max_pause, self.live, self.backends, envs_dir)
         self.controls = Controls(self.store, self.state, self.clock)
         skip = lambda pending, why: self.ledger.synthetic(pending.context(s.name), "skipped", why)  # noqa: E731
         self.queue = RunQueue(lambda: self.deployer.current, executor, skip, s.max_parallel, self.clock,
@@ -256,7 +261,23 @@ class Daemon(Lifecycle):
         """Record as crashed each run a previous daemon left in flight, and stop what is left of it."""
         if self.state.leftovers():
             self.live.forget()  # their live tails may still be on the remote
-        recover_crashed(self.state, self.ledger, self.store, self.recorder.ref, self.secrets, self.clock)
+        recover_crashed(self.state, self.ledger, self.store, self.recorder.ref, self.secrets, self.clock,
+                        self.backend_for, self._adopt)
+
+    def backend_for(self, name: str):
+        """The run backend called `name`, with this server's settings."""
+        from puppemon.run import backends
+
+        return self.backends.get(name) or backends.get(name)
+
+    def _adopt(self, left) -> bool:
+        """Follow on a run whose attempt outlived the previous daemon (a Slurm job); False: it is recorded crashed."""
+        pending = adoption(left, self.backend_for(left.backend), self.deployer.of(left.context.flows_commit),
+                           self.s.kill_grace)
+        if pending is not None:
+            log.info("%s: run %s still runs (%s): following it again", pending.flow, pending.run_id, left.backend)
+            self.queue.adopt(pending)
+        return pending is not None
 
     def publish(self) -> None:
         count = self.recorder.unpublished()

@@ -46,12 +46,22 @@ class Pending:
     # alone too, as the memory of the event across restarts and for daemons joining later (daemon/claims.py)
     event: datetime | None = None
     trigger_data: dict = field(default_factory=dict)   # given to the run, not recorded (run/spec.py)
+    adopted: Adopted | None = None    # an attempt a previous daemon started that still runs (a Slurm job)
 
     def context(self, daemon: str) -> RunContext:
         deployment = self.deployment
         return RunContext(self.run_id, self.flow, self.trigger, self.scheduled, self.params,
                           deployment.sha if deployment else "", deployment.source_commit if deployment else "",
                           daemon, self.request)
+
+
+@dataclass
+class Adopted:
+    """An attempt left running by a previous daemon that this one follows to its end (daemon/recovery.py)."""
+
+    execution: object        # the backend's Execution, re-attached (its `area` and `attempt` say which)
+    started: datetime        # when the run started, as the journal says
+    context: RunContext      # what its record says, as the journal kept it
 
 
 @dataclass
@@ -150,6 +160,16 @@ class RunQueue:
         if was == paused:
             return "already paused" if paused else "not paused"
         return "paused" if paused else "resumed"
+
+    def adopt(self, pending: Pending) -> None:
+        """Take in a run whose attempt is still running (`pending.adopted`): in flight at once, whatever the
+        limits, as it was when its daemon died."""
+        with self.lock:
+            active = Active(pending, execution=pending.adopted.execution)
+            self.active[pending.run_id] = active
+            active.thread = threading.Thread(target=self._run, args=(active,), name=f"run-{pending.run_id}",
+                                             daemon=True)
+            active.thread.start()
 
     # -- running them ------------------------------------------------------------
     def dispatch(self) -> None:

@@ -21,6 +21,7 @@ from puppemon.daemon import (BUILD_TIMEOUT, GRACE, KILL_GRACE, LIVE_INTERVAL, MA
 from puppemon.errors import PuppemonError
 from puppemon.formats import option_seconds
 from puppemon.run.engine import EngineConfig
+from puppemon.run.slurm import SlurmConfig
 
 CONTAINER_KEYS = ("container_engine", "container_args", "container_build_args", "container_mount_roots",
                   "container_network")
@@ -28,7 +29,7 @@ CONTAINER_KEYS = ("container_engine", "container_args", "container_build_args", 
 CONFIG_KEYS = {"remote", "state", "name", "poll", "max_parallel", "grace", "secrets", "listen", "keep",
                "token_file", "branch_flows", "branch_runs", "users", "build_timeout",
                "rotate_after", "max_pause", "live_interval", "labels", "watch_roots", "misfire_grace",
-               *CONTAINER_KEYS}
+               "slurm_shared_dir", "sbatch_args", *CONTAINER_KEYS}
 CONFIG_NAME = "daemon.yaml"
 PATH_KEYS = ("state", "secrets", "token_file")
 
@@ -72,6 +73,7 @@ class Settings:
     containers: EngineConfig = field(default_factory=EngineConfig)   # the container engine and its flags
     watch_roots: tuple[str, ...] = ()      # directories (resolved) under which `on_file:` flows may watch
     misfire_grace: float = MISFIRE_GRACE   # --once: how late a fire may be and still be due now, not missed
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)   # where Slurm jobs' files live, sbatch's flags
 
     def load_secrets(self):
         """The secrets file as a SecretStore (None without one); PuppemonError when it is loose or bad."""
@@ -274,6 +276,20 @@ def container_config(options: dict[str, Any], config: dict[str, Any], where: str
     return EngineConfig(engine, pick("container_args", True), pick("container_build_args", True), roots, network)
 
 
+def slurm_config(options: dict[str, Any], config: dict[str, Any], where: str | None) -> SlurmConfig:
+    """`--slurm-shared-dir` / `slurm_shared_dir` (relative in the config file: to its directory) and
+    `--sbatch-arg` / `sbatch_args`."""
+    shared = options.get("slurm_shared_dir") or config.get("slurm_shared_dir")
+    if shared is not None and (not isinstance(shared, str) or not shared.strip()):
+        raise PuppemonError(f"slurm_shared_dir {shared!r}: name a directory the compute nodes see too")
+    if shared:
+        base = Path(where).resolve().parent if where and not options.get("slurm_shared_dir") else Path.cwd()
+        shared = Path(os.path.realpath(base / os.path.expanduser(shared)))
+    args = options.get("sbatch_args") or ()
+    args = _strings(args, "--sbatch-arg") if args else _strings(config.get("sbatch_args"), f"{where}: sbatch_args")
+    return SlurmConfig(shared, args)
+
+
 def watch_roots(value: Any, where: str, base: Path | None = None) -> tuple[str, ...]:
     """`--watch-root DIR` (repeatable) or `watch_roots: [DIR, ...]` in the config file: absolute directories,
     symlinks and `..` resolved (relative ones against `base`: the config file's directory, else here)."""
@@ -331,6 +347,7 @@ def build_settings(options: dict[str, Any]) -> Settings:
     if config.get("users") is not None:
         settings.users = user_grants(config["users"], config_file)
     settings.containers = container_config(options, config, config_file)
+    settings.slurm = slurm_config(options, config, config_file)
     if merged.get("secrets"):
         settings.secrets_file = os.path.expanduser(str(merged["secrets"]))
     if merged.get("listen"):

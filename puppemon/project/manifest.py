@@ -20,6 +20,7 @@ from puppemon.project.schema import (Checker, Invalid, choice, count, duration, 
                                      kind_of, list_of, named, params, positive_count, record, scalar,
                                      secret_name, string, timezone_name, unknown)
 from puppemon.project.container import Container, container_field
+from puppemon.project.slurm import Slurm, slurm_field
 from puppemon.project.python import PythonEnv, python_field
 from puppemon.project.triggers import KINDS, Trigger
 
@@ -64,6 +65,7 @@ class Flow:
     python: PythonEnv | None = None        # its Python environment (python.py); None: the daemon's interpreter
     runs_on: tuple[str, ...] = ()          # labels a daemon needs, every one, to take it (none: any daemon)
     container: Container | None = None     # runs in this image (container.py); None: a local process
+    slurm: Slurm | None = None             # runs as Slurm jobs (slurm.py); None: not on Slurm
     line: int = 0
     # (line, column) of the flow's own values in the file, by key path: "entrypoint", "params.days"
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -141,13 +143,14 @@ FLOW_FIELDS: dict[str, Checker] = {
     "notify": _notify,                                     # null = no notification
     "python": python_field,
     "container": container_field,                          # null = a local process, even if defaults set one
+    "slurm": slurm_field,                                  # null = not on Slurm, even if defaults say so
     "user": named(USER_NAME_RE, "user name", "an OS user name: letters, digits, '_', '.' and '-'"),
     "runs_on": list_of(named(FLOW_NAME_RE, "label", "lowercase letters, digits, '-' and '_', as a daemon's "
                              "--labels")),
     **{kind.key: kind.check for kind in KINDS.values()},   # schedule, every, run_on_deploy, ...
 }
 DEFAULT_KEYS = ("timezone", "timeout", "retries", "retry_delay", "overlap", "catchup", "env", "notify", "workdir",
-                "user", "python", "runs_on", "container")
+                "user", "python", "runs_on", "container", "slurm")
 DEFAULT_FIELDS = {key: FLOW_FIELDS[key] for key in DEFAULT_KEYS}
 
 
@@ -177,6 +180,7 @@ def _flow(key_node: yaml.Node, name: str, node: yaml.Node, defaults: dict[str, A
                       "has both user: and workdir: shared (a run as another user works in its own copy of "
                       "the code: drop workdir: shared)")
     _check_container(merged, keys, key_node, path)
+    _check_slurm(merged, keys, key_node, path)
     trigger_list = triggers.build(merged, merged.get("timezone", "UTC"))
     return Flow(name=name, line=key_node.start_mark.line + 1, triggers=trigger_list, marks=marks, **merged)
 
@@ -192,6 +196,19 @@ def _check_container(merged: dict, keys: dict, key_node: yaml.Node, path: str) -
         if merged.get(key) and (key != "workdir" or merged[key] == "shared"):
             where = keys.get(key) or keys.get("container") or key_node
             raise Invalid(where, f"{path}.{key}", f"cannot be used with container: ({why})")
+
+
+def _check_slurm(merged: dict, keys: dict, key_node: yaml.Node, path: str) -> None:
+    """A Slurm flow runs as the daemon's user in its own copy on the shared directory, outside any container."""
+    if merged.get("slurm") is None:
+        return
+    for key, why in (("container", "a flow runs in a container or as a Slurm job, not both: drop one"),
+                     ("user", "a Slurm job runs as the daemon's user: drop user:"),
+                     ("workdir", "a Slurm job works in its own copy of the code on the shared directory: "
+                      "drop workdir: shared")):
+        if merged.get(key) and (key != "workdir" or merged[key] == "shared"):
+            where = keys.get(key) or keys.get("slurm") or key_node
+            raise Invalid(where, f"{path}.{key}", f"cannot be used with slurm: ({why})")
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:

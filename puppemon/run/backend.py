@@ -88,6 +88,10 @@ class Backend(Protocol):
     def recover(self, handle: dict) -> str | None:
         """Stop what an attempt left running when its daemon died; say what was stopped, or None."""
 
+    # A backend whose attempts outlive their daemon (a cluster scheduler's job) may also define
+    # `reattach(handle, grace) -> Execution | None`: the attempt a killed daemon left running (its journal's
+    # handle), to follow on after a restart (daemon/recovery.py); that Execution says its run's `area` and its
+    # `attempt` number, and gets its `output` set before the first `wait` (runner.resume).
     # A backend whose runs outlive their daemon (a cluster scheduler's job) may also define
     # `outlives(handle) -> bool`: True while the job still runs. Another daemon then leaves a gone
     # daemon's run to be adopted instead of recording it crashed (daemon/peers.py `adoptable`); the

@@ -5,10 +5,12 @@ from puppemon.errors import PuppemonError
 from puppemon.run.backend import Backend
 from puppemon.run.container import ContainerBackend
 from puppemon.run.local import LocalBackend
+from puppemon.run.slurm import SlurmBackend
 
 BACKENDS: dict[str, type] = {
     "local": LocalBackend,
     "container": ContainerBackend,
+    "slurm": SlurmBackend,
 }
 
 _instances: dict[str, Backend] = {}

@@ -140,7 +140,9 @@ def attempt(backend: Backend, launch: Launch, timeout: float | None, cancel: thr
         execution.close()
         escaped = _note_escaped(execution, log)
     status, code, error = _outcome(reason, rc, timeout, cancel, pause)
-    if status == "failed" and getattr(execution, "reason", None):   # the backend knows better (out of memory)
+    if reason is None and getattr(execution, "outcome", None):   # the backend's own verdict (a cluster's limit)
+        status, code, error = execution.outcome
+    elif status == "failed" and getattr(execution, "reason", None):   # the backend knows better (out of memory)
         error = execution.reason
     return status, code, error, escaped
 
@@ -203,7 +205,7 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
     run = _Run(status="failed")
     area = None
     try:
-        area = new_area(spec.run_id)
+        area = new_area(spec.run_id, getattr(backend, "area_root", None))
         _attempts(spec, backend, area, params, log, run, cancel, on_start, pause)
     except _StartError as exc:
         run.error = str(exc)
@@ -212,10 +214,14 @@ def execute(spec: RunSpec, *, on_output: Callable[[bytes], None] | None = None,
     finally:
         if area is not None:
             rmtree(area)
+    return _result(spec, run, log, params, started, time.monotonic() - t0)
+
+
+def _result(spec: RunSpec, run: _Run, log: Log, params: dict, started: datetime, duration: float) -> RunResult:
     secrets = spec.secrets
     return RunResult(
-        run_id=spec.run_id, flow=flow.name, status=run.status, exit_code=run.exit_code,
-        attempts=run.attempts, started=started, finished=_now(), duration=time.monotonic() - t0,
+        run_id=spec.run_id, flow=spec.flow.name, status=run.status, exit_code=run.exit_code,
+        attempts=run.attempts, started=started, finished=_now(), duration=duration,
         log=log.render(secrets), result=redact_json(run.result, secrets),
         has_result=run.result is not None, outputs=run.outputs,
         outputs_note=redact(run.outputs_note, secrets) if run.outputs_note else None,
@@ -312,6 +318,13 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
                                     time.monotonic() - a_t0))
         if run.status in ("succeeded", "cancelled"):
             break
+    _collect(spec, area, run, log)
+
+
+def _collect(spec: RunSpec, area: Path, run: _Run, log: Log) -> None:
+    """What the last attempt left: the error or result its function wrote, and the outputs."""
+    out_dir, result_file = area / "outputs", area / "result.json"
+    error_file = Path(f"{result_file}.error")
     try:
         if run.status == "failed" and (error := read_left(error_file, 64 * 1024)) is not None:
             run.error = error.decode("utf-8", "replace").strip() or run.error
@@ -323,3 +336,38 @@ def _attempts(spec: RunSpec, backend: Backend, area: Path, params: dict, log: Lo
         run.outputs, run.outputs_note = collect_outputs(out_dir, spec.outputs_limit, spec.secrets)
     except OSError as exc:
         run.outputs_note = f"outputs could not be collected: {exc}"
+
+
+class _Adopted:
+    """A backend whose one start is an attempt already running (re-attached after a daemon restart)."""
+
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+
+    def start(self, launch: Launch, output: Callable[[bytes], None]) -> Execution:
+        self.execution.output = output
+        return self.execution
+
+
+def resume(spec: RunSpec, execution: Execution, started: datetime, *,
+           on_output: Callable[[bytes], None] | None = None, cancel: threading.Event | None = None,
+           on_start: OnStart | None = None, pause: PauseSwitch | None = None) -> RunResult:
+    """Follow to its end an attempt of a run that a previous daemon started (`execution`, from the backend's
+    `reattach`: its `area` and `attempt` say which): its timeout counts from `started`; it is the run's last."""
+    params = json.loads(json.dumps({**spec.flow.params, **spec.params}, default=str))
+    log = Log(spec.log_limit, on_output)
+    area, number = Path(execution.area), execution.attempt
+    log.line(f"puppemon: attempt {number} went on while the daemon restarted; followed again")
+    run = _Run(status="failed")
+    elapsed = (_now() - started).total_seconds()
+    timeout = max(0.01, spec.flow.timeout - elapsed) if spec.flow.timeout else None
+    launch = Launch(spec.run_id, number, [], area / "work", {}, spec.flow, spec.grace)
+    try:
+        run.status, run.exit_code, run.error, run.escaped = attempt(_Adopted(execution), launch, timeout, cancel,
+                                                                    log, on_start, pause)
+        run.attempts.append(Attempt(number, run.status, run.exit_code, started, _now(),
+                                    (_now() - started).total_seconds()))
+        _collect(spec, area, run, log)
+    finally:
+        rmtree(area)
+    return _result(spec, run, log, params, started, (_now() - started).total_seconds())

@@ -24,9 +24,9 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _GIT_SPECIAL = re.compile(r"(\.git(modules|attributes)?|(git|gi[a-z0-9]{4})~[0-9]+)(:.*)?")
 
 
-def new_area(run_id: str) -> Path:
-    """A run's work area in the temp directory: its copy of the code, TMPDIR, outputs, result."""
-    return Path(tempfile.mkdtemp(prefix=f"puppemon-{run_id}-"))
+def new_area(run_id: str, root: Path | None = None) -> Path:
+    """A run's work area (in `root`, else the temp directory): its copy of the code, TMPDIR, outputs, result."""
+    return Path(tempfile.mkdtemp(prefix=f"puppemon-{run_id}-", dir=root))
 
 
 def remove_areas(run_id: str) -> int:
