@@ -30,8 +30,9 @@ FIGURES = {
     "live": "bench.fig_live",
     "claims": "bench.fig_claims",
     "containers": "bench.fig_containers",
+    "slurm": "bench.fig_slurm",
 }
-OPT_IN = {"scale-1m", "claims", "containers"}   # only when named with --only (minutes, or podman needed)
+OPT_IN = {"scale-1m", "claims", "containers", "slurm"}   # only when named with --only (minutes, podman, Slurm)
 
 
 def figure_module(name: str):

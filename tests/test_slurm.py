@@ -116,6 +116,33 @@ flows:
     fsck(bare_remote)
 
 
+def test_a_python_environment_is_built_on_the_shared_directory_and_the_job_runs_in_it(
+        tmp_path, bare_remote, cluster, shared, monkeypatch):
+    from tests.test_environments import make_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "tinypkg", "2.0")
+    for key, value in {"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(wheels), "UV_PYTHON_DOWNLOADS": "never",
+                       "UV_CACHE_DIR": str(tmp_path / "uv-cache"), "UV_NO_CONFIG": "1"}.items():
+        monkeypatch.setenv(key, value)
+    files = {"flow.py": "import sys, tinypkg\n\ndef main():\n    return [tinypkg.VERSION, sys.prefix]\n",
+             "requirements.txt": "tinypkg==2.0\n"}
+    manifest = ("version: 1\nflows:\n  job:\n    entrypoint: flow.py:main\n"
+                "    python: {requirements: requirements.txt}\n    slurm: {}\n    run_on_deploy: true\n")
+    repo = manifest_project(tmp_path, str(bare_remote), manifest, files)
+    puppemon("push", cwd=repo)
+    with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(config(tmp_path, shared)),
+                       env={**cluster.env, **{k: v for k, v in os.environ.items() if k.startswith("UV_")}}) as d:
+        wait_until(records_of(bare_remote, "job"), 90, "the record", lambda: d.log + cluster.logs())
+        assert d.stop() == 0
+    [record] = of_flow(remote_records(bare_remote), "job")
+    assert record["status"] == "succeeded", (record, log_of(bare_remote, record))
+    version, prefix = result_of(bare_remote, record)
+    assert version == "2.0" and prefix.startswith(str(shared / "envs")) and record["environment"]["key"] in prefix
+    assert not (tmp_path / "state" / "envs").exists()
+
+
 def test_the_secret_is_on_no_command_line_while_the_job_runs(tmp_path, bare_remote, cluster, shared):
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -294,6 +321,45 @@ flows:
     fsck(bare_remote)
 
 
+def test_another_daemon_leaves_a_gone_daemons_running_job_to_it_and_records_it_crashed_once_it_is_over(
+        tmp_path, bare_remote, cluster, shared):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    manifest = f"""\
+version: 1
+flows:
+  heavy:
+    command: 'echo up; touch {marks}/up; while [ ! -e {marks}/go ]; do sleep 0.05; done; echo done'
+    run_on_deploy: true
+    runs_on: [cluster]
+    slurm: {{}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    beat = {**cluster.env, "PUPPEMON_HEARTBEAT": "1"}   # gone after 5 s instead of 5 minutes
+    cfg = config(tmp_path, shared)
+    d1 = DaemonProcess(str(bare_remote), tmp_path / "s1", "--config", str(cfg), "--labels", "cluster", name="d1",
+                       env=beat)
+    with d1, DaemonProcess(str(bare_remote), tmp_path / "s2", name="d2", env=beat) as d2:
+        wait_until((marks / "up").exists, 60, "the job to run", lambda: d1.log + cluster.logs())
+        wait_until(lambda: "handle" in json.dumps(_status(bare_remote, "d1")), 30, "d1's status with the job")
+        d1.kill9()
+        import time
+        time.sleep(5.0 + 4)   # d1 is gone after 5 s without a heartbeat; then d2 looks, once a second
+        assert not of_flow(remote_records(bare_remote), "heavy"), d2.log   # left to d1: it still runs
+        (marks / "go").touch()
+        wait_until(records_of(bare_remote, "heavy"), 60, "d2 to record it once it is over", lambda: d2.log)
+        assert d2.stop() == 0
+    [record] = of_flow(remote_records(bare_remote), "heavy")
+    assert record["status"] == "crashed" and "daemon d1 stopped heartbeating" in record["error"], record
+
+
+def _status(bare: Path, name: str) -> dict:
+    proc = subprocess.run(["git", "--git-dir", str(bare), "show", f"refs/puppemon/status/{name}:status.json"],
+                          capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
 def test_a_slurm_flow_is_refused_without_a_shared_dir_or_with_an_unknown_partition(tmp_path, bare_remote, cluster):
     repo = manifest_project(tmp_path, str(bare_remote), "version: 1\nflows:\n  heavy:\n    command: 'true'\n"
                             "    slurm: {}\n    run_on_deploy: true\n")
@@ -337,6 +403,38 @@ def deploys(bare: Path) -> list[dict]:
     """The deploy records on the remote's runs branch (none before it exists)."""
     exists = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "-q", "--verify", "runs"], capture_output=True)
     return deploy_records(bare) if exists.returncode == 0 else []
+
+
+def test_a_job_cancelled_in_slurm_is_cancelled_and_a_request_slurm_refuses_fails_at_once(
+        tmp_path, bare_remote, cluster, shared):
+    up = tmp_path / "up"
+    manifest = f"""\
+version: 1
+flows:
+  outside:
+    command: 'touch {up}; sleep 120'
+    run_on_deploy: true
+    slurm: {{}}
+  greedy:
+    command: 'true'
+    run_on_deploy: true
+    slurm: {{gres: "gpu:1"}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    with daemon(tmp_path, bare_remote, cluster, config(tmp_path, shared)) as d:
+        wait_until(up.exists, 60, "the job to run", lambda: d.log + cluster.logs())
+        [(_, job)] = wait_until(lambda: _jobs(tmp_path / "state"), 30, "the job in the journal")
+        cluster.call("scancel", job)   # an administrator, not puppemon
+        wait_until(lambda: records_of(bare_remote, "outside")() and records_of(bare_remote, "greedy")(), 60,
+                   "both records", lambda: d.log)
+        assert d.stop() == 0
+    [outside] = of_flow(remote_records(bare_remote), "outside")
+    assert (outside["status"], outside["error"]) == ("cancelled", f"cancelled in Slurm (scancel of job {job})")
+    [greedy] = of_flow(remote_records(bare_remote), "greedy")
+    assert (greedy["status"], greedy["error"]) == ("failed", "sbatch failed: Invalid generic resource (gres) "
+                                                             "specification"), greedy
+    assert "trying again" not in log_of(bare_remote, greedy)
 
 
 def _trigger_when_deployed(repo: Path, bare: Path, d: DaemonProcess, flow: str) -> str:

@@ -20,9 +20,10 @@ the same gone daemon's run, or the gone daemon comes back (a partition, a restar
 its true end, the recorder's replay keeps the first pushed and drops the others (recorder.py
 `_collides`). Each daemon looks at a gone daemon once per last heartbeat.
 
-A run whose backend outlives its daemon (a cluster scheduler's job) is to be adopted, not
-recorded crashed: `adoptable` asks the backend named in the in_flight entry (`outlives(handle)`,
-an optional Backend method); no backend has one yet, so every run of a gone daemon is recorded.
+A run whose backend outlives its daemon (a Slurm job) is left to that daemon, which follows it on
+when it comes back (daemon/recovery.py), while the job still runs: `adoptable` asks the backend
+named in the in_flight entry (`outlives(handle)`); such a gone daemon is looked at again each
+heartbeat period, and its run is recorded crashed once the job is over and the daemon still gone.
 """
 from __future__ import annotations
 
@@ -158,20 +159,27 @@ class Failover:
             if self._handled.get(other, "") == status.get("heartbeat"):
                 continue
             self._handled[other] = status.get("heartbeat")
-            self.take_over(other, status)
+            if self.take_over(other, status):   # some of its runs go on where they run: look again later
+                del self._handled[other]
 
-    def take_over(self, other: str, status: dict) -> None:
+    def take_over(self, other: str, status: dict) -> int:
+        """Record `other`'s runs crashed; how many were left alone because they still run (a Slurm job)."""
         tip = self.store.ref(self.recorder.ref)
         beat = status.get("heartbeat") or "never"
         error = f"daemon {other} stopped heartbeating (last heartbeat {beat}); recorded by {self.name}"
         runs: dict[str, dict] = {}
+        going: set[str] = set()
         for entry in status.get("in_flight") or []:
             run_id, flow = entry.get("run_id"), entry.get("flow")
-            if isinstance(run_id, str) and RUN_ID.match(run_id) and is_flow_name(flow) and not adoptable(entry):
+            if isinstance(run_id, str) and adoptable(entry):
+                going.add(run_id)
+            elif isinstance(run_id, str) and RUN_ID.match(run_id) and is_flow_name(flow):
                 trigger = entry.get("trigger") if isinstance(entry.get("trigger"), dict) else {"kind": "unknown"}
                 runs[run_id] = {"flow": flow, "started": entry.get("started"), "trigger": trigger,
                                 "scheduled": entry.get("scheduled")}
         for claim, body in self.claims(tip, other):
+            if claim["run_id"] in going:
+                continue
             by = one_line(body["by"], 100) if body.get("by") else None
             runs.setdefault(claim["run_id"], {"flow": body["flow"], "trigger": {"kind": "request", "by": by}})
             runs[claim["run_id"]].update(request=body["id"], params=body.get("params") or {})
@@ -184,6 +192,7 @@ class Failover:
             self.ledger.synthetic(ctx, "crashed", error, _time(info.get("started")) or self.clock(), self.clock())
             log.warning("%s: run %s recorded as crashed: daemon %s stopped heartbeating", info["flow"], run_id,
                         other)
+        return len(going)
 
     def claims(self, tip: str | None, other: str) -> Iterator[tuple[dict, dict]]:
         """(claim, request) of the run requests `other` claimed in the last DAYS days at `tip`."""
@@ -208,9 +217,12 @@ def in_flight_entry(active) -> dict:
     """A run in flight (daemon/queue.py Active) as the status lists it: what another daemon records of it
     if this one stops heartbeating."""
     pending = active.pending
+    execution = active.execution
+    backend = getattr(execution, "backend", None)   # an attempt that outlives its daemon (a Slurm job)
     return {"run_id": active.run_id, "flow": active.flow, "started": utc_iso(active.started),
             "trigger": pending.trigger, "scheduled": utc_iso(pending.scheduled),
-            **({"paused": True} if active.pause.since is not None else {})}
+            **({"paused": True} if active.pause.since is not None else {}),
+            **({"backend": backend, "handle": execution.handle()} if backend else {})}
 
 
 def _time(value) -> datetime | None:
@@ -223,7 +235,7 @@ def _time(value) -> datetime | None:
 def adoptable(entry: dict) -> bool:
     """Whether a gone daemon's run in flight still runs in a backend that outlives its daemon, to be
     followed there rather than recorded crashed: the backend named in the entry says so from its
-    handle (`outlives(handle) -> bool`, an optional Backend method no backend has yet)."""
+    handle (`outlives(handle) -> bool`, an optional Backend method: slurm's asks squeue)."""
     name, handle = entry.get("backend"), entry.get("handle")
     if not isinstance(name, str) or not isinstance(handle, dict):
         return False

@@ -80,12 +80,13 @@ class SlurmExecution:
     """One attempt as a Slurm job, followed through its files and `Jobs`."""
 
     escaped = 0
+    backend = "slurm"   # it outlives its daemon: the status names it, with its handle (daemon/failover.py)
 
     def __init__(self, jobs: Jobs, job: str, files: JobFiles, grace: float,
                  output: Callable[[bytes], None] | None, started: float) -> None:
         self.jobs, self.job, self.files, self.grace, self.output = jobs, job, files, grace, output
         self.started = started          # time.time() of the submit (a re-attached run's timeout counts from it)
-        self.offset = 0
+        self.log = None   # the job's output file, once it is there
         self.paused = self.forced = False
         self.stop_at: float | None = None
         self.left_at: float | None = None   # when squeue first showed it ended with no exit file yet
@@ -120,14 +121,13 @@ class SlurmExecution:
         return self.result
 
     def _pump(self) -> None:
-        try:
-            with open(self.files.log, "rb") as fh:
-                fh.seek(self.offset)
-                while data := fh.read(CHUNK):
-                    self.offset += len(data)
-                    self.output(data)
-        except FileNotFoundError:
-            pass   # not started yet
+        if self.log is None:
+            try:
+                self.log = open(self.files.log, "rb")
+            except FileNotFoundError:
+                return   # not started yet
+        while data := self.log.read(CHUNK):
+            self.output(data)
 
     def _ended(self) -> int | None:
         """The attempt's exit status once it is over (the job wrote its exit file, or Slurm says it ended)."""
@@ -220,6 +220,8 @@ class SlurmExecution:
         finally:
             self.jobs.forget(self.job)
             self.files.env.unlink(missing_ok=True)
+            if self.log is not None:
+                self.log.close()
 
 
 class SlurmBackend:
@@ -274,6 +276,12 @@ class SlurmBackend:
             call("scontrol", "resume", job, check=False)
         return SlurmExecution(self.jobs, job, JobFiles(area, int(handle.get("attempt") or 1)), grace, None,
                               float(handle.get("submitted") or time.time()))
+
+    def outlives(self, handle: dict) -> bool:
+        """Whether the job of `handle` (a gone daemon's, from its status) still runs: then no other daemon
+        records it crashed, as its own daemon follows it on when it comes back."""
+        job = str(handle.get("job") or "")
+        return job.isdigit() and (Jobs.ask([job]) or {}).get(job, GONE) not in ENDED
 
     def recover(self, handle: dict) -> str | None:
         """Cancel the job a crashed daemon left and remove its area."""

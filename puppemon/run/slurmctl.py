@@ -127,7 +127,7 @@ class Jobs:
                 if not jobs:
                     self.thread = None
                     return
-            seen = self._ask(jobs)
+            seen = self.ask(jobs)
             if seen is not None:   # squeue answered (a controller that does not answer changes nothing)
                 with self.lock:
                     for job in jobs:
@@ -136,7 +136,8 @@ class Jobs:
             time.sleep(self.poll)
 
     @staticmethod
-    def _ask(jobs: list[str]) -> dict[str, str] | None:
+    def ask(jobs: list[str]) -> dict[str, str] | None:
+        """The state of each of `jobs` that the controller knows; None when squeue does not answer."""
         try:
             proc = call("squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(jobs), check=False, timeout=20)
         except SlurmError:
