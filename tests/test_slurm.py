@@ -221,9 +221,13 @@ flows:
         puppemon("pause", "--run", run_id, cwd=repo)
         [(_, job)] = wait_until(lambda: _jobs(tmp_path / "state"), 30, "the job in the journal")
         wait_until(lambda: cluster.state(job) == "SUSPENDED", 30, "the job suspended", lambda: d.log)
-        frozen = count.read_text()
-        wait_until(lambda: count.read_text() == frozen, 5, "the count to stay")
         import time
+
+        def still() -> str | None:   # the same count twice, 0.3 s apart (SIGSTOP reaches it after the state)
+            before = count.read_text()
+            time.sleep(0.3)
+            return before if count.read_text() == before else None
+        frozen = wait_until(still, 10, "the count to stay")
         time.sleep(0.6)
         assert count.read_text() == frozen   # suspended: it does not count on
         puppemon("resume", "--run", run_id, cwd=repo)

@@ -272,8 +272,13 @@ class Daemon(Lifecycle):
 
     def _adopt(self, left) -> bool:
         """Follow on a run whose attempt outlived the previous daemon (a Slurm job); False: it is recorded crashed."""
-        pending = adoption(left, self.backend_for(left.backend), self.deployer.of(left.context.flows_commit),
-                           self.s.kill_grace)
+        try:
+            pending = adoption(left, self.backend_for(left.backend), self.deployer.of(left.context.flows_commit),
+                               self.s.kill_grace)
+        except PuppemonError as exc:   # (the backend is not known here, its scheduler does not answer)
+            log.warning("%s: run %s cannot be followed again: %s", left.context.flow, left.context.run_id,
+                        exc.message)
+            return False
         if pending is not None:
             log.info("%s: run %s still runs (%s): following it again", pending.flow, pending.run_id, left.backend)
             self.queue.adopt(pending)

@@ -91,7 +91,6 @@ class SlurmExecution:
         self.stop_at: float | None = None
         self.left_at: float | None = None   # when squeue first showed it ended with no exit file yet
         self.result: int | None = None
-        self.reason: str | None = None
         self.outcome: tuple[str, int | None, str] | None = None   # Slurm's own verdict (its time limit, ...)
 
     @property
@@ -135,7 +134,7 @@ class SlurmExecution:
         if code is not None:
             self._pump()
             if self.stop_at is None:
-                state, _ = final(self.job)   # its limit or an scancel may have ended the flow: Slurm knows
+                state = _final(self.job)[0]   # its limit or an scancel may have ended the flow: Slurm knows
                 if state in ("TIMEOUT", "DEADLINE", "CANCELLED", "OUT_OF_MEMORY", "PREEMPTED"):
                     self._verdict(state, code)
             return code
@@ -143,10 +142,11 @@ class SlurmExecution:
             return None
         if self.left_at is None:
             self.left_at = time.monotonic()
-        if time.monotonic() - self.left_at < EXIT_WAIT:
-            return None
+        state, code = _final(self.job) if time.monotonic() - self.left_at >= EXIT_WAIT else (None, None)
+        if state is None:
+            return None   # not yet, or the controller does not answer: ask again
         self._pump()
-        return self._verdict(*final(self.job))
+        return self._verdict(state, code)
 
     def _exit_file(self) -> int | None:
         try:
@@ -198,15 +198,22 @@ class SlurmExecution:
         self._signal("KILL")
 
     def pause(self) -> None:
-        proc = call("scontrol", "suspend", self.job, check=False)
-        self.paused = proc.returncode == 0
-        if not self.paused:
-            self.output(f"puppemon: could not suspend Slurm job {self.job}: {last_line(proc.stderr)} "
+        try:
+            proc = call("scontrol", "suspend", self.job, check=False)
+            why = None if proc.returncode == 0 else last_line(proc.stderr)
+        except SlurmError as exc:
+            why = exc.message
+        self.paused = why is None
+        if why:
+            self.output(f"puppemon: could not suspend Slurm job {self.job}: {why} "
                         "(scontrol suspend needs root or the SlurmUser)\n".encode())
 
     def resume(self) -> None:
         if self.paused:
-            call("scontrol", "resume", self.job, check=False)
+            try:
+                call("scontrol", "resume", self.job, check=False)
+            except SlurmError as exc:
+                self.output(f"puppemon: could not resume Slurm job {self.job}: {exc.message}\n".encode())
             self.paused = False
 
     def handle(self) -> dict:
@@ -272,7 +279,7 @@ class SlurmBackend:
         if not job.isdigit() or not area.is_dir():
             return None
         self.jobs.follow(job)
-        if final(job)[0] == "SUSPENDED":   # frozen when its daemon died: nobody is left to resume it
+        if _final(job)[0] == "SUSPENDED":   # frozen when its daemon died: nobody is left to resume it
             call("scontrol", "resume", job, check=False)
         return SlurmExecution(self.jobs, job, JobFiles(area, int(handle.get("attempt") or 1)), grace, None,
                               float(handle.get("submitted") or time.time()))
@@ -293,6 +300,14 @@ class SlurmBackend:
         if area and Path(area).is_dir() and self.config.runs_dir and Path(area).parent == self.config.runs_dir:
             rmtree(Path(area))
         return f"its Slurm job {job} cancelled" if job.isdigit() else None
+
+
+def _final(job: str) -> tuple[str | None, int | None]:
+    """slurmctl.final, or (None, None) when Slurm does not answer."""
+    try:
+        return final(job)
+    except SlurmError:
+        return None, None
 
 
 def _script(files: JobFiles, launch: Launch) -> str:
