@@ -362,6 +362,14 @@ class RunStore:
         return (f"{self.skipped} record{'s' if self.skipped != 1 else ''} on {branch} could not be read "
                 f"(skipped)")
 
+    def flow_ids(self, flow: str, until: str | None = None) -> Iterator[str]:
+        """Run ids of `flow`, newest first, from tree names alone (days after `until` are not opened)."""
+        return self._flow_run_ids(flow, until)
+
+    def get(self, flow: str, run_id: str) -> dict | None:
+        """run.json of one run of `flow`, or None when there is none that can be read."""
+        return self._run_json(flow, run_id)
+
     def latest(self, flow: str) -> dict | None:
         runs = self.list(flow=flow, limit=1)
         return runs[0] if runs else None
