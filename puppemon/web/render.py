@@ -19,9 +19,16 @@ def environment():
                       undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(duration=lambda s: format_duration(s) if isinstance(s, (int, float)) else "-",
                        when=when, in_zone=in_zone, ansi=to_html, size=format_size, age=age,
-                       label=lambda s: STATUS_LABELS.get(s, s), short=lambda s: (s or "")[:7])
+                       label=lambda s: STATUS_LABELS.get(s, s), pretty=pretty, short=lambda s: (s or "")[:7])
     env.globals.update(chart=chart)
     return env
+
+
+def pretty(value) -> str:
+    """A value as JSON text (escaped by the template like any text)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
 
 
 def when(text: str | None) -> str:
