@@ -315,5 +315,11 @@ class Daemon(Lifecycle):
     def live_tail(self, run_id: str):
         return self.live.tail(run_id)
 
+    def dashboard(self):
+        """What the dashboard's pages read here: this daemon's mirror, its runs, its live tails."""
+        from puppemon.web.reading import Sources
+
+        return Sources(self.store, runs_ref=self.recorder.ref, live=self.live_tail)
+
     def fetch_now(self) -> None:
         self.wake.set()

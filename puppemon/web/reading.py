@@ -130,7 +130,8 @@ def _overview(sources: Sources, now: datetime) -> dict:
             "flow": name, "runs": recent, "last_status": recent[0]["status"] if recent else None,
             "next": _next_fire(daemons, name), "timezone": manifest[name].timezone if name in manifest else "UTC",
             "deployed": name in manifest, "paused": state if state and state["paused"] else None,
-            "in_flight": [{"run_id": rid, **run} for rid, run in sorted(flying.items()) if run["flow"] == name],
+            "in_flight": [{"run_id": rid, **run} for rid, run in sorted(flying.items())
+                          if run["flow"] == name and rid not in {r["id"] for r in recent}],  # a status lags
             "last_24h": _counts(day)})
     rows.sort(key=lambda r: (r["last_status"] in GOOD or r["last_status"] is None, r["flow"]))
     total = _counts([{"status": s} for r in rows for s, n in r["last_24h"].items() for _ in range(n)])
