@@ -30,6 +30,7 @@ FIGURES = {
     "live": "bench.fig_live",
     "claims": "bench.fig_claims",
     "containers": "bench.fig_containers",
+    "ui": "bench.fig_ui",
 }
 OPT_IN = {"scale-1m", "claims", "containers"}   # only when named with --only (minutes, or podman needed)
 
