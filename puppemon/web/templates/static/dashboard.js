@@ -69,7 +69,7 @@
           if (j.state === "finished") { location.reload(); return; }
           if (j.live) {
             if (j.live.start > since) { log.appendChild(document.createTextNode("\n[... output skipped ...]\n")); }
-            log.appendChild(document.createTextNode(j.live.log));
+            log.appendChild(document.createTextNode(j.live.log.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")));  // colours: on the recorded page
             since = j.live.total;
             var none = document.getElementById("no-tail");
             if (none) { none.remove(); }
