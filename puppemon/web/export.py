@@ -17,15 +17,19 @@ EXPORTED_PAGES = 4
 STATE = ".puppemon-export"
 
 
-def _write(root: Path, path: str, data: bytes) -> bool:
-    """Write `data` at `path` under `root` unless it holds that already; whether it was written."""
+def _write(root: Path, path: str, data: bytes, new: bool = False) -> bool:
+    """Write `data` at `path` under `root` unless it holds that already (`new`: it holds nothing yet);
+    whether it was written."""
     target = root / path
     try:
-        if target.read_bytes() == data:
+        if not new and target.read_bytes() == data:
             return False
     except OSError:
         pass
     target.parent.mkdir(parents=True, exist_ok=True)
+    if new:   # a run page not listed as written: an export cut short writes it again next time
+        target.write_bytes(data)
+        return True
     scratch = target.with_name(target.name + ".tmp")
     scratch.write_bytes(data)
     os.replace(scratch, target)
@@ -39,8 +43,8 @@ def export(store, directory: str, sources: reading.Sources | None = None) -> tup
     sources = sources or reading.Sources(store)
     counts = [0, 0]
 
-    def put(path: str, data: bytes) -> None:
-        counts[0 if _write(root, path, data) else 1] += 1
+    def put(path: str, data: bytes, new: bool = False) -> None:
+        counts[0 if _write(root, path, data, new) else 1] += 1
 
     def page(name: str, **args) -> None:
         item = PAGES[name]
@@ -66,11 +70,12 @@ def export(store, directory: str, sources: reading.Sources | None = None) -> tup
 
 
 def _done(root: Path) -> set[str]:
+    """The run pages an earlier export wrote (all of them again when the runs/ directory is gone)."""
     try:
         listed = (root / STATE).read_text().split()
     except OSError:
         return set()
-    return {path for path in listed if (root / path).is_file()}
+    return set(listed) if (root / "runs").is_dir() else set()
 
 
 def _runs(sources, runs, flow: str, root: Path, done: set[str], put) -> int:
@@ -87,6 +92,6 @@ def _runs(sources, runs, flow: str, root: Path, done: set[str], put) -> int:
             continue
         previous = next((r for r in (runs.get(flow, i) for i in ids[n + 1:n + 4]) if r), None)
         data = details.finished(sources, runs, record, previous)
-        put(path, render.page("run.html", data, path, "static").encode())
+        put(path, render.page("run.html", data, path, "static").encode(), new=True)
         done.add(path)
     return kept

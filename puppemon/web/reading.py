@@ -169,7 +169,7 @@ def _flow_page(sources: Sources, flow: str, page: int) -> dict:
         raise NotFound(f"no flow {flow!r}: it is neither deployed nor has it any run recorded")
     ids = list(itertools.islice(runs.flow_ids(flow), (page - 1) * PAGE, page * PAGE + 1))
     shown = [r for r in (runs.get(flow, rid) for rid in ids[:PAGE]) if r is not None]
-    chart = runs.list(flow=flow, limit=CHART)
+    chart = sources.cached(f"chart/{flow}", lambda: runs.list(flow=flow, limit=CHART))
     failed = sum(1 for r in chart if r["status"] not in GOOD)
     state = read_states(sources.store, runs.tip).get(flow)
     entry = manifest.get(flow)

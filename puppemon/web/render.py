@@ -16,7 +16,7 @@ def environment():
 
     env = Environment(loader=PackageLoader("puppemon.web", "templates"),
                       autoescape=select_autoescape(["html"], default_for_string=True, default=True),
-                      undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=ChainableUndefined, auto_reload=False, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(duration=lambda s: format_duration(s) if isinstance(s, (int, float)) else "-",
                        when=when, in_zone=in_zone, ansi=to_html, size=format_size, age=age,
                        label=lambda s: STATUS_LABELS.get(s, s), pretty=pretty, short=lambda s: (s or "")[:7])
