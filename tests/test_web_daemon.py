@@ -18,9 +18,8 @@ pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture(scope="module")
-def listening(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web-daemon")
+def _daemon(tmp, listen: str):
+    """A project with one flow deployed to a bare remote, and a daemon listening at `listen`."""
     env = scrubbed_env(tmp / "home")
     bare, project = tmp / "remote.git", tmp / "project"
     _run(env, "git", "init", "--quiet", "--bare", str(bare))
@@ -31,13 +30,30 @@ def listening(tmp_path_factory):
                  ["remote", "add", "origin", str(bare)]):
         _run(env, "git", *args, cwd=project)
     _puppemon(env, "push", cwd=project)
-    daemon = DaemonProcess(str(bare), tmp / "state", "--listen", "127.0.0.1:0",
+    daemon = DaemonProcess(str(bare), tmp / "state", "--listen", listen,
                            env={**env, "PUPPEMON_HTTP_TOKEN": TOKEN}).start()
+    found = wait_until(lambda: re.search(r"listening on http://\S+:([0-9]+)", daemon.log), 30, "the HTTP hook",
+                       on_fail=lambda: daemon.log)
+    return daemon, bare, f"http://127.0.0.1:{found.group(1)}/"
+
+
+@pytest.fixture(scope="module")
+def listening(tmp_path_factory):
+    daemon, bare, url = _daemon(tmp_path_factory.mktemp("web-daemon"), "127.0.0.1:0")
     try:
-        found = wait_until(lambda: re.search(r"listening on (http://\S+)", daemon.log), 30, "the HTTP hook",
-                           on_fail=lambda: daemon.log)
-        url = found.group(1) + "/"
         wait_until(lambda: "hello" in _get(url + "api/overview.json")[1].decode(), 30, "the deploy")
+        yield {"url": url, "bare": bare, "daemon": daemon}
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory):
+    """A daemon on every address (not loopback): every page needs its token."""
+    daemon, bare, url = _daemon(tmp_path_factory.mktemp("web-exposed"), "0.0.0.0:0")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_until(lambda: "hello" in _get(url + "api/overview.json", headers=auth)[1].decode(), 30, "the deploy")
         yield {"url": url, "bare": bare, "daemon": daemon}
     finally:
         daemon.stop()
@@ -90,3 +106,31 @@ def test_run_with_the_token_from_the_daemons_dashboard(listening, driver):
     assert record["params"] == {"who": "<i>bo</i>"} and record["status"] == "succeeded"
     wait_until(lambda: driver.refresh() or "hello" in driver.find_element("id", "log").text, 30, "its log",
                interval=0.5)
+
+
+def _h1(driver) -> str:
+    """The page's heading, or "" while the page is being replaced."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return driver.find_element("tag name", "h1").text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def test_off_loopback_every_page_needs_the_token(exposed, driver):
+    url = exposed["url"]
+    for path in ("", "flows/hello.html", "api/overview.json", "api/flows/hello.json"):
+        code, body = _get(url + path)
+        assert code == 401 and b"hello" not in body, path
+    driver.get(url + "flows/hello.html")
+    assert driver.find_element("tag name", "h1").text == "Token"
+    driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
+    wait_until(lambda: _h1(driver) == "Flow hello", 15, "the flow page, with the token")
+    assert driver.current_url == url + "flows/hello.html"           # the token is in no URL
+    assert driver.find_element("id", "run-button").is_displayed()
+    driver.find_element("link text", "Overview").click()
+    wait_until(lambda: _h1(driver) == "Overview", 15, "the overview, with the token")
+    assert driver.current_url == url + "index.html"
+    assert driver.find_element("css selector", "tr[data-flow='hello']")
+    screenshot(driver, "daemon-locked-overview")

@@ -51,7 +51,11 @@ class Access:
 
     @property
     def mode(self) -> str:
-        return "local" if self.local or not self.token else "token"
+        """How pages behave: `local` (actions shown), `token` (actions once a token is given), `locked`
+        (every page, as well, fetched with the token by the page's script)."""
+        if self.local or not self.token:
+            return "local"
+        return "locked" if self.pages_need_token else "token"
 
     def allowed(self, headers, action: bool) -> bool:
         if self.local or not self.token or not (action or self.pages_need_token):
@@ -99,7 +103,8 @@ class App:
             return None
         if not self.access.allowed(headers, action=False):
             if found and not found.json:
-                return self.html(401, "token.html", {}, path, message="This dashboard needs the daemon's token.")
+                return self.html(401, "token.html", {}, path, locked=True,
+                                 message="This dashboard needs the daemon's token.")
             return _json(401, {"error": "missing or wrong bearer token"})
         try:
             if live:

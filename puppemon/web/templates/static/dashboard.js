@@ -14,8 +14,40 @@
   }
   function notice(text) { document.getElementById("notice").textContent = text; }
 
-  if (mode === "token" && token()) {
+  if ((mode === "token" || mode === "locked") && token()) {
     document.querySelectorAll("[data-needs-token]").forEach(function (el) { el.hidden = false; });
+  }
+
+  // A daemon off loopback: every page is fetched with the token and written in place of this one.
+  function load(url, push) {
+    fetch(url, {headers: headers()}).then(function (r) {
+      if (r.status === 401) { sessionStorage.removeItem(KEY); notice("The token was refused."); return null; }
+      return r.text();
+    }).then(function (html) {
+      if (html === null || html === undefined) { return; }
+      if (push) { history.pushState(null, "", url); }
+      document.open(); document.write(html); document.close();
+    }).catch(function (e) { notice("Failed: " + e); });
+  }
+
+  function download(a) {
+    fetch(a.href, {headers: headers()}).then(function (r) { return r.blob(); }).then(function (blob) {
+      var link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = decodeURIComponent(a.pathname.split("/").pop());
+      link.click();
+    });
+  }
+
+  if (mode === "locked") {
+    document.addEventListener("click", function (ev) {
+      var a = ev.target.closest ? ev.target.closest("a[href]") : null;
+      if (!a || a.origin !== location.origin || a.id === "token-link" || a.hash && a.pathname === location.pathname) { return; }
+      ev.preventDefault();
+      if (a.hasAttribute("download")) { download(a); } else { load(a.href, true); }
+    });
+    window.addEventListener("popstate", function () { load(location.href, false); });
+    if (document.body.dataset.locked === "1" && token()) { load(location.href, false); }
   }
 
   var tokenForm = document.getElementById("token-form");
@@ -23,8 +55,8 @@
     tokenForm.addEventListener("submit", function (ev) {
       ev.preventDefault();
       sessionStorage.setItem(KEY, document.getElementById("token-input").value);
-      var back = new URLSearchParams(location.search).get("back");
-      location.href = back && back.charAt(0) === "/" && back.charAt(1) !== "/" ? back : root + "index.html";
+      if (document.body.dataset.locked === "1") { load(location.href, false); return; }
+      location.href = root + "index.html";
     });
   }
 
