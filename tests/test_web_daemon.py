@@ -25,7 +25,7 @@ def _daemon(tmp, listen: str):
     _run(env, "git", "init", "--quiet", "--bare", str(bare))
     project.mkdir()
     (project / "puppemon.yaml").write_text("version: 1\nflows:\n  hello:\n    command: echo hello $PUPPEMON_PARAMS\n"
-                                           "    params: {who: world}\n")
+                                           "    params: {who: world}\n  slow:\n    command: sleep 60\n")
     for args in (["init", "--quiet"], ["add", "-A"], ["commit", "--quiet", "-m", "flows"],
                  ["remote", "add", "origin", str(bare)]):
         _run(env, "git", *args, cwd=project)
@@ -134,3 +134,26 @@ def test_off_loopback_every_page_needs_the_token(exposed, driver):
     assert driver.current_url == url + "index.html"
     assert driver.find_element("css selector", "tr[data-flow='hello']")
     screenshot(driver, "daemon-locked-overview")
+
+
+def test_cancel_and_pause_from_the_daemons_dashboard(listening, driver):
+    url, auth = listening["url"], {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    driver.get(url + "token.html")
+    driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
+    wait_until(lambda: driver.current_url.endswith("index.html"), 10, "back to the overview")
+    code, body = _get(url + "api/flows/slow/run", b"{}", auth)
+    assert code == 202, body
+    run_id = json.loads(body)["id"]
+    driver.get(f"{url}runs/{run_id}.html")
+    driver.find_element("id", "cancel-button").click()
+    record = wait_until(lambda: next((r for r in remote_records(listening["bare"]) if r["id"] == run_id), None),
+                        60, "the cancelled run's record", interval=0.3)
+    assert record["status"] == "cancelled"
+    driver.get(url + "flows/hello.html")
+    driver.find_element("css selector", "input[name='reason']").send_keys("maintenance")
+    driver.find_element("id", "pause-button").click()
+    show = ["git", "--git-dir", str(listening["bare"]), "show", "runs:control/flows/hello.json"]
+    state = wait_until(lambda: _run(None, *show, check=False).stdout, 30, "the control state on the remote")
+    assert json.loads(state)["paused"] is True and json.loads(state)["by"] == "dashboard on d1"
+    code, body = _get(url + "api/flows/hello/run", b"{}", auth)     # held at once
+    assert code == 409 and "paused" in json.loads(body)["error"]

@@ -89,6 +89,9 @@ class Control(Protocol):
     def dashboard(self):
         """The dashboard's sources (web.reading.Sources) over this daemon's repository."""
 
+    def dashboard_actions(self, hook: HttpHook):
+        """The dashboard's actions (web.app.Actions), done by this daemon."""
+
 
 class _Server(ThreadingHTTPServer):
     """At most MAX_HANDLERS handler threads: while they are all busy, new connections wait in the backlog."""
@@ -147,7 +150,7 @@ class HttpHook:
                 from puppemon.web.app import Access, App
 
                 access = Access(local=False, token=self.token, pages_need_token=not self.loopback)
-                self._web = App(self.control.dashboard(), access, _DaemonActions(self))
+                self._web = App(self.control.dashboard(), access, self.control.dashboard_actions(self))
             return self._web
 
     @property
@@ -225,25 +228,6 @@ class HttpHook:
             return 200, {"ignored": f"push to {ref}, not {wanted}"}
         self.control.fetch_now()
         return 202, {"fetch": True}
-
-
-class _DaemonActions:
-    """The dashboard's actions on a daemon: a run started here; cancel and pause go through git."""
-
-    def __init__(self, hook: HttpHook) -> None:
-        self.hook = hook
-
-    def run(self, flow: str, params: dict) -> dict:
-        code, answer = self.hook.run_flow(flow, {"params": params}, "dashboard")
-        if code != 202:
-            raise PuppemonError(answer.get("error", f"refused ({code})"))
-        return answer
-
-    def _elsewhere(self, *_args) -> dict:
-        raise PuppemonError("from a daemon's dashboard only runs can be started: use `puppemon cancel`, "
-                            "`puppemon pause` or a local `puppemon ui`")
-
-    cancel = pause = resume = pause_run = _elsewhere
 
 
 class _Handler(BaseHTTPRequestHandler):

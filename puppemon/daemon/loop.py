@@ -321,5 +321,11 @@ class Daemon(Lifecycle):
 
         return Sources(self.store, runs_ref=self.recorder.ref, live=self.live_tail)
 
+    def dashboard_actions(self, hook):
+        """The dashboard's actions, done by this daemon (daemon/dashboard.py)."""
+        from puppemon.daemon.dashboard import DaemonActions
+
+        return DaemonActions(hook, self)
+
     def fetch_now(self) -> None:
         self.wake.set()
