@@ -167,6 +167,7 @@ def test_run_with_params_from_the_flow_page(site, driver):
     assert field.get_attribute("value") == "world"          # the manifest's default
     field.clear()
     field.send_keys("ana")
+    screenshot(driver, "flow")
     driver.find_element("id", "run-button").click()
     wait_until(lambda: "/runs/" in driver.current_url, 30, "the new run's page")
     run_id = driver.current_url.rsplit("/", 1)[1].removesuffix(".html")
@@ -227,7 +228,6 @@ def test_keyboard_navigation_and_contrast(site, driver):
     for path in ("", "flows/hello.html", "deploys.html", driver.current_url.split("/", 3)[3]):
         driver.get(site["ui"].url + path)
         assert driver.execute_script(CONTRAST) == [], path
-    screenshot(driver, "deploys") if driver.get(site["ui"].url + "deploys.html") is None else None
 
 
 def test_the_export_opens_from_file_urls_and_is_incremental(site, driver, tmp_path):
@@ -250,3 +250,24 @@ def test_the_export_opens_from_file_urls_and_is_incremental(site, driver, tmp_pa
     assert again.startswith("wrote 0 pages"), again
     assert sorted(p.name for p in Path(out).iterdir()) == [".puppemon-export", "deploys.html", "flows",
                                                           "index.html", "runs", "static"]
+
+
+def test_deploys_show_each_deploys_files_diffed_against_the_one_before(site, driver):
+    project, env = site["project"], site["env"]
+    (project / "slow.sh").write_text(SLOW + "# <script>v2</script>\n")
+    _run(env, "git", "commit", "--quiet", "-am", "slow: v2", cwd=project)
+    _puppemon(env, "push", cwd=project)
+    tip = _run(env, "git", "--git-dir", str(site["bare"]), "rev-parse", "flows").stdout.strip()
+
+    def shown():
+        driver.get(site["ui"].url + "deploys.html")
+        section = driver.find_elements("id", f"d-{tip}")
+        return section and "d1: succeeded deployed" in section[0].text and section[0]
+
+    section = wait_until(shown, 30, "the new deploy and the daemon's record of it", interval=0.5)
+    section.find_element("tag name", "summary").click()
+    assert section.find_element("css selector", ".changes li").text.startswith("changed slow.sh")
+    diff = section.find_element("css selector", "pre.diff").text
+    assert "+# <script>v2</script>" in diff and "--- a/slow.sh" in diff
+    assert driver.execute_script("return typeof window.pwned") == "undefined"
+    screenshot(driver, "deploys")

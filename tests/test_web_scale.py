@@ -70,3 +70,31 @@ def test_a_huge_log_and_many_outputs_open_and_a_slow_client_holds_up_no_one(tmp_
         half.close()
     finally:
         ui.stop()
+
+
+def test_offline_the_dashboard_shows_what_was_fetched(tmp_path):
+    """A remote that cannot be reached: `puppemon ui` says so once and serves the clone's records."""
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    git("remote", "add", "origin", str(tmp_path / "gone.git"), cwd=repo)
+    record = _small_run(repo)
+    ui = UiProcess(repo, dict(os.environ))
+    try:
+        code, page, _took = _get(ui.url)
+        assert code == 200 and f"{record['id']}.html" in page.decode()
+    finally:
+        ui.stop()
+    assert ui.log.count("fetch from origin failed") == 1, ui.log
+
+
+def _small_run(repo) -> dict:
+    from puppemon.gitstore import FILE, Store
+    from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+
+    started = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
+    record = synthetic_record(RunContext("20261125T083000Z-0ff11e", "small", {"kind": "schedule"}), "failed",
+                              "exit 1", started, started + timedelta(seconds=1))
+    store = Store(repo / ".git")
+    files = run_files(record, b"offline\n")
+    tree = store.update_tree(None, {p: (store.blob(d), m or FILE) for p, (d, m) in files.items()})
+    store.set_ref("refs/heads/runs", store.commit(tree, [], run_message(record)), None)
+    return record

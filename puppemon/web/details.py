@@ -11,14 +11,12 @@ import json
 
 from puppemon.formats import run_dir
 from puppemon.history.records import record_tips
+from puppemon.web.diffs import DIFF_LINES, DIFF_MAX, PREVIEW, text as _text
 from puppemon.web.reading import Sources, find_run, previous_run
 
 LOG_SHOWN = 512 * 1024
 OUTPUTS_SHOWN = 200
 PREVIEWED = 20
-PREVIEW = 4096
-DIFF_MAX = 256 * 1024
-DIFF_LINES = 400
 
 
 def run_page(sources: Sources, run_id: str) -> dict:
@@ -82,15 +80,6 @@ def finished(sources: Sources, runs, record: dict, previous: dict | None) -> dic
             "previous": previous["id"] if previous else None}
 
 
-def _text(data: bytes) -> str | None:
-    if b"\0" in data[:PREVIEW]:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def _output(sources: Sources, record: dict, previous: dict | None, out: dict, detail: bool) -> dict:
     shown = {"path": out["path"], "size": out["size"], "sha256": out.get("sha256"), "preview": None, "diff": None,
              "against": None}
@@ -121,3 +110,4 @@ def _output(sources: Sources, record: dict, previous: dict | None, out: dict, de
                                  f"{previous['id']}/{out['path']}", f"{record['id']}/{out['path']}")
     shown["diff"] = "".join(list(lines)[:DIFF_LINES])
     return shown
+

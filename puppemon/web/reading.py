@@ -222,6 +222,7 @@ def deploys(sources: Sources) -> dict:
 
 def _deploys(sources: Sources) -> dict:
     from puppemon.history.records import trailers
+    from puppemon.web.diffs import deploy_diffs
 
     store = sources.store
     outcomes = _deploy_records(sources)
@@ -234,8 +235,7 @@ def _deploys(sources: Sources) -> dict:
                       "source_commit": t.get("Puppemon-Source-Commit"), "source_branch": t.get("Puppemon-Source-Branch"),
                       "dirty": t.get("Puppemon-Dirty") == "true", "pushed_by": t.get("Puppemon-Pushed-By"),
                       "parent": commit.parents[0] if commit.parents else None,
-                      "changes": [{"status": c.status, "path": c.path, "size": c.size}
-                                  for c in store.diff(parent, commit.tree)[:200]],
+                      "changes": deploy_diffs(store, parent, store.diff(parent, commit.tree)[:200]),
                       "outcomes": outcomes.get(commit.sha, [])})
     return {"deploys": found}
 

@@ -20,7 +20,7 @@ def environment():
     env.filters.update(duration=lambda s: format_duration(s) if isinstance(s, (int, float)) else "-",
                        when=when, in_zone=in_zone, ansi=to_html, size=format_size, age=age,
                        label=lambda s: STATUS_LABELS.get(s, s), pretty=pretty, short=lambda s: (s or "")[:7])
-    env.globals.update(chart=chart)
+    env.globals.update(chart=chart, trend=trend)
     return env
 
 
@@ -71,6 +71,15 @@ def chart(points: list[dict], width: int = 600, height: int = 120) -> list[dict]
              "h": round(max(p["duration"] / top * (height - 4), 1), 2),
              "y": round(height - max(p["duration"] / top * (height - 4), 1), 2), **p}
             for i, p in enumerate(points)]
+
+
+def trend(durations: list[float], width: int = 90, height: int = 20) -> str:
+    """The points of a duration sparkline, oldest to newest."""
+    if len(durations) < 2:
+        return f"0,{height / 2:g} {width},{height / 2:g}"
+    top = max(durations) or 1.0
+    step = width / (len(durations) - 1)
+    return " ".join(f"{i * step:.1f},{height - 2 - d / top * (height - 4):.1f}" for i, d in enumerate(durations))
 
 
 def page(template: str, data: dict, path: str, mode: str, **extra) -> str:
