@@ -31,6 +31,7 @@ FIGURES = {
     "claims": "bench.fig_claims",
     "containers": "bench.fig_containers",
     "slurm": "bench.fig_slurm",
+    "ui": "bench.fig_ui",
 }
 OPT_IN = {"scale-1m", "claims", "containers", "slurm"}   # only when named with --only (minutes, podman, Slurm)
 

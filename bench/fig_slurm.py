@@ -1,7 +1,7 @@
-"""Figure 20, flows on Slurm (a single-node cluster on 127.0.0.1, started here as the tests start it).
-20a: the runner's `execute` of a trivial command flow (`true`) with `slurm: {}`, from submit to its
+"""Figure 21, flows on Slurm (a single-node cluster on 127.0.0.1, started here as the tests start it).
+21a: the runner's `execute` of a trivial command flow (`true`) with `slurm: {}`, from submit to its
 result, against `sbatch --parsable` of the same one-line script followed by hand (`squeue` every 50 ms
-until the job shows an end state), alternating; the goal is within 1.2×. 20b: the CPU a daemon spends
+until the job shows an end state), alternating; the goal is within 1.2×. 21b: the CPU a daemon spends
 following 50 Slurm runs in flight (its own and its children's, `squeue` included) per second, against
 the same daemon with 50 local runs of the same `sleep` in flight. Opt-in (`--only slurm`): it needs
 root and slurm-wlm with munge."""
@@ -75,7 +75,7 @@ def _submit_to_result(ctx: Context, cluster) -> Row:
     repeat = 5 if ctx.quick else 15
     times = interleaved({"puppemon": through_puppemon, "bare": by_hand}, repeat)
     value, base = median(times["puppemon"]), median(times["bare"])
-    return Row(20, rows(ctx)[0], value, "s", base, "sbatch --parsable + squeue every 50 ms", f"≤ {RUN_GOAL:g}×",
+    return Row(21, rows(ctx)[0], value, "s", base, "sbatch --parsable + squeue every 50 ms", f"≤ {RUN_GOAL:g}×",
                value / base <= RUN_GOAL,
                note=f"{repeat} runs each, alternating; puppemon's adds a work copy of the code, an environment "
                     "file and the exit file, and ends on the exit file instead of squeue")
@@ -113,7 +113,7 @@ def _following_cost(ctx: Context, cluster) -> Row:
             stop_daemon(daemon, log)   # (its runs are cancelled: the jobs with them)
 
     on_slurm, local = cpu_per_second(True), cpu_per_second(False)
-    return Row(20, rows(ctx)[1], on_slurm * 100, "%", local * 100, f"the same daemon, {count} local runs in flight",
+    return Row(21, rows(ctx)[1], on_slurm * 100, "%", local * 100, f"the same daemon, {count} local runs in flight",
                note=f"CPU seconds per second × 100 over {WINDOW:g}s, the daemon and its children (squeue) together; "
                     "one squeue per poll (0.5s) follows every job")
 

@@ -280,6 +280,24 @@ def upcoming(flow, count, as_json, remote, fetch, directory) -> None:
     _call("upcoming", flow=flow, count=count, as_json=as_json, remote=remote, fetch=fetch, directory=directory)
 
 
+@cli.command()
+@click.option("--remote", default=None, metavar="NAME|URL",
+              help="Remote to read and act on (default: the branch's upstream remote, else origin).")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on; actions (run, cancel, pause) only on a loopback one.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a web browser.")
+@click.option("--export", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="Write the pages as a static site into DIR instead (only changed pages are rewritten).")
+@click.option("--no-fetch", is_flag=True, help="Never fetch: show what this repository has.")
+@click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Project directory (default: the current one).")
+def ui(remote, port, host, open_browser, export, no_fetch, directory) -> None:
+    """Serve a web dashboard of the runs and flows branches (fetched every few seconds)."""
+    _call("ui", remote=remote, port=port, host=host, open_browser=open_browser, export=export,
+          fetch=not no_fetch, directory=directory)
+
+
 @cli.group()
 def secrets() -> None:
     """Inspect the daemon's secrets file (names only, never values)."""

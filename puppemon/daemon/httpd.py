@@ -86,6 +86,12 @@ class Control(Protocol):
     def fetch_now(self) -> None:
         """Fetch and deploy at the next moment."""
 
+    def dashboard(self):
+        """The dashboard's sources (web.reading.Sources) over this daemon's repository."""
+
+    def dashboard_actions(self, hook: HttpHook):
+        """The dashboard's actions (web.app.Actions), done by this daemon."""
+
 
 class _Server(ThreadingHTTPServer):
     """At most MAX_HANDLERS handler threads: while they are all busy, new connections wait in the backlog."""
@@ -132,6 +138,20 @@ class HttpHook:
         except OSError as exc:
             raise PuppemonError(f"--listen {listen}: cannot listen there ({exc.strerror})") from None
         self.thread: threading.Thread | None = None
+        self.loopback = is_loopback(host)
+        self._web = None
+        self._web_lock = threading.Lock()
+
+    def web(self):
+        """The dashboard's routes (web/app.py), built on first use: pages readable without the token on a
+        loopback address, every action (and on any other address, every page) with it."""
+        with self._web_lock:
+            if self._web is None:
+                from puppemon.web.app import Access, App
+
+                access = Access(local=False, token=self.token, pages_need_token=not self.loopback)
+                self._web = App(self.control.dashboard(), access, self.control.dashboard_actions(self))
+            return self._web
 
     @property
     def address(self) -> tuple[str, int]:
@@ -262,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         known = path in ("/healthz", "/fetch", "/github") or FLOW_RUNS.match(path) or RUN_LIVE.match(path)
         if not known:
-            return self._send(404, {"error": f"no such endpoint {path}"})
+            return self._dashboard(method)
         allowed = "GET" if path == "/healthz" or RUN_LIVE.match(path) else "POST"
         if method != allowed:
             return self._send(405, {"error": f"{path} accepts {allowed} only"})
@@ -293,6 +313,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             return self._send(400, {"error": "the body must be a JSON object"})
         return self._send(*self.hook.run_flow(FLOW_RUNS.match(path).group(1), body, self.client_address[0]))
+
+    def _dashboard(self, method: str) -> None:
+        """The dashboard's pages and actions (web/app.py), or a 404."""
+        from puppemon.web.server import send
+
+        response = None
+        if method == "GET":
+            response = self.hook.web().get(self.path, self.headers)
+        elif method == "POST":
+            raw = self._body()
+            if raw is None:
+                return None
+            response = self.hook.web().post(self.path, self.headers, raw)
+        if response is None:
+            return self._send(404, {"error": f"no such endpoint {self.path.partition('?')[0]}"})
+        self.close_connection = True
+        return send(self, response)
 
     def _serve(self, method: str) -> None:
         try:

@@ -341,5 +341,17 @@ class Daemon(Lifecycle):
     def live_tail(self, run_id: str):
         return self.live.tail(run_id)
 
+    def dashboard(self):
+        """What the dashboard's pages read here: this daemon's mirror, its runs, its live tails."""
+        from puppemon.web.reading import Sources
+
+        return Sources(self.store, runs_ref=self.recorder.ref, live=self.live_tail)
+
+    def dashboard_actions(self, hook):
+        """The dashboard's actions, done by this daemon (daemon/dashboard.py)."""
+        from puppemon.daemon.dashboard import DaemonActions
+
+        return DaemonActions(hook, self)
+
     def fetch_now(self) -> None:
         self.wake.set()

@@ -222,12 +222,15 @@ class RunStore:
         self.skipped = 0
 
     def _read(self, flow: str, run_id: str, name: str) -> bytes | None:
-        """A file of a run's directory, from the tip or its month's archive."""
-        for where in record_tips(self.store, self.tip, run_id):
-            data = self.store.read(where, f"{run_dir(flow, run_id)}/{name}")
+        """A file of a run's directory, from the tip or its month's archive (whose ref is looked up only
+        when the tip has not the file: a ref that is not there costs a file system lookup or two)."""
+        path = f"{run_dir(flow, run_id)}/{name}"
+        data = self.store.read(self.tip, path) if self.tip else None
+        for where in record_tips(self.store, None, run_id) if data is None else ():
+            data = self.store.read(where, path)
             if data is not None:
                 return data
-        return None
+        return data
 
     def _run_json(self, flow: str, run_id: str) -> dict | None:
         data = self._read(flow, run_id, "run.json") if is_flow_name(flow) else None
@@ -361,6 +364,14 @@ class RunStore:
         branch = self.ref.removeprefix("refs/heads/")
         return (f"{self.skipped} record{'s' if self.skipped != 1 else ''} on {branch} could not be read "
                 f"(skipped)")
+
+    def flow_ids(self, flow: str, until: str | None = None) -> Iterator[str]:
+        """Run ids of `flow`, newest first, from tree names alone (days after `until` are not opened)."""
+        return self._flow_run_ids(flow, until)
+
+    def get(self, flow: str, run_id: str) -> dict | None:
+        """run.json of one run of `flow`, or None when there is none that can be read."""
+        return self._run_json(flow, run_id)
 
     def latest(self, flow: str) -> dict | None:
         runs = self.list(flow=flow, limit=1)

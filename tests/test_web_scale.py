@@ -1,0 +1,100 @@
+"""The dashboard stays responsive with large runs: a 100 MB log and 10,000 output files open without
+stalling `puppemon ui`, and a client that stops reading holds up no other."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import git, make_repo
+from tests.web_helpers import UiProcess
+
+pytestmark = pytest.mark.slow
+LOG_SIZE = 100 * 1024 * 1024
+OUTPUTS = 10_000
+
+
+def _big_run(repo) -> dict:
+    """Record one run with a 100 MB log and OUTPUTS outputs on the runs branch of `repo`, through the
+    records API (the files and message a daemon would write)."""
+    from puppemon.gitstore import FILE, Store
+    from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+
+    started = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
+    record = synthetic_record(RunContext("20261125T083000Z-abc123", "big", {"kind": "schedule"}), "succeeded",
+                              None, started, started + timedelta(seconds=90))
+    outputs = [SimpleNamespace(path=f"part-{i:05d}.txt", data=f"row {i}\n".encode(), executable=False)
+               for i in range(OUTPUTS)]
+    record["outputs"] = [{"path": o.path, "size": len(o.data), "sha256": ""} for o in outputs]
+    line = b"0123456789 the same long line of output, again and again, to make a large log\n"
+    log = line * (LOG_SIZE // len(line)) + b"the last line\n"
+    store = Store(repo / ".git")
+    files = run_files(record, log, outputs=outputs)
+    tree = store.update_tree(None, {path: (store.blob(data), mode or FILE) for path, (data, mode) in files.items()})
+    store.set_ref("refs/heads/runs", store.commit(tree, [], run_message(record)), None)
+    return record
+
+
+def _get(url: str) -> tuple[int, bytes, float]:
+    start = time.monotonic()
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return answer.status, answer.read(), time.monotonic() - start
+
+
+def test_a_huge_log_and_many_outputs_open_and_a_slow_client_holds_up_no_one(tmp_path):
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    record = _big_run(repo)
+    assert git("ls-tree", "-r", "--name-only", "runs", cwd=repo).count("/outputs/") == OUTPUTS
+    ui = UiProcess(repo, dict(os.environ), "--no-fetch")
+    try:
+        code, page, took = _get(f"{ui.url}runs/{record['id']}.html")
+        assert code == 200 and took < 20, took
+        text = page.decode()
+        assert "the last line" in text and "The last 524288 characters of 100 MiB" in text
+        assert text.count('class="output-name"') == 200 and "and 9800 more outputs" in text
+        # one client asks for the whole log and reads none of it; another is served meanwhile
+        slow = socket.create_connection(("127.0.0.1", int(ui.url.rsplit(":", 1)[1].strip("/"))))
+        slow.sendall(f"GET /runs/{record['id']}/log.txt HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        half = socket.create_connection(("127.0.0.1", int(ui.url.rsplit(":", 1)[1].strip("/"))))
+        half.sendall(b"GET / HT")    # a request that never ends
+        code, page, took = _get(ui.url)
+        assert code == 200 and b"big" in page and took < 10, took
+        code, _, took = _get(f"{ui.url}api/runs/{record['id']}.json")
+        assert code == 200 and took < 10, took
+        slow.close()
+        half.close()
+    finally:
+        ui.stop()
+
+
+def test_offline_the_dashboard_shows_what_was_fetched(tmp_path):
+    """A remote that cannot be reached: `puppemon ui` says so once and serves the clone's records."""
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    git("remote", "add", "origin", str(tmp_path / "gone.git"), cwd=repo)
+    record = _small_run(repo)
+    ui = UiProcess(repo, dict(os.environ))
+    try:
+        code, page, _took = _get(ui.url)
+        assert code == 200 and f"{record['id']}.html" in page.decode()
+    finally:
+        ui.stop()
+    assert ui.log.count("fetch from origin failed") == 1, ui.log
+
+
+def _small_run(repo) -> dict:
+    from puppemon.gitstore import FILE, Store
+    from puppemon.history.records import RunContext, run_files, run_message, synthetic_record
+
+    started = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
+    record = synthetic_record(RunContext("20261125T083000Z-0ff11e", "small", {"kind": "schedule"}), "failed",
+                              "exit 1", started, started + timedelta(seconds=1))
+    store = Store(repo / ".git")
+    files = run_files(record, b"offline\n")
+    tree = store.update_tree(None, {p: (store.blob(d), m or FILE) for p, (d, m) in files.items()})
+    store.set_ref("refs/heads/runs", store.commit(tree, [], run_message(record)), None)
+    return record
