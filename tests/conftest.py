@@ -58,6 +58,15 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+def readable(path: Path) -> bool:
+    """Whether this process may read `path` (a /proc entry of another user's process may not be)."""
+    try:
+        path.read_bytes()
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",
                on_fail: Callable[[], str] = lambda: "", interval: float = 0.05) -> object:
     """Poll `condition` until it returns something truthy (and return it); fail naming `what` after `timeout` s.

@@ -100,6 +100,10 @@ def of_flow(records: list[dict], flow: str, **match) -> list[dict]:
 
 
 def deploy_records(bare: Path) -> list[dict]:
+    """The deploy records on the remote's runs branch (none before it exists)."""
+    if subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "-q", "--verify", "runs"],
+                      capture_output=True).returncode != 0:
+        return []
     paths = git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "runs").split("\n")
     return [json.loads(git("--git-dir", str(bare), "show", f"runs:{p}")) for p in paths
             if p.startswith("deploys/")]

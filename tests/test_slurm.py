@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, puppemon, wait_until
+from tests.conftest import git, puppemon, readable, wait_until
 from tests.daemon_helpers import (DaemonProcess, deploy_records, fsck, manifest_project, of_flow, remote_records,
                                   result_of)
 from tests.slurm import MIN_JOB_AGE, start_cluster, stop_cluster
@@ -163,7 +163,7 @@ flows:
         listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
         assert SECRET not in listing
         assert not any(SECRET.encode() in p.read_bytes() for p in Path("/proc").glob("[0-9]*/environ")
-                       if _readable(p) and b"SLURM_JOB_ID" not in p.read_bytes())   # only the job itself has it
+                       if readable(p) and b"SLURM_JOB_ID" not in p.read_bytes())   # only the job itself has it
         assert not list(shared.glob("runs/*/env-*"))   # the job read its environment file, and removed it
         (marks / "done").touch()
         wait_until(records_of(bare_remote, "holder"), 60, "the record", lambda: d.log)
@@ -369,7 +369,7 @@ def test_a_slurm_flow_is_refused_without_a_shared_dir_or_with_an_unknown_partiti
                             "    slurm: {}\n    run_on_deploy: true\n")
     puppemon("push", cwd=repo)
     with daemon(tmp_path, bare_remote, cluster, config(tmp_path, None)) as d:
-        wait_until(lambda: deploys(bare_remote), 60, "the refusal", lambda: d.log)
+        wait_until(lambda: deploy_records(bare_remote), 60, "the refusal", lambda: d.log)
         assert d.stop() == 0
     [refused] = deploy_records(bare_remote)
     assert refused["status"] == "refused" and "flow 'heavy' asks for slurm:, but this daemon has no " \
@@ -401,12 +401,6 @@ def test_sbatch_failures_are_retried_and_reported_in_the_runs_error(tmp_path, ba
     assert record["status"] == "failed" and record["error"].startswith("sbatch failed 4 times: "), record
     assert "contact slurm controller" in record["error"]
     assert log_of(bare_remote, record).count("trying again in") == 3
-
-
-def deploys(bare: Path) -> list[dict]:
-    """The deploy records on the remote's runs branch (none before it exists)."""
-    exists = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "-q", "--verify", "runs"], capture_output=True)
-    return deploy_records(bare) if exists.returncode == 0 else []
 
 
 def test_a_job_cancelled_in_slurm_is_cancelled_and_a_request_slurm_refuses_fails_at_once(
@@ -442,7 +436,7 @@ flows:
 
 
 def _trigger_when_deployed(repo: Path, bare: Path, d: DaemonProcess, flow: str) -> str:
-    wait_until(lambda: [r for r in deploys(bare) if r["status"] == "deployed"], 60, "the deploy", lambda: d.log)
+    wait_until(lambda: [r for r in deploy_records(bare) if r["status"] == "deployed"], 60, "the deploy", lambda: d.log)
     return puppemon("trigger", flow, cwd=repo).stdout.strip().split()[-1]
 
 
@@ -454,11 +448,3 @@ def _jobs(state: Path) -> list[tuple[str, str]]:
 
 def _flow_of(area: str) -> str:
     return next(name for name in ("early", "late", "lost") if f"echo {name} up" in Path(area, "job-1.sh").read_text())
-
-
-def _readable(path: Path) -> bool:
-    try:
-        path.read_bytes()
-        return True
-    except OSError:
-        return False
