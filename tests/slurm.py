@@ -126,6 +126,11 @@ class Cluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        if self.procs and all(p.poll() is None for p in self.procs):   # no job may outlive its cluster
+            self.call("scancel", "--user", str(os.geteuid()))
+            deadline = time.monotonic() + 20
+            while self.call("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.2)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -90,6 +90,7 @@ class SlurmExecution:
         self.paused = self.forced = False
         self.stop_at: float | None = None
         self.left_at: float | None = None   # when squeue first showed it ended with no exit file yet
+        self.exited_at: float | None = None   # when its exit file was first seen
         self.result: int | None = None
         self.outcome: tuple[str, int | None, str] | None = None   # Slurm's own verdict (its time limit, ...)
 
@@ -132,11 +133,15 @@ class SlurmExecution:
         """The attempt's exit status once it is over (the job wrote its exit file, or Slurm says it ended)."""
         code = self._exit_file()
         if code is not None:
+            if self.exited_at is None:
+                self.exited_at = time.monotonic()
+            # its limit or an scancel may have ended the flow: Slurm knows, once the job's state is final
+            state = _final(self.job)[0] if self.stop_at is None else None
+            if state not in ENDED and state is not None and time.monotonic() - self.exited_at < EXIT_WAIT:
+                return None
             self._pump()
-            if self.stop_at is None:
-                state = _final(self.job)[0]   # its limit or an scancel may have ended the flow: Slurm knows
-                if state in ("TIMEOUT", "DEADLINE", "CANCELLED", "OUT_OF_MEMORY", "PREEMPTED"):
-                    self._verdict(state, code)
+            if state in ("TIMEOUT", "DEADLINE", "CANCELLED", "OUT_OF_MEMORY", "PREEMPTED"):
+                self._verdict(state, code)
             return code
         if self.jobs.state(self.job) not in ENDED:
             return None
