@@ -30,7 +30,8 @@ def recover_crashed(state: StateDir, ledger: Ledger, store: Store, ref: str, sec
         ctx = left.context
         if ledger.waiting(ctx.run_id):
             continue  # it finished: its true record, kept in the journal (a full disk), goes out
-        if left.handle and not is_recorded(store, store.ref(ref), ctx.run_id, ctx.flow) and adopt(left):
+        recorded = is_recorded(store, store.ref(ref), ctx.run_id, ctx.flow)   # on the tip, or rotated out
+        if left.handle and not recorded and adopt(left):
             continue  # it goes on (a Slurm job): followed again, recorded when it ends
         try:
             killed = (backend_for or backends.get)(left.backend).recover(left.handle) if left.handle else None
@@ -38,7 +39,7 @@ def recover_crashed(state: StateDir, ledger: Ledger, store: Store, ref: str, sec
             killed = None
             log.warning("%s: run %s: %s", ctx.flow, ctx.run_id, exc.message)
         remove_areas(ctx.run_id)  # its copy of the code, TMPDIR and outputs, in the temp directory
-        if not is_recorded(store, store.ref(ref), ctx.run_id, ctx.flow):  # on the tip, or rotated out
+        if not recorded:
             error = "the daemon stopped while this run was in flight" + (f"; {killed}" if killed else "")
             # which secrets the run had is not known any more: every one this daemon holds
             output = state.captured(ctx.run_id, secrets.everything() if secrets else {})
