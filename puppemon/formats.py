@@ -260,3 +260,15 @@ def outcome(status: str, duration: float | None, error: str | None = None) -> st
     """`failed in 1.2s: exited with code 3`; `cancelled in 18.2s`, not `cancelled in 18.2s: cancelled`."""
     why = reason(status, error)
     return f"{status} in {format_duration(duration)}" + (f": {why}" if why else "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback: localhost, 127.0.0.0/8, ::1."""
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -139,8 +139,10 @@ def test_an_output_is_diffed_against_the_previous_run_of_its_flow(site, driver):
     driver.get(f"{site['ui'].url}runs/{second['id']}.html")
     diff = driver.find_element("css selector", "pre.diff").text
     assert f"-value {first['id']}" in diff and f"+value {second['id']}" in diff
-    driver.find_element("link text", "download").click()   # a download, not a page: the page stays
-    assert second["id"] in driver.find_element("tag name", "h1").text
+    link = driver.find_element("link text", "download").get_attribute("href")
+    with urllib.request.urlopen(link, timeout=30) as answer:   # a download, not a page
+        assert answer.headers["Content-Disposition"].startswith("attachment; ")
+        assert second["id"].encode() in answer.read()
 
 
 def test_unknown_flows_and_runs_are_404_pages(site, driver):
@@ -158,7 +160,7 @@ def test_the_json_api_has_the_shapes_of_the_cli(site):
     assert code == 200 and json.loads(body)["run"] == first
     cli = json.loads(_puppemon(site["env"], "runs", "hello", "--json", cwd=site["project"]).stdout)
     code, body = _get(f"{site['ui'].url}api/flows/hello.json")
-    assert json.loads(body)["runs"][:len(cli)] == cli[:len(json.loads(body)["runs"])]
+    assert code == 200 and len(cli) == 2 and json.loads(body)["runs"] == cli
 
 
 def test_run_with_params_from_the_flow_page(site, driver):
@@ -271,3 +273,14 @@ def test_deploys_show_each_deploys_files_diffed_against_the_one_before(site, dri
     assert "+# <script>v2</script>" in diff and "--- a/slow.sh" in diff
     assert driver.execute_script("return typeof window.pwned") == "undefined"
     screenshot(driver, "deploys")
+
+
+def test_a_local_dashboard_refuses_requests_for_another_host_name(site):
+    """A page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding) reads and does nothing."""
+    for method, path in (("GET", "index.html"), ("POST", "api/flows/hello/run")):
+        request = urllib.request.Request(site["ui"].url + path, method=method, data=b"{}" if method == "POST" else None,
+                                         headers={"Host": "rebound.example:8787", "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403, path
+    assert _get(site["ui"].url + "index.html")[0] == 200   # its own name still works

@@ -92,8 +92,8 @@ def test_run_with_the_token_from_the_daemons_dashboard(listening, driver):
     driver.find_element("link text", "Token").click()
     driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
     wait_until(lambda: driver.current_url.endswith("index.html"), 10, "back to the overview")
+    assert TOKEN not in driver.current_url   # the token went to session storage, not into a URL
     driver.get(listening["url"] + "flows/hello.html")
-    assert TOKEN not in driver.current_url
     field = driver.find_element("css selector", "input[data-key='who']")
     field.clear()
     field.send_keys("<i>bo</i>")

@@ -9,7 +9,7 @@ from puppemon.errors import PuppemonError
 def main(remote: str | None = None, port: int = 8787, host: str = "127.0.0.1", open_browser: bool = False,
          export: str | None = None, directory: str = ".", fetch: bool = True, every: float = 3.0) -> int:
     """Serve the dashboard (or, with `export`, write it as a static site into that directory)."""
-    from puppemon.daemon.httpd import is_loopback
+    from puppemon.formats import is_loopback
     from puppemon.gitstore import Store
     from puppemon.project.snapshot import resolve_remote
     from puppemon.web.server import Fetcher
@@ -44,7 +44,7 @@ def _serve(store, remote, fetcher, host: str, port: int, open_browser: bool, loo
     if not loopback:
         print(f"note: {host} is not a loopback address: the pages are read-only (no run, cancel or pause)",
               file=sys.stderr)
-    app = App(Sources(store), Access(local=True), actions)
+    app = App(Sources(store), Access(local=True, loopback_only=loopback), actions)
     try:
         server = UiServer(app, host, port)
     except OSError as exc:

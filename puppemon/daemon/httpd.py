@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -25,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import is_loopback
 from puppemon.history.control import describe as describe_control
 from puppemon.history.requests import MAX_DEPTH, nesting
 
@@ -48,15 +48,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise PuppemonError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Control(Protocol):

@@ -12,8 +12,12 @@ COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"
 
 
 def _apply(codes: str, state: dict) -> None:
-    for code in (int(c) if c.isdigit() else 0 for c in (codes.split(";") if codes else ["0"])):
-        if code == 0:
+    numbers = iter(int(c) if c.isdigit() else 0 for c in (codes.split(";") if codes else ["0"]))
+    for code in numbers:
+        if code in (38, 48):   # 256 colours (5;N) or RGB (2;R;G;B): not shown, and not codes of their own
+            for _ in range({5: 1, 2: 3}.get(next(numbers, 0), 0)):
+                next(numbers, None)
+        elif code == 0:
             state.clear()
         elif code == 1:
             state["bold"] = "bold"

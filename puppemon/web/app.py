@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from puppemon.errors import PuppemonError
+from puppemon.formats import is_loopback
 from puppemon.web import details, reading, render
 from puppemon.web.pages import ID, NAME, PAGES, resolve
 
@@ -48,6 +49,15 @@ class Access:
     local: bool = True
     token: str | None = None
     pages_need_token: bool = False
+    loopback_only: bool = False   # a local `ui` on a loopback address: requests naming another host are refused
+
+    def host_allowed(self, headers) -> bool:
+        """Whether the request's Host is a loopback one, where that is asked (a page of another site whose
+        name was pointed at 127.0.0.1, DNS rebinding, reaches no further)."""
+        if not self.loopback_only:
+            return True
+        host = urlsplit("//" + (headers.get("Host") or "")).hostname
+        return bool(host) and is_loopback(host)
 
     @property
     def mode(self) -> str:
@@ -92,6 +102,8 @@ class App:
 
     def get(self, target: str, headers) -> Response | None:
         """A GET of `target` (path and query)."""
+        if not self.access.host_allowed(headers):
+            return _json(403, {"error": "this dashboard answers requests for 127.0.0.1 or localhost only"})
         url = urlsplit(target)
         path, query = unquote(url.path).lstrip("/"), parse_qs(url.query)
         if path in STATIC:
@@ -112,7 +124,7 @@ class App:
             if raw:
                 return self.raw(raw[1], raw[2])
             if found.page == "flow" and "page" in query and query["page"][0].isdigit():
-                found.args["page"] = int(query["page"][0])
+                found.args["page"] = min(int(query["page"][0][:7]), 10**6)
             data = PAGES[found.page].data(self.sources, **found.args)
         except reading.NotFound as exc:
             return _json(404, {"error": str(exc)}) if (live or raw or found.json) else self.missing(path, str(exc))
@@ -137,16 +149,16 @@ class App:
         if found is None:
             raise reading.NotFound(f"run {run_id} has no {name}")
         data = self.sources.store.data(found[0])
-        base = name.rsplit("/", 1)[-1].replace('"', "_")
         kind = "text/plain; charset=utf-8" if name == "log.txt" else "application/octet-stream"
-        return Response(200, data, kind, {"Content-Disposition": f'attachment; filename="{base}"',
-                                          "X-Content-Type-Options": "nosniff"})
+        return Response(200, data, kind, {"Content-Disposition": _attachment(name.rsplit("/", 1)[-1])})
 
     def post(self, path: str, headers, raw: bytes) -> Response | None:
         """A POST of an action: run, cancel, pause, resume."""
         match = ACTION.fullmatch(urlsplit(path).path.lstrip("/"))
         if not match:
             return None
+        if not self.access.host_allowed(headers):
+            return _json(403, {"error": "this dashboard answers requests for 127.0.0.1 or localhost only"})
         if not self.access.allowed(headers, action=True):
             return _json(401, {"error": "missing or wrong bearer token"})
         if self.actions is None:
@@ -178,6 +190,16 @@ class App:
         if kind == "runs" and verb == "pause":
             return self.actions.pause_run(name)
         raise PuppemonError(f"no action {verb} for {kind}")
+
+
+def _attachment(name: str) -> str:
+    """A Content-Disposition for a download called `name` (any characters: an ASCII fallback, and the
+    name itself as RFC 6266's filename*)."""
+    from urllib.parse import quote
+
+    clean = "".join(c for c in name if c.isprintable())
+    fallback = "".join(c if c.isascii() and c not in '"\\' else "_" for c in clean) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(clean, safe='')}"
 
 
 def _same_origin(headers) -> bool:

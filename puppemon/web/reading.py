@@ -49,8 +49,8 @@ class Sources:
 
     def key(self) -> tuple:
         """What every page depends on: the tips of the runs and flows branches, the status and live refs."""
-        store = self.store
-        return (store.ref(self.runs_ref), store.ref(self.flows_ref),
+        store = self.store   # (and the half minute: heartbeat ages and the last 24 h move with the clock)
+        return (int(self.clock().timestamp() // 30), store.ref(self.runs_ref), store.ref(self.flows_ref),
                 tuple(sorted(store.refs(STATUS_REFS).items())), tuple(sorted(store.refs(LIVE_REFS).items())),
                 tuple(sorted(store.refs("refs/puppemon/archive/").items())))
 
@@ -97,6 +97,12 @@ def _daemons(sources: Sources, now: datetime) -> list[dict]:
     return found
 
 
+def _flying(daemons: list[dict]) -> dict:
+    """The runs in flight on the daemons still heartbeating (a stale daemon's runs are not running here), as
+    history.status.heartbeating picks them for the CLI."""
+    return in_flight([d for d in daemons if not d["stale"] and d.get("state") != "stopped"])
+
+
 def _next_fire(daemons: list[dict], flow: str) -> str | None:
     times = sorted(info["next"] for d in daemons if not d.get("gone")
                    for name, info in (d.get("flows") or {}).items() if name == flow and info.get("next"))
@@ -118,7 +124,7 @@ def overview(sources: Sources) -> dict:
 def _overview(sources: Sources, now: datetime) -> dict:
     runs, manifest = sources.runs(), manifest_flows(sources)
     daemons = _daemons(sources, now)
-    flying = in_flight(daemons)
+    flying = _flying(daemons)
     states = read_states(sources.store, runs.tip)
     since = now - timedelta(days=1)
     rows = []
@@ -180,7 +186,7 @@ def _flow_page(sources: Sources, flow: str, page: int) -> dict:
             "failure_rate": round(failed / len(chart), 3) if chart else None,
             "paused": state if state and state["paused"] else None, "deployed": entry is not None,
             "manifest": _entry(entry) if entry is not None else None, "next": _next_fire(daemons, flow),
-            "in_flight": [{"run_id": rid, **run} for rid, run in sorted(in_flight(daemons).items())
+            "in_flight": [{"run_id": rid, **run} for rid, run in sorted(_flying(daemons).items())
                           if run["flow"] == flow]}
 
 
@@ -202,7 +208,7 @@ def find_run(sources: Sources, run_id: str):
         raise NotFound(f"{run_id!r} is not a run id")
     runs, now = sources.runs(), sources.clock()
     try:
-        return runs, locate(runs, run_id, now, lambda: in_flight(_daemons(sources, now)))
+        return runs, locate(runs, run_id, now, lambda: _flying(_daemons(sources, now)))
     except PuppemonError as exc:
         raise NotFound(str(exc)) from None
 
