@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -28,11 +29,14 @@ from puppemon.project.container import WORK_DIR
 from puppemon.run.backend import Launch
 from puppemon.run.engine import RUN_LABEL, Engine, EngineConfig, EngineError, last_line
 from puppemon.run.local import LocalBackend, LocalExecution
+from puppemon.run.processes import reap_adopted
 
 INSIDE = "/puppemon"            # the run's area, inside the container
 API = "/puppemon/api"           # the flow API (`import puppemon`), read-only
 STOP_MARGIN = 15.0              # after `stop -t GRACE`, how long before the engine client is killed too
 TAIL = 4096
+MONITORS = ("conmon",)
+ENGINE_ERROR = re.compile(r"(?m)^(Error: |docker: Error)")   # exit code 125 from the engine itself, not the flow          # the engine's per-container monitor, which the subreaper adopts
 
 
 def container_name(run_id: str, attempt: int) -> str:
@@ -69,7 +73,10 @@ class ContainerExecution:
             rc = self.inner.wait(timeout)
             if rc is not None:
                 self.result = rc
-                self.reason = self._why(rc)
+                try:
+                    self.reason = self._why(rc)
+                except EngineError:
+                    self.reason = None   # the engine does not answer: the exit status is all there is
         return self.result
 
     def _why(self, rc: int) -> str | None:
@@ -82,7 +89,7 @@ class ContainerExecution:
                 return f"killed: out of memory (it went over {limit})"
             if self.memory:   # the engine cannot always tell (cgroup v1): nobody else here sends SIGKILL
                 return f"killed by SIGKILL, most likely out of memory (it may have gone over {limit})"
-        if rc == 125 and self.stop_at is None:
+        if rc == 125 and self.stop_at is None and ENGINE_ERROR.search(self.tail.decode("utf-8", "replace")):
             return f"{self.engine.kind} could not run the container: {last_line(self.tail.decode('utf-8', 'replace'))}"
         return None
 
@@ -111,14 +118,21 @@ class ContainerExecution:
         self.inner.kill()
 
     def pause(self) -> None:
-        proc = self.engine.call("pause", self.name, check=False)
-        self.paused = proc.returncode == 0
-        if not self.paused:
-            self.inner.output(f"puppemon: could not pause the container: {last_line(proc.stderr)}\n".encode())
+        try:
+            proc = self.engine.call("pause", self.name, check=False)
+            why = None if proc.returncode == 0 else last_line(proc.stderr)
+        except EngineError as exc:
+            why = exc.message
+        self.paused = why is None
+        if why:
+            self.inner.output(f"puppemon: could not pause the container: {why}\n".encode())
 
     def resume(self) -> None:
         if self.paused:
-            self.engine.call("unpause", self.name, check=False)
+            try:
+                self.engine.call("unpause", self.name, check=False)
+            except EngineError as exc:
+                self.inner.output(f"puppemon: could not resume the container: {exc.message}\n".encode())
             self.paused = False
 
     def handle(self) -> dict:
@@ -135,6 +149,7 @@ class ContainerExecution:
             except EngineError:
                 pass
             Path(self.env_file).unlink(missing_ok=True)
+            reap_adopted(MONITORS)   # podman's conmon detaches: as the subreaper, this process must reap it
 
 
 class ContainerBackend:
@@ -174,7 +189,7 @@ class ContainerBackend:
             env["PYTHONPATH"] = ":".join(filter(None, [API, launch.flow.env.get("PYTHONPATH")]))
         if spec.user and os.geteuid() == 0:   # a rootful engine: the container's UID is this machine's
             _hand_over(area, spec.user)
-        env_file, through_client = _env_file(env)
+        env_file, through_client = _env_file(env, area)   # in the area: crash recovery removes it with the rest
         argv = [engine.program, "run", *engine.run_args, "--name", name, "--label", f"{RUN_LABEL}={launch.run_id}",
                 *(["--init"] if engine.init else []), *(["--rm"] if not spec.memory else []), "--pull", "never",
                 "-w", WORK_DIR, "--env-file", env_file, *(a for n in through_client for a in ("-e", n)),
@@ -231,9 +246,10 @@ def _limits(spec, engine: Engine) -> list[str]:
     return args
 
 
-def _env_file(env: dict[str, str]) -> tuple[str, list[str]]:
-    """An env file of `env` readable by this user only; the names whose values it cannot hold (a newline)."""
-    fd, path = tempfile.mkstemp(prefix="puppemon-env-")   # mode 0600
+def _env_file(env: dict[str, str], area: Path) -> tuple[str, list[str]]:
+    """An env file of `env` in `area`, readable by this user only; the names whose values it cannot hold
+    (a newline)."""
+    fd, path = tempfile.mkstemp(prefix=".env-", dir=area)   # mode 0600
     through_client = sorted(k for k, v in env.items() if "\n" in v or "\r" in v or "\0" in v)
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
         for key, value in env.items():

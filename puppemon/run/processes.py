@@ -108,6 +108,29 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def reap_adopted(names: tuple[str, ...]) -> int:
+    """Reap the exited children called one of `names` that this process adopted as the subreaper and no one
+    waits for (a container engine's monitor, which detaches from the client that started it); how many.
+    Only by name: a child some Popen owns is never taken from it."""
+    reaped = 0
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)[0], stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and int(fields[1]) == me and name in names:
+            try:
+                reaped += bool(os.waitpid(int(entry), os.WNOHANG)[0])
+            except ChildProcessError:
+                pass
+    return reaped
+
+
 def signal_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
