@@ -172,7 +172,8 @@ def test_the_workflow_steps_run_twice_and_missed_fires_follow_catchup(github, tm
     assert probe["status"] == "succeeded", probe
     assert result_of(bare, probe) == {"token_seen": False, "remote_reachable": False, "secret": True}
     assert TOKEN not in (runner.workspace / ".git" / "config").read_text()
-    assert server.requests and all(r.authorized for r in server.requests if r.path.endswith("-pack"))
+    packs = [r for r in server.requests if r.path.endswith("-pack")]
+    assert packs and all(r.authorized for r in packs)
     git("fsck", "--strict", cwd=bare)
 
 

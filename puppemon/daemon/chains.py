@@ -86,7 +86,7 @@ class ChainSource(Source):
                 if run.name in seen or not RUN_ID.match(run.name):
                     continue
                 seen.add(run.name)
-                record = self._record(tip, f"{base}/{run.name}/run.json")
+                record = self._record(tip, f"{base}/{run.name}/run.json", run.name)
                 if record is not None:
                     self._follow(deployment, record, tip)
             self.listed[base] = (entry.oid, seen)
@@ -95,12 +95,14 @@ class ChainSource(Source):
         with self.lock:
             self.asked = {path: when for path, when in self.asked.items() if when > now - 2 * LOOKBACK}
 
-    def _record(self, tip: str, path: str) -> dict | None:
+    def _record(self, tip: str, path: str, run_id: str) -> dict | None:
+        """The run.json at `path`, when it is one and it is the record of the run and flow its path names."""
         try:
             data = self.ctx.store.read(tip, path, MAX_RECORD)
         except TooLarge:
             return None
-        return parse_record(data) if data is not None else None
+        record = parse_record(data, run_id) if data is not None else None
+        return record if record is not None and path.startswith(run_dir(record["flow"], run_id)) else None
 
     # -- starting downstream runs --------------------------------------------------
     def _downstreams(self, deployment: Deployment, upstream) -> list[tuple[str, tuple[str, ...]]]:
@@ -116,6 +118,8 @@ class ChainSource(Source):
         """Ask for the downstream runs of the upstream run `record` that are due and not asked for yet."""
         upstream, run_id, status = record["flow"], record["id"], record["status"]
         finished = parse_iso(record.get("finished")) or _day(run_id)
+        if finished.tzinfo is None:   # a record written without an offset: its times are UTC
+            finished = finished.replace(tzinfo=timezone.utc)
         if finished < self.ctx.clock() - LOOKBACK:
             return
         for downstream, statuses in self._downstreams(deployment, upstream):

@@ -43,6 +43,9 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["LC_ALL"] = "C"
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
     env.update(token_config(env))
+    # git needs none of puppemon's own variables (its token, secrets): a git process a flow could look at
+    # (/proc/<pid>/environ, same user) does not carry them
+    env = {k: v for k, v in env.items() if not k.startswith("PUPPEMON_")}
     if extra:
         env.update(extra)
     return env
