@@ -59,31 +59,34 @@ class Controls:
     def refresh(self, tip: str | None) -> list[Pending]:
         """Read the control state at `tip` when it changed; the catch-up runs of the flows resumed with
         `--catch-up` since the last read (one each, for the last fire held while paused)."""
+        with self.lock:   # the loop and a dashboard's pause may both read it: one at a time
+            return self._refresh(tip)
+
+    def _refresh(self, tip: str | None) -> list[Pending]:
         tree = control_tree(self.store, tip)
         if tree == self.tree:
             return []
         self.tree = tree
         states = read_states(self.store, tip)
         runs = []
-        with self.lock:
-            for flow, state in states.items():
-                old = self.states.get(flow)
-                if state["paused"]:
-                    if self.first or old is None or not old["paused"] or old.get("time") != state.get("time"):
-                        log.info("%s is %s: its triggers start no run until it is resumed", flow,
-                                 describe(state))
-                    continue
-                missed = self.missed.pop(flow, None)
-                if old is not None and old["paused"]:
-                    by = one_line(state.get("by") or "?", 100)
-                    log.info("%s was resumed by %s%s", flow, by, " with catch-up" if state.get("catch_up") else "")
-                    if state.get("catch_up") and missed:
-                        moment = parse_iso(missed)  # claimed as the fire it stands for: once across daemons
-                        runs.append(Pending(flow, {"kind": "catchup", "by": f"resume --catch-up by {by}"},
-                                            scheduled=moment, skippable=True, fire=(moment, fire_key(moment))))
-            self.first = False
-            self.states = states
-            self._save()
+        for flow, state in states.items():
+            old = self.states.get(flow)
+            if state["paused"]:
+                if self.first or old is None or not old["paused"] or old.get("time") != state.get("time"):
+                    log.info("%s is %s: its triggers start no run until it is resumed", flow,
+                             describe(state))
+                continue
+            missed = self.missed.pop(flow, None)
+            if old is not None and old["paused"]:
+                by = one_line(state.get("by") or "?", 100)
+                log.info("%s was resumed by %s%s", flow, by, " with catch-up" if state.get("catch_up") else "")
+                if state.get("catch_up") and missed:
+                    moment = parse_iso(missed)  # claimed as the fire it stands for: once across daemons
+                    runs.append(Pending(flow, {"kind": "catchup", "by": f"resume --catch-up by {by}"},
+                                        scheduled=moment, skippable=True, fire=(moment, fire_key(moment))))
+        self.first = False
+        self.states = states
+        self._save()
         return runs
 
     def paused(self, flow: str) -> dict | None:

@@ -46,7 +46,8 @@ class DaemonActions:
             return {"action": "pause" if paused else "resume", "written": [], "message": "unchanged"}
         state = flow_state(flow, paused, self.by, daemon.clock(), reason)
         daemon.ledger.add({path(flow): dump_json(state)}, message([state]))
-        daemon.controls.refresh(daemon.store.ref(daemon.recorder.ref))   # held here at once, not next cycle
+        for pending in daemon.controls.refresh(daemon.store.ref(daemon.recorder.ref)):   # held here at once
+            daemon.submit(pending)   # (a catch-up another resume asked for since the cycle's read)
         daemon.outbox.soon()
         return {"action": "pause" if paused else "resume", "written": [state],
                 "message": f"{'paused' if paused else 'resumed'} {flow}"}
