@@ -35,8 +35,8 @@ OPTIONS = [
                  help="Move closed days out of the runs tip into archive refs once it holds this many of their "
                       f"records (default {daemon_defaults.ROTATE_AFTER})."),
     click.option("--build-timeout", default=None, metavar="DURATION",
-                 help="How long building one flow's Python environment may take before the deploy is "
-                      "refused (default 10m)."),
+                 help="How long building one flow's Python environment or container image may take before "
+                      "the deploy is refused (default 10m)."),
     click.option("--max-pause", default=None, metavar="DURATION",
                  help="A run paused with `pause --run` longer than this is cancelled (default 24h)."),
     click.option("--live-interval", default=None, metavar="SECONDS",
