@@ -33,8 +33,10 @@ class DaemonProcess:
         self.remote, self.state, self.name = remote, state, name
         self.log_path = state.parent / f"{name}-{time.monotonic_ns()}.log"
         self.args = ["--remote", remote, "--state", str(state), "--name", name, "--poll", "0.3", *args]
-        self.env = {**os.environ, **(env or {})}
+        # a daemon that does not stop is sent SIGABRT: its threads' stacks go to its log (see `stop`)
+        self.env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.log_fh = None
 
     def start(self) -> DaemonProcess:
         self.log_fh = open(self.log_path, "wb")
@@ -42,10 +44,23 @@ class DaemonProcess:
                                      stdout=self.log_fh, stderr=subprocess.STDOUT, env=self.env)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send `sig` and return the exit code; a daemon still there after `timeout` seconds fails the test
+        with its log and where each of its threads was."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.log_fh.close()
+            raise AssertionError(f"daemon {self.name} still ran {timeout:g}s after {signal.Signals(sig).name}; "
+                                 f"its log, with its threads' stacks:\n{self.log[-30000:]}") from None
         self.log_fh.close()
         return code
 
@@ -65,6 +80,7 @@ class DaemonProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        if self.log_fh is not None:
             self.log_fh.close()
 
 

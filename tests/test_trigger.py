@@ -14,7 +14,7 @@ import pytest
 
 from puppemon.gitstore import Store
 from puppemon.history.recorder import Recorder
-from tests.daemon_helpers import wait_until
+from tests.daemon_helpers import DaemonProcess, wait_until
 from tests.conftest import git, make_repo, puppemon
 
 SLOW = """\
@@ -44,39 +44,20 @@ def setup_project(tmp_path: Path, remote: Path, manifest: str = SLOW, files: dic
     return repo
 
 
-class DaemonProc:
-    """A `puppemon daemon` process; its stderr goes to a file (`.log`)."""
+class DaemonProc(DaemonProcess):
+    """A `puppemon daemon` process, started at once; its stderr goes to a file (`.log`)."""
 
     def __init__(self, remote: Path, state: Path, *args: str, name: str = "d1", env: dict | None = None):
-        self.log_path = state.parent / f"{name}-{time.monotonic_ns()}.log"
-        self.fh = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", "puppemon", "daemon", "--remote", str(remote), "--state", str(state),
-               "--name", name, "--poll", "0.3", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.fh, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(str(remote), state, *args, name=name, env=env)
+        self.start()
 
     def port(self) -> int:
         found = wait_until(lambda: re.search(r"HTTP hook listening on http://127\.0\.0\.1:(\d+)", self.log),
                            15, "the HTTP hook", lambda: self.log)
         return int(found.group(1))
 
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.fh.close()
-
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.fh.close()
+        self.__exit__()
 
 
 @pytest.fixture

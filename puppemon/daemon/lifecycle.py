@@ -38,26 +38,33 @@ class Lifecycle:
         signal.signal(signal.SIGHUP, lambda *_: self.wake.set())
 
     def _on_stop_signal(self, signum, _frame) -> None:
-        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        if not self.stopping:
-            log.info("%s: stopping; runs in flight get up to %gs to finish (%s again kills them now)",
-                     signal.Signals(signum).name, self.s.grace, again)
-        elif not self.forced:
-            log.warning("%s again: killing the runs in flight", signal.Signals(signum).name)
-        self._stop(signum)
-
-    def _stop(self, signum) -> None:
+        # A handler interrupts the main thread wherever it is, even inside a lock it holds or a log line it
+        # writes: it takes no lock but the queue's (reentrant), and logs nothing; `_heed` does the rest.
+        self._signals.append((signum, self.stopping))
         if self.stopping:
             self.forced = True  # a second signal: no more grace
-            self.queue.kill_all()
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Stop as a first SIGTERM would (for callers that embed the daemon; from any thread)."""
         self.stopping = True
         if hasattr(self, "queue"):  # assembled: a fire between now and the shutdown starts nothing
             self.queue.refuse_new()
-        self.wake.set()
+        self.wake.set()   # a Wakeup (daemon/wakeup.py): safe in a signal handler
 
-    def request_stop(self) -> None:
-        """Stop as a first SIGTERM would (for callers that embed the daemon)."""
-        self._stop(signal.SIGTERM)
+    def _heed(self) -> None:
+        """In the main thread: say which signals came, and kill the runs in flight after a second one."""
+        while self._signals:
+            signum, again = self._signals.pop(0)
+            name = signal.Signals(signum).name
+            if not again:
+                log.info("%s: stopping; runs in flight get up to %gs to finish (%s again kills them now)",
+                         name, self.s.grace, "Ctrl-C" if signum == signal.SIGINT else name)
+            elif not self._killed:
+                log.warning("%s again: killing the runs in flight", name)
+        if self.forced and not self._killed and hasattr(self, "queue"):
+            self._killed = True
+            self.queue.kill_all()
 
     def _forever(self) -> int:
         self.claims.start()
@@ -81,6 +88,7 @@ class Lifecycle:
                 wait = max(0.0, min(wait, stop_at - time.monotonic()))
             self.wake.wait(wait)
             self.wake.clear()
+            self._heed()
             if stop_at is not None and time.monotonic() >= stop_at:
                 self.request_stop()
         return self._shutdown()
@@ -95,6 +103,7 @@ class Lifecycle:
         while self.queue.busy() and not self.stopping:
             self.wake.wait(0.2)
             self.wake.clear()
+        self._heed()
         code = self._shutdown()
         if code == 0 and (self.failures or self.recorder.unpublished() or self.ledger.waiting()):
             return 1  # the remote was not reached, or records are still waiting to go out
@@ -102,6 +111,7 @@ class Lifecycle:
 
     def _shutdown(self) -> int:
         self.stopping = True  # also after --once, so the last status says "stopped"
+        self._heed()
         if self.http is not None:
             try:
                 self.http.stop()
@@ -119,7 +129,8 @@ class Lifecycle:
                      plural(len(self.queue.in_flight()), "run"))
         while self.queue.busy() and time.monotonic() < deadline and not self.forced:
             time.sleep(0.05)
-        self.queue.cancel_all()
+            self._heed()
+        self.queue.cancel_all(tick=self._heed)
         self.live.stop()
         self.outbox.close()
         self.ledger.retry()

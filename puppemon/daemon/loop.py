@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -40,6 +39,7 @@ from puppemon.daemon.settings import Settings
 from puppemon.daemon.source import Source, SourceContext
 from puppemon.daemon.sources import SOURCES
 from puppemon.daemon.upkeep import Upkeep
+from puppemon.daemon.wakeup import Wakeup
 from puppemon.daemon.watch import watch_check
 from puppemon.errors import PuppemonError
 from puppemon.formats import plural, utc_iso
@@ -63,8 +63,10 @@ class Daemon(Lifecycle):
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, listener=None) -> None:
         self.s, self.clock, self.state = settings, clock, StateDir(settings.state)
         self.listener = listener     # optional: its .recorded(record) hears each run recorded
-        self.wake = threading.Event()
+        self.wake = Wakeup()     # what the loop sleeps on: woken by other threads and by signals
         self.stopping = self.forced = False
+        self._signals: list[tuple[int, bool]] = []   # (signal, stopping already) for the main thread
+        self._killed = False                          # after a second signal (lifecycle.py)
         self.started, self.failures = clock(), 0
         self.told_empty = False     # "nothing is deployed yet" was logged
         self.secrets = settings.load_secrets()

@@ -250,13 +250,15 @@ class RunQueue:
             self.pending.clear()
         return dropped
 
-    def cancel_all(self) -> None:
-        """Cancel every run in flight (SIGTERM, grace, SIGKILL) and wait for their threads."""
+    def cancel_all(self, tick: Callable[[], None] = lambda: None) -> None:
+        """Cancel every run in flight (SIGTERM, grace, SIGKILL) and wait for their threads, calling `tick`
+        every tenth of a second meanwhile (where a second SIGTERM kills them: daemon/lifecycle.py)."""
         for active in self.in_flight():
             active.cancel.set()
         for active in self.in_flight():
-            if active.thread is not None:
-                active.thread.join()
+            while active.thread is not None and active.thread.is_alive():
+                active.thread.join(0.1)
+                tick()
 
     def kill_all(self) -> None:
         """Kill every run in flight now (a second SIGTERM); they are recorded cancelled."""
