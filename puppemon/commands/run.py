@@ -5,11 +5,11 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Iterable
 
 from puppemon.commands.common import load_flow, parse_params, write_bytes
+from puppemon.daemon.wakeup import Wakeup
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_size, new_id, outcome, plural, reason
 from puppemon.project import manifest
@@ -20,7 +20,7 @@ from puppemon.run.spec import RunResult, RunSpec
 def execute_here(spec: RunSpec) -> RunResult:
     """Run `spec` streaming to stdout; Ctrl-C or SIGTERM cancels the run (the flow
     is in its own session, so the terminal's Ctrl-C does not reach it)."""
-    cancel = threading.Event()
+    cancel = Wakeup()   # set in a signal handler: a threading.Event could deadlock there (daemon/wakeup.py)
 
     def on_signal(signum, frame):
         if not cancel.is_set():
