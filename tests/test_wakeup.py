@@ -30,6 +30,9 @@ def test_a_wakeup_sleeps_until_set_and_remembers_a_set_until_cleared():
         wake.set()
     wake.clear()
     assert wake.wait(0.05) is False      # and one clear drains them all
+    os.write(wake._write, b"\0")         # what a `set` racing a `clear` leaves: the byte after the flag's reset
+    began = time.monotonic()
+    assert wake.wait(0.2) is False and time.monotonic() - began >= 0.19   # no wake-up, no early return
 
 
 SCRIPT = """
