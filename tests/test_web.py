@@ -275,6 +275,20 @@ def test_deploys_show_each_deploys_files_diffed_against_the_one_before(site, dri
     screenshot(driver, "deploys")
 
 
+def test_cancel_or_pause_of_a_run_that_has_ended_is_refused_and_writes_nothing(site):
+    record = site["records"][0]
+    runs_before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout
+    for verb in ("cancel", "pause"):
+        request = urllib.request.Request(f"{site['ui'].url}api/runs/{record['id']}/{verb}", method="POST",
+                                         data=b"{}", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 409
+        assert json.loads(refused.value.read()) == {
+            "error": f"run {record['id']} ({record['flow']}) finished: {record['status']}: nothing to {verb}"}
+    assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
+
+
 def test_a_local_dashboard_refuses_requests_for_another_host_name(site):
     """A page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding) reads and does nothing."""
     for method, path in (("GET", "index.html"), ("POST", "api/flows/hello/run")):

@@ -185,11 +185,21 @@ class App:
             return self.actions.run(name, params)
         if kind == "flows" and verb in ("pause", "resume"):
             return self.actions.pause(name, reason) if verb == "pause" else self.actions.resume(name)
-        if kind == "runs" and verb == "cancel":
-            return self.actions.cancel(name)
-        if kind == "runs" and verb == "pause":
-            return self.actions.pause_run(name)
+        if kind == "runs" and verb in ("cancel", "pause"):
+            self._unfinished(name, verb)
+            return self.actions.cancel(name) if verb == "cancel" else self.actions.pause_run(name)
         raise PuppemonError(f"no action {verb} for {kind}")
+
+    def _unfinished(self, run_id: str, verb: str) -> None:
+        """Refuse, as `puppemon cancel` does, to act on a run that has ended (or that nothing knows of)."""
+        from puppemon.history.lookup import UNFINISHED
+
+        try:
+            _runs, located = reading.find_run(self.sources, run_id)
+        except reading.NotFound as exc:
+            raise PuppemonError(str(exc)) from None
+        if located.state not in UNFINISHED:
+            raise PuppemonError(f"{located.describe()}: nothing to {verb}")
 
 
 def _attachment(name: str) -> str:
