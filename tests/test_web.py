@@ -289,6 +289,18 @@ def test_cancel_or_pause_of_a_run_that_has_ended_is_refused_and_writes_nothing(s
     assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
 
 
+def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site):
+    runs_before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout
+    request = urllib.request.Request(f"{site['ui'].url}api/flows/nosuch/run", method="POST", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 409
+    error = json.loads(refused.value.read())["error"]   # (the deploy the dashboard has read: another test pushes)
+    assert error.startswith("no flow 'nosuch' in the deployed flows (") and error.endswith(": hello, broken, slow)")
+    assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
+
+
 def test_a_local_dashboard_refuses_requests_for_another_host_name(site):
     """A page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding) reads and does nothing."""
     for method, path in (("GET", "index.html"), ("POST", "api/flows/hello/run")):

@@ -182,6 +182,7 @@ class App:
             params = body.get("params", {})
             if not isinstance(params, dict):
                 raise PuppemonError("params must be a JSON object")
+            self._deployed(name, params)
             return self.actions.run(name, params)
         if kind == "flows" and verb in ("pause", "resume"):
             return self.actions.pause(name, reason) if verb == "pause" else self.actions.resume(name)
@@ -189,6 +190,19 @@ class App:
             self._unfinished(name, verb)
             return self.actions.cancel(name) if verb == "cancel" else self.actions.pause_run(name)
         raise PuppemonError(f"no action {verb} for {kind}")
+
+    def _deployed(self, flow: str, params: dict) -> None:
+        """Refuse, as `puppemon trigger` does, a run no daemon could serve: a flow the deployed manifest does
+        not have, or a param its function does not take (a manifest that cannot be read: its daemon says why)."""
+        from puppemon.project.entrypoints import check_params, tree_reader
+
+        flows = reading.manifest_flows(self.sources)
+        if not flows:
+            return
+        tip = self.sources.store.ref(self.sources.flows_ref)
+        if flow not in flows:
+            raise PuppemonError(f"no flow {flow!r} in the deployed flows ({tip[:7]}: {', '.join(flows)})")
+        check_params(flows[flow], params, tree_reader(self.sources.store, tip), f"the deployed flows commit {tip[:7]}")
 
     def _unfinished(self, run_id: str, verb: str) -> None:
         """Refuse, as `puppemon cancel` does, to act on a run that has ended (or that nothing knows of)."""
