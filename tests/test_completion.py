@@ -2,10 +2,10 @@
 puppemon.yaml, run ids from the local runs branch, never a traceback, no fetch."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,12 +13,12 @@ from tests.conftest import puppemon
 from tests.test_runs_logs import HISTORY, seed
 
 
-def complete(cwd, *words: str) -> tuple[list[str], str]:
+def complete(cwd, *words: str, env: dict | None = None) -> tuple[list[str], str]:
     """(what bash would offer for the last of `words`, stderr), asked as the script `bash_source` prints does."""
     line = ["puppemon", *words]
-    env = {"_PUPPEMON_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1)}
+    asked = {"_PUPPEMON_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1)}
     proc = subprocess.run([sys.executable, "-m", "puppemon"], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=30)
+                          env={**os.environ, **asked, **(env or {})}, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return [item.split(",", 1)[1] for item in proc.stdout.splitlines() if item], proc.stderr
 
@@ -62,11 +62,15 @@ def test_nothing_to_complete_is_quiet(tmp_path):
     assert complete(tmp_path, "run", "") == ([], "")
 
 
-def test_completion_is_fast(history_project):
+def test_completion_reads_the_local_repository_only(history_project, tmp_path):
+    """A tab press never waits for the network: no fetch, no other git process but local reads."""
     project, _ = history_project
-    start = time.monotonic()
-    complete(project, "logs", "2026")
-    assert time.monotonic() - start < 2.0
+    trace = tmp_path / "trace.json"
+    offered, _ = complete(project, "logs", "2026", env={"GIT_TRACE2_EVENT": str(trace)})
+    assert offered   # it did complete (the ids of the history)
+    started = [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
+    argvs = [event["argv"] for event in started if event.get("event") == "start"]
+    assert not [argv for argv in argvs if {"fetch", "ls-remote", "upload-pack", "push"} & set(argv)], argvs
 
 
 def test_the_scripts_to_source(tmp_path):
