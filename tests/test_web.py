@@ -301,6 +301,23 @@ def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site
     assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
 
 
+def test_a_read_only_dashboard_shows_no_action_buttons(site, tmp_path):
+    """A clone with no remote to write to: the same pages, without Run, Pause or Cancel."""
+    clone = tmp_path / "clone"
+    _run(site["env"], "git", "clone", "--quiet", str(site["bare"]), str(clone))
+    for ref, branch in (("refs/heads/runs", "runs"), ("refs/puppemon/remote-flows", "flows")):
+        _run(site["env"], "git", "update-ref", ref, f"refs/remotes/origin/{branch}", cwd=clone)
+    _run(site["env"], "git", "remote", "remove", "origin", cwd=clone)
+    ui = UiProcess(clone, site["env"])
+    try:
+        for url in (site["ui"].url, ui.url):
+            code, page = _get(url + "flows/hello.html")
+            assert code == 200 and "<h1>Flow hello</h1>" in page.decode()
+            assert ('id="run-button"' in page.decode()) == (url == site["ui"].url), url
+    finally:
+        ui.stop()
+
+
 def test_a_local_dashboard_refuses_requests_for_another_host_name(site):
     """A page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding) reads and does nothing."""
     for method, path in (("GET", "index.html"), ("POST", "api/flows/hello/run")):

@@ -94,7 +94,7 @@ class App:
         self.sources, self.access, self.actions = sources, access, actions
 
     def html(self, code: int, template: str, data: dict, path: str, **extra) -> Response:
-        text = render.page(template, data, path, self.access.mode, **extra)
+        text = render.page(template, data, path, self.access.mode, actions=self.actions is not None, **extra)
         return Response(code, text.encode(), headers={"Content-Security-Policy": HTML_POLICY})
 
     def missing(self, path: str, message: str) -> Response:
