@@ -32,6 +32,7 @@ from puppemon.run.slurmctl import ENDED, GONE, Jobs, SlurmError, call, final, la
 
 POLL = 0.5          # how often squeue is asked about the jobs in flight
 EXIT_WAIT = 2.0     # after the job left squeue, how long its exit file may take to show (a shared file system)
+ASK_EVERY = 0.25    # once the exit file is there, how often scontrol is asked whether Slurm ended the job
 CHUNK = 1024 * 1024
 
 
@@ -90,6 +91,7 @@ class SlurmExecution:
         self.paused = self.forced = False
         self.stop_at: float | None = None
         self.left_at: float | None = None   # when squeue first showed it ended with no exit file yet
+        self.asked: tuple[float, str | None] | None = None   # (when, what) scontrol last said, after the exit file
         self.exited_at: float | None = None   # when its exit file was first seen
         self.result: int | None = None
         self.outcome: tuple[str, int | None, str] | None = None   # Slurm's own verdict (its time limit, ...)
@@ -136,7 +138,7 @@ class SlurmExecution:
             if self.exited_at is None:
                 self.exited_at = time.monotonic()
             # its limit or an scancel may have ended the flow: Slurm knows, once the job's state is final
-            state = _final(self.job)[0] if self.stop_at is None else None
+            state = self._state_after_exit() if self.stop_at is None else None
             if state not in ENDED and state is not None and time.monotonic() - self.exited_at < EXIT_WAIT:
                 return None
             self._pump()
@@ -152,6 +154,13 @@ class SlurmExecution:
             return None   # not yet, or the controller does not answer: ask again
         self._pump()
         return self._verdict(state, code)
+
+    def _state_after_exit(self) -> str | None:
+        """The job's state as scontrol tells it, asked again at most every ASK_EVERY seconds."""
+        now = time.monotonic()
+        if self.asked is None or now - self.asked[0] >= ASK_EVERY:
+            self.asked = (now, _final(self.job)[0])
+        return self.asked[1]
 
     def _exit_file(self) -> int | None:
         try:
