@@ -38,6 +38,9 @@ def test_backfill_asks_once_per_fire_time_and_runs_get_their_scheduled_time(tmp_
         f"daily: 3 fire times from {DAYS[0]} 08:00:00 UTC to {DAYS[-1]} 08:00:00 UTC",
         *(f"  {d} 08:00:00 UTC  would ask" for d in DAYS),
         "dry run: would ask for 3 runs; nothing written"]
+    dry_json = json.loads(puppemon("backfill", "daily", *span, "--dry-run", "--json", cwd=project).stdout)
+    assert dry_json["dry_run"] is True and [(f["state"], f["request"]) for f in dry_json["fires"]] == \
+        [("would ask", None)] * 3                 # no id of a request that is never written
     assert runs_tip(bare_remote) == ""            # nothing written
 
     asked = puppemon("backfill", "daily", *span, cwd=project)

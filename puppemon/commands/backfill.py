@@ -185,7 +185,7 @@ def report(flow: str, remote: str, fires: list[datetime], asked: dict, plan: lis
 
     ids = {moment: body["id"] for moment, body in plan}
     if as_json:
-        rows = [{"scheduled": utc_iso(t), "request": ids.get(t),
+        rows = [{"scheduled": utc_iso(t), "request": None if dry_run else ids.get(t),   # a dry run writes none
                  "state": "already" if t in asked else "would ask" if dry_run else "asked",
                  **({"by": asked[t]} if t in asked else {})} for t in fires]
         print(json.dumps({"flow": flow, "remote": remote, "dry_run": dry_run, "fires": rows}, indent=2))
