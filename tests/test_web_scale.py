@@ -98,3 +98,30 @@ def _small_run(repo) -> dict:
     tree = store.update_tree(None, {p: (store.blob(d), m or FILE) for p, (d, m) in files.items()})
     store.set_ref("refs/heads/runs", store.commit(tree, [], run_message(record)), None)
     return record
+
+
+def test_a_long_running_dashboard_keeps_a_bounded_number_of_run_pages(tmp_path):
+    """Each finished run's page is kept made (up to 512 KiB of log each): at most RUN_PAGES of them."""
+    from puppemon.gitstore import FILE, Store
+    from puppemon.history.records import RunContext, run_files, synthetic_record
+    from puppemon.web.details import RUN_PAGES, run_page
+    from puppemon.web.reading import Sources
+
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    store = Store(repo / ".git")
+    started = datetime(2026, 11, 25, 8, 30, tzinfo=timezone.utc)
+    files, ids = {}, []
+    for n in range(RUN_PAGES + 8):
+        run_id = f"20261125T0830{n:02d}Z-{n:06x}"
+        record = synthetic_record(RunContext(run_id, "many", {"kind": "schedule"}), "succeeded", None,
+                                  started + timedelta(seconds=n), started + timedelta(seconds=n + 1))
+        files.update(run_files(record, f"run {n}\n".encode()))
+        ids.append(run_id)
+    tree = store.update_tree(None, {p: (store.blob(d), m or FILE) for p, (d, m) in files.items()})
+    store.set_ref("refs/heads/runs", store.commit(tree, [], "runs\n"), None)
+    sources = Sources(store)
+    for run_id in ids:
+        assert run_page(sources, run_id)["run"]["id"] == run_id
+    kept = [key[1] for key in sources.cache if key[0] == "run"]
+    assert kept == ids[-RUN_PAGES:]          # the newest pages asked for, the oldest let go
+    assert run_page(sources, ids[0])["run"]["id"] == ids[0]   # a page let go is made again

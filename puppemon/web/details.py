@@ -17,6 +17,7 @@ from puppemon.web.reading import Sources, find_run, previous_run
 LOG_SHOWN = 512 * 1024
 OUTPUTS_SHOWN = 200
 PREVIEWED = 20
+RUN_PAGES = 32          # finished runs' pages kept made (each one's log part is up to LOG_SHOWN)
 
 
 def run_page(sources: Sources, run_id: str) -> dict:
@@ -32,6 +33,9 @@ def run_page(sources: Sources, run_id: str) -> dict:
     page = finished(sources, runs, located.record, previous_run(runs, located.record))
     with sources.lock:
         sources.cache[key] = page
+        kept = [k for k in sources.cache if k[0] == "run"]   # oldest first: a page holds up to ~1 MB of log
+        for old in kept[:-RUN_PAGES]:
+            del sources.cache[old]
     return page
 
 
