@@ -125,3 +125,26 @@ def test_a_long_running_dashboard_keeps_a_bounded_number_of_run_pages(tmp_path):
     kept = [key[1] for key in sources.cache if key[0] == "run"]
     assert kept == ids[-RUN_PAGES:]          # the newest pages asked for, the oldest let go
     assert run_page(sources, ids[0])["run"]["id"] == ids[0]   # a page let go is made again
+
+
+def test_the_deploys_page_finds_what_daemons_made_of_a_deploy_in_a_month_archive(tmp_path):
+    """A deploy whose day rotated out of the runs tip still shows its daemons' outcomes."""
+    from puppemon.gitstore import FILE, Store
+    from puppemon.history.records import deploy_record
+    from puppemon.history.status import FLOWS_TIP
+    from puppemon.web.reading import Sources, deploys
+
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    store = Store(repo / ".git")
+    manifest = store.update_tree(None, {"puppemon.yaml": (store.blob(b"version: 1\nflows: {}\n"), FILE)})
+    flows = store.commit(manifest, [], "deploy\n")
+    store.set_ref(FLOWS_TIP, flows, None)
+    files, _message = deploy_record(flows, "", "d1", datetime(2026, 10, 3, 9, tzinfo=timezone.utc),
+                                    {"status": "deployed", "flows": {}})
+    archive = store.update_tree(None, {p: (store.blob(d), FILE) for p, d in files.items()})
+    store.set_ref("refs/puppemon/archive/2026-10", store.commit(archive, [], "rotate 2026-10-03\n"), None)
+    tip = store.update_tree(None, {"control/format.json": (store.blob(b'{"layout": 1}\n'), FILE)})
+    store.set_ref("refs/heads/runs", store.commit(tip, [], "runs\n"), None)
+    (shown,) = deploys(Sources(store))["deploys"]
+    assert shown["commit"] == flows
+    assert [(o["daemon"], o["status"]) for o in shown["outcomes"]] == [("d1", "deployed")]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from puppemon.formats import RUN_ID, is_flow_name, parse_iso
+from puppemon.formats import ARCHIVE_PREFIX, RUN_ID, is_flow_name, parse_iso
 from puppemon.history.control import read_states
 from puppemon.history.lookup import in_flight, locate
 from puppemon.history.records import RunStore
@@ -247,14 +247,15 @@ def _deploys(sources: Sources) -> dict:
 
 
 def _deploy_records(sources: Sources) -> dict[str, list[dict]]:
-    """The deploy records of the newest days on the runs tip (what each daemon made of a flows commit)."""
+    """The deploy records of the newest days (what each daemon made of a flows commit): on the runs tip,
+    then in the month archives the older days were rotated into, newest first."""
     import json
 
-    store, tip = sources.store, sources.store.ref(sources.runs_ref)
+    store = sources.store
     found: dict[str, list[dict]] = {}
     count = 0
-    for day in _newest_days(store, tip, "deploys"):
-        for entry in store.listdir(tip, day):
+    for where, day in _deploy_days(store, store.ref(sources.runs_ref)):
+        for entry in store.listdir(where, day):
             try:
                 body = json.loads(store.data(entry.oid)) if not entry.is_tree else None
             except ValueError:
@@ -265,6 +266,13 @@ def _deploy_records(sources: Sources) -> dict[str, list[dict]]:
         if count >= DEPLOYS * 4:
             break
     return found
+
+
+def _deploy_days(store, tip: str | None):
+    """(commit, `deploys/<yyyy>/<mm>/<dd>`) newest first: the tip's days, then each archive's."""
+    yield from ((tip, day) for day in _newest_days(store, tip, "deploys"))
+    for _name, archive in sorted(store.refs(ARCHIVE_PREFIX).items(), reverse=True):
+        yield from ((archive, day) for day in _newest_days(store, archive, "deploys"))
 
 
 def _newest_days(store, tip: str | None, base: str):
