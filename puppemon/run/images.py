@@ -20,15 +20,17 @@ BUILT = "localhost/puppemon-build"
 BUILD_LABEL = "io.puppemon.build"
 KEEP_UNUSED = 3
 PULL_TIMEOUT = 600.0
+NOT_CONTEXT = (".git", ".puppemon")   # what decides no image (context_hash): a worktree's .git may be a file
 
 
 def context_hash(directory: Path, containerfile: str) -> str:
-    """A hash of what decides a built image: the Containerfile's name and every file of its directory."""
+    """A hash of what decides a built image: the Containerfile's name and every file of its directory, but
+    git's and puppemon's own (`.git`, `.puppemon`: a commit or a `puppemon run`'s outputs change no image)."""
     context = (directory / containerfile).parent
     digest = hashlib.sha256(containerfile.rsplit("/", 1)[-1].encode() + b"\0")
     for root, dirs, files in os.walk(context):
-        dirs.sort()
-        for name in sorted(files):
+        dirs[:] = sorted(d for d in dirs if d not in NOT_CONTEXT)
+        for name in sorted(f for f in files if f not in NOT_CONTEXT):
             path = Path(root, name)
             rel = path.relative_to(context).as_posix()
             if path.is_symlink():
