@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, puppemon, readable, wait_until
-from tests.containers import IMAGE, containers_of, daemon_config, make_image, python
+from tests.containers import IMAGE, containers_of, daemon_config, make_image, python, rootfs_tar
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
                                   remote_records, result_of, run_daemon_once)
 
@@ -512,3 +512,26 @@ flows:
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         "Error: container.image: localhost/puppemon-absent:1 is not on this server and pull: never (load it with "
         "`podman load` or `podman import`, or set pull: missing)")
+
+
+def test_a_built_image_that_cannot_be_removed_yet_is_removed_by_a_later_collect(tmp_path, image):
+    """`rmi` refuses an image a container still uses: its marker stays, and the next collect removes it."""
+    from puppemon.run.engine import EngineConfig
+    from puppemon.run.images import BUILT, ImageStore
+
+    store = ImageStore(EngineConfig(engine="podman"), tmp_path / "images")
+    tag = f"{BUILT}:test{os.getpid()}"
+    marker = tmp_path / "images" / tag.rsplit(":", 1)[1]
+    subprocess.run(["podman", "import", "-", tag], input=rootfs_tar(), capture_output=True, check=True)  # its own image
+    store._note(tag)
+    holder = subprocess.run(["podman", "create", "--name", f"puppemon-hold-{os.getpid()}", tag, "true"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        assert store.collect(set(), keep=0) == []           # in use: refused, and still noted
+        assert marker.exists() and subprocess.run(["podman", "image", "exists", tag]).returncode == 0
+        subprocess.run(["podman", "rm", "-f", holder], capture_output=True, check=True)
+        assert store.collect(set(), keep=0) == [tag]
+        assert not marker.exists() and subprocess.run(["podman", "image", "exists", tag]).returncode == 1
+    finally:
+        subprocess.run(["podman", "rm", "-f", holder], capture_output=True)
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)

@@ -111,7 +111,9 @@ class ImageStore:
         for marker in unused[keep:]:
             tag = f"{BUILT}:{marker.name}"
             try:
-                self.engine().call("rmi", tag, check=False)
+                engine = self.engine()
+                if engine.call("rmi", tag, check=False).returncode != 0 and engine.has_image(tag):
+                    continue   # still there (a container of it was left, say): the next collect tries again
             except EngineError:
                 return removed   # no engine any more: nothing to remove now
             marker.unlink(missing_ok=True)
