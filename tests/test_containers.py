@@ -535,3 +535,39 @@ def test_a_built_image_that_cannot_be_removed_yet_is_removed_by_a_later_collect(
     finally:
         subprocess.run(["podman", "rm", "-f", holder], capture_output=True)
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+def test_a_mount_whose_symlink_now_points_outside_the_allowed_roots_is_refused_at_the_run(tmp_path, bare_remote,
+                                                                                         image, shared):
+    """The mount was checked at deploy through a symlink; pointed elsewhere since, the run refuses it."""
+    (shared / "ok").mkdir()
+    (shared / "ok" / "here.txt").write_text("allowed\n")
+    outside = Path(tempfile.mkdtemp(prefix="puppemon-out-"))
+    (outside / "here.txt").write_text("not for flows\n")
+    link = shared / "link"
+    link.symlink_to(shared / "ok")
+    manifest = f"""\
+version: 1
+flows:
+  peek:
+    command: cat /data/here.txt
+    container: {{image: {image}, network: none, mounts: ["{link}:/data:ro"]}}
+"""
+    repo = manifest_project(tmp_path, str(bare_remote), manifest)
+    puppemon("push", cwd=repo)
+    cfg = daemon_config(tmp_path / "daemon.yaml", mount_roots=[str(shared)])
+    try:
+        with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(cfg)) as daemon:
+            wait_until(lambda: deployed(bare_remote), 60, "the deploy", lambda: daemon.log)
+            puppemon("trigger", "peek", "--wait", "--timeout", "60", cwd=repo)
+            link.unlink()
+            link.symlink_to(outside)
+            puppemon("trigger", "peek", "--wait", "--timeout", "60", cwd=repo, check=False)
+            assert daemon.stop() == 0
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+    first, second = sorted(of_flow(remote_records(bare_remote), "peek"), key=lambda r: r["id"])
+    assert first["status"] == "succeeded" and log_of(bare_remote, first) == "allowed\n", first
+    assert second["status"] == "failed", second
+    assert second["error"].startswith(f"container.mounts: mounts {link}, which is outside the host paths"), second
+    assert "not for flows" not in log_of(bare_remote, second)

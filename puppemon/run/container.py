@@ -166,6 +166,19 @@ class ContainerBackend:
             self._engine = self.config.find()
         return self._engine
 
+    def _mounts(self, spec) -> list[str]:
+        """The `-v` values of the flow's mounts, checked again now (at deploy, a symlink on the way may have
+        pointed elsewhere) and given by the real path that was checked."""
+        from puppemon.run.backend import StartFailed
+
+        mounts = []
+        for mount in spec.mounts:
+            refusal = self.config.mount_refusal(mount.host)
+            if refusal:
+                raise StartFailed(1, f"container.mounts: {refusal}")
+            mounts.append(replace(mount, host=os.path.realpath(mount.host)).option())
+        return mounts
+
     def start(self, launch: Launch, output: Callable[[bytes], None]) -> ContainerExecution:
         from puppemon.run.backend import StartFailed
 
@@ -187,13 +200,14 @@ class ContainerBackend:
             argv[0] = spec.python
             volumes.append(f"{os.path.dirname(puppemon.__file__)}:{API}/puppemon:ro")
             env["PYTHONPATH"] = ":".join(filter(None, [API, launch.flow.env.get("PYTHONPATH")]))
+        mounts = self._mounts(spec)
         if spec.user and os.geteuid() == 0:   # a rootful engine: the container's UID is this machine's
             _hand_over(area, spec.user)
         env_file, through_client = _env_file(env, area)   # in the area: crash recovery removes it with the rest
         argv = [engine.program, "run", *engine.run_args, "--name", name, "--label", f"{RUN_LABEL}={launch.run_id}",
                 *(["--init"] if engine.init else []), *(["--rm"] if not spec.memory else []), "--pull", "never",
                 "-w", WORK_DIR, "--env-file", env_file, *(a for n in through_client for a in ("-e", n)),
-                *_limits(spec, engine), *(a for v in volumes + [m.option() for m in spec.mounts] for a in ("-v", v)),
+                *_limits(spec, engine), *(a for v in volumes + mounts for a in ("-v", v)),
                 spec.image, *argv]
         client_env = {**os.environ, **{n: env[n] for n in through_client}}
         tail = bytearray()
