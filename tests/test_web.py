@@ -277,7 +277,7 @@ def test_deploys_show_each_deploys_files_diffed_against_the_one_before(site, dri
 
 def test_cancel_or_pause_of_a_run_that_has_ended_is_refused_and_writes_nothing(site):
     record = site["records"][0]
-    runs_before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout
+    before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout.strip()
     for verb in ("cancel", "pause"):
         request = urllib.request.Request(f"{site['ui'].url}api/runs/{record['id']}/{verb}", method="POST",
                                          data=b"{}", headers={"Content-Type": "application/json"})
@@ -286,11 +286,17 @@ def test_cancel_or_pause_of_a_run_that_has_ended_is_refused_and_writes_nothing(s
         assert refused.value.code == 409
         assert json.loads(refused.value.read()) == {
             "error": f"run {record['id']} ({record['flow']}) finished: {record['status']}: nothing to {verb}"}
-    assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
+    assert record["id"] not in _requests_since(site, before)   # no cancel or pause request was written
+
+
+def _requests_since(site, before: str) -> str:
+    """The subjects of the request commits on the remote's runs branch after `before` (other tests' too)."""
+    return _run(site["env"], "git", "--git-dir", str(site["bare"]), "log", "--format=%s", f"{before}..runs",
+                "--grep=^request: ").stdout
 
 
 def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site):
-    runs_before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout
+    before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout.strip()
     request = urllib.request.Request(f"{site['ui'].url}api/flows/nosuch/run", method="POST", data=b"{}",
                                      headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -298,7 +304,7 @@ def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site
     assert refused.value.code == 409
     error = json.loads(refused.value.read())["error"]   # (the deploy the dashboard has read: another test pushes)
     assert error.startswith("no flow 'nosuch' in the deployed flows (") and error.endswith(": hello, broken, slow)")
-    assert _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout == runs_before
+    assert "run nosuch" not in _requests_since(site, before)
 
 
 def test_a_read_only_dashboard_shows_no_action_buttons(site, tmp_path):
