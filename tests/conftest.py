@@ -174,3 +174,13 @@ def project(tmp_path, bare_remote) -> Path:
     repo = make_repo(tmp_path / "project", {"puppemon.yaml": MINIMAL_MANIFEST, "job.sh": "echo hi\n"})
     git("remote", "add", "origin", str(bare_remote), cwd=repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """A headless system Chromium for a module's dashboard tests (tests/web_helpers.py)."""
+    from tests.web_helpers import browser, close
+
+    chromium = browser()
+    yield chromium
+    close(chromium)

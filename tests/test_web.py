@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.daemon_helpers import DaemonProcess, remote_records
-from tests.web_helpers import COLOURS, CONTRAST, UiProcess, browser, close, screenshot, scrubbed_env
+from tests.web_helpers import COLOURS, CONTRAST, UiProcess, fetch, screenshot, scrubbed_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,7 @@ printf 'value %s\n' "$PUPPEMON_RUN_ID" > "$PUPPEMON_OUTPUT_DIR/<script>x.txt"
 """
 SLOW = 'i=0; while [ $i -lt 120 ]; do echo "line $i"; i=$((i+1)); sleep 0.25; done\n'
 XSS_PARAM = "<script>window.pwned=2</script>"
+JSON = {"Content-Type": "application/json"}   # what the pages' script sends an action with
 
 
 def _run(env, *args, cwd=None, check=True) -> subprocess.CompletedProcess:
@@ -74,21 +75,6 @@ def site(tmp_path_factory):
         ui.stop()
     finally:
         daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    chromium = browser()
-    yield chromium
-    close(chromium)
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _cells(driver, flow: str) -> list:
@@ -147,7 +133,7 @@ def test_an_output_is_diffed_against_the_previous_run_of_its_flow(site, driver):
 
 def test_unknown_flows_and_runs_are_404_pages(site, driver):
     for path in ("flows/nope.html", "runs/20200101T000000Z-abcdef.html", "nothing/here"):
-        code, _body = _get(site["ui"].url + path)
+        code, _body = fetch(site["ui"].url + path)
         assert code == 404, path
     driver.get(site["ui"].url + "flows/nope.html")
     assert driver.find_element("tag name", "h1").text == "Not found"
@@ -156,10 +142,10 @@ def test_unknown_flows_and_runs_are_404_pages(site, driver):
 
 def test_the_json_api_has_the_shapes_of_the_cli(site):
     first = site["records"][0]
-    code, body = _get(f"{site['ui'].url}api/runs/{first['id']}.json")
+    code, body = fetch(f"{site['ui'].url}api/runs/{first['id']}.json")
     assert code == 200 and json.loads(body)["run"] == first
     cli = json.loads(_puppemon(site["env"], "runs", "hello", "--json", cwd=site["project"]).stdout)
-    code, body = _get(f"{site['ui'].url}api/flows/hello.json")
+    code, body = fetch(f"{site['ui'].url}api/flows/hello.json")
     assert code == 200 and len(cli) == 2 and json.loads(body)["runs"] == cli
 
 
@@ -279,12 +265,9 @@ def test_cancel_or_pause_of_a_run_that_has_ended_is_refused_and_writes_nothing(s
     record = site["records"][0]
     before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout.strip()
     for verb in ("cancel", "pause"):
-        request = urllib.request.Request(f"{site['ui'].url}api/runs/{record['id']}/{verb}", method="POST",
-                                         data=b"{}", headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=30)
-        assert refused.value.code == 409
-        assert json.loads(refused.value.read()) == {
+        code, body = fetch(f"{site['ui'].url}api/runs/{record['id']}/{verb}", b"{}", JSON)
+        assert code == 409
+        assert json.loads(body) == {
             "error": f"run {record['id']} ({record['flow']}) finished: {record['status']}: nothing to {verb}"}
     assert record["id"] not in _requests_since(site, before)   # no cancel or pause request was written
 
@@ -297,12 +280,9 @@ def _requests_since(site, before: str) -> str:
 
 def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site):
     before = _run(site["env"], "git", "--git-dir", str(site["bare"]), "rev-parse", "runs").stdout.strip()
-    request = urllib.request.Request(f"{site['ui'].url}api/flows/nosuch/run", method="POST", data=b"{}",
-                                     headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=30)
-    assert refused.value.code == 409
-    error = json.loads(refused.value.read())["error"]   # (the deploy the dashboard has read: another test pushes)
+    code, body = fetch(f"{site['ui'].url}api/flows/nosuch/run", b"{}", JSON)
+    assert code == 409
+    error = json.loads(body)["error"]   # (the deploy the dashboard has read: another test pushes)
     assert error.startswith("no flow 'nosuch' in the deployed flows (") and error.endswith(": hello, broken, slow)")
     assert "run nosuch" not in _requests_since(site, before)
 
@@ -317,7 +297,7 @@ def test_a_read_only_dashboard_shows_no_action_buttons(site, tmp_path):
     ui = UiProcess(clone, site["env"])
     try:
         for url in (site["ui"].url, ui.url):
-            code, page = _get(url + "flows/hello.html")
+            code, page = fetch(url + "flows/hello.html")
             assert code == 200 and "<h1>Flow hello</h1>" in page.decode()
             assert ('id="run-button"' in page.decode()) == (url == site["ui"].url), url
     finally:
@@ -332,4 +312,4 @@ def test_a_local_dashboard_refuses_requests_for_another_host_name(site):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 403, path
-    assert _get(site["ui"].url + "index.html")[0] == 200   # its own name still works
+    assert fetch(site["ui"].url + "index.html")[0] == 200   # its own name still works

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.conftest import wait_until
 from tests.daemon_helpers import DaemonProcess, remote_records
 from tests.test_web import _puppemon, _run
-from tests.web_helpers import browser, close, screenshot, scrubbed_env
+from tests.web_helpers import fetch, screenshot, scrubbed_env
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
@@ -41,7 +39,7 @@ def _daemon(tmp, listen: str):
 def listening(tmp_path_factory):
     daemon, bare, url = _daemon(tmp_path_factory.mktemp("web-daemon"), "127.0.0.1:0")
     try:
-        wait_until(lambda: "hello" in _get(url + "api/overview.json")[1].decode(), 30, "the deploy")
+        wait_until(lambda: "hello" in fetch(url + "api/overview.json")[1].decode(), 30, "the deploy")
         yield {"url": url, "bare": bare, "daemon": daemon}
     finally:
         daemon.stop()
@@ -53,35 +51,19 @@ def exposed(tmp_path_factory):
     daemon, bare, url = _daemon(tmp_path_factory.mktemp("web-exposed"), "0.0.0.0:0")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        wait_until(lambda: "hello" in _get(url + "api/overview.json", headers=auth)[1].decode(), 30, "the deploy")
+        wait_until(lambda: "hello" in fetch(url + "api/overview.json", headers=auth)[1].decode(), 30, "the deploy")
         yield {"url": url, "bare": bare, "daemon": daemon}
     finally:
         daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def driver():
-    chromium = browser()
-    yield chromium
-    close(chromium)
-
-
-def _get(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_actions_without_the_token_are_refused_and_change_nothing(listening):
     before = remote_records(listening["bare"])
     for headers in ({"Content-Type": "application/json"},
                     {"Content-Type": "application/json", "Authorization": "Bearer wrong"}):
-        code, body = _get(listening["url"] + "api/flows/hello/run", b'{"params": {}}', headers)
+        code, body = fetch(listening["url"] + "api/flows/hello/run", b'{"params": {}}', headers)
         assert code == 401 and json.loads(body) == {"error": "missing or wrong bearer token"}
-    code, _ = _get(listening["url"] + "flows/hello.html")
+    code, _ = fetch(listening["url"] + "flows/hello.html")
     assert code == 200                                 # loopback: pages need no token
     assert remote_records(listening["bare"]) == before
 
@@ -121,7 +103,7 @@ def _h1(driver) -> str:
 def test_off_loopback_every_page_needs_the_token(exposed, driver):
     url = exposed["url"]
     for path in ("", "flows/hello.html", "api/overview.json", "api/flows/hello.json"):
-        code, body = _get(url + path)
+        code, body = fetch(url + path)
         assert code == 401 and b"hello" not in body, path
     driver.get(url + "flows/hello.html")
     assert driver.find_element("tag name", "h1").text == "Token"
@@ -141,7 +123,7 @@ def test_cancel_and_pause_from_the_daemons_dashboard(listening, driver):
     driver.get(url + "token.html")
     driver.find_element("id", "token-input").send_keys(TOKEN + "\n")
     wait_until(lambda: driver.current_url.endswith("index.html"), 10, "back to the overview")
-    code, body = _get(url + "api/flows/slow/run", b"{}", auth)
+    code, body = fetch(url + "api/flows/slow/run", b"{}", auth)
     assert code == 202, body
     run_id = json.loads(body)["id"]
     driver.get(f"{url}runs/{run_id}.html")
@@ -155,5 +137,5 @@ def test_cancel_and_pause_from_the_daemons_dashboard(listening, driver):
     show = ["git", "--git-dir", str(listening["bare"]), "show", "runs:control/flows/hello.json"]
     state = wait_until(lambda: _run(None, *show, check=False).stdout, 30, "the control state on the remote")
     assert json.loads(state)["paused"] is True and json.loads(state)["by"] == "dashboard on d1"
-    code, body = _get(url + "api/flows/hello/run", b"{}", auth)     # held at once
+    code, body = fetch(url + "api/flows/hello/run", b"{}", auth)     # held at once
     assert code == 409 and "paused" in json.loads(body)["error"]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import IDENTITY, unavailable
@@ -56,6 +58,16 @@ def browser():
     driver.set_page_load_timeout(30)
     driver.profile_dir = profile
     return driver
+
+
+def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET (or a POST of `data`), an HTTP error's too."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def close(driver) -> None:
