@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
 
 
-def _daemon(tmp, listen: str):
+def _daemon(tmp, listen: str, token: str | None = TOKEN):
     """A project with one flow deployed to a bare remote, and a daemon listening at `listen`."""
     env = scrubbed_env(tmp / "home")
     bare, project = tmp / "remote.git", tmp / "project"
@@ -29,7 +29,7 @@ def _daemon(tmp, listen: str):
         _run(env, "git", *args, cwd=project)
     _puppemon(env, "push", cwd=project)
     daemon = DaemonProcess(str(bare), tmp / "state", "--listen", listen,
-                           env={**env, "PUPPEMON_HTTP_TOKEN": TOKEN}).start()
+                           env={**env, **({"PUPPEMON_HTTP_TOKEN": token} if token else {})}).start()
     found = wait_until(lambda: re.search(r"listening on http://\S+:([0-9]+)", daemon.log), 30, "the HTTP hook",
                        on_fail=lambda: daemon.log)
     return daemon, bare, f"http://127.0.0.1:{found.group(1)}/"
@@ -139,3 +139,19 @@ def test_cancel_and_pause_from_the_daemons_dashboard(listening, driver):
     assert json.loads(state)["paused"] is True and json.loads(state)["by"] == "dashboard on d1"
     code, body = fetch(url + "api/flows/hello/run", b"{}", auth)     # held at once
     assert code == 409 and "paused" in json.loads(body)["error"]
+
+
+def test_a_daemon_without_a_token_serves_its_dashboard_to_loopback_host_names_only(tmp_path):
+    """No token on 127.0.0.1: a page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding) can
+    neither read nor act."""
+    daemon, bare, url = _daemon(tmp_path, "127.0.0.1:0", token=None)
+    try:
+        wait_until(lambda: "hello" in fetch(url + "api/overview.json")[1].decode(), 30, "the deploy")
+        rebound = {"Host": "rebound.example:8787", "Origin": "http://rebound.example:8787",
+                   "Content-Type": "application/json"}
+        assert fetch(url + "index.html", headers=rebound)[0] == 403
+        assert fetch(url + "api/flows/hello/run", b"{}", rebound)[0] == 403
+        assert fetch(url + "index.html")[0] == 200        # under its own name it answers
+    finally:
+        assert daemon.stop() == 0
+    assert not [r for r in remote_records(bare) if r.get("flow") == "hello"]   # nothing ran

@@ -140,7 +140,9 @@ class HttpHook:
             if self._web is None:
                 from puppemon.web.app import Access, App
 
-                access = Access(local=False, token=self.token, pages_need_token=not self.loopback)
+                # without a token, only requests naming a loopback host (not a rebound name) are served
+                access = Access(local=False, token=self.token, pages_need_token=not self.loopback,
+                                loopback_only=self.loopback and not self.token)
                 self._web = App(self.control.dashboard(), access, self.control.dashboard_actions(self))
             return self._web
 
