@@ -3,6 +3,7 @@ remote, the pages read through the browser, actions written through git, the sta
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -236,6 +237,10 @@ def test_the_export_opens_from_file_urls_and_is_incremental(site, driver, tmp_pa
     screenshot(driver, "export-deploys")
     again = _puppemon(site["env"], "ui", "--export", str(out), "--no-fetch", cwd=site["project"]).stdout
     assert again.startswith("wrote 0 pages"), again
+    dead = [(page.relative_to(out), href) for page in out.rglob("*.html")
+            for href in re.findall(r'href="([^"#]+)"', page.read_text())
+            if not href.startswith(("http:", "https:")) and not (page.parent / href).exists()]
+    assert not dead   # every flow the overview lists has its page (one with no run yet too), every run link its own
     assert sorted(p.name for p in Path(out).iterdir()) == [".puppemon-export", "deploys.html", "flows",
                                                           "index.html", "runs", "static"]
 

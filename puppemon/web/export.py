@@ -59,7 +59,7 @@ def export(store, directory: str, sources: reading.Sources | None = None) -> tup
     page("deploys")
     runs = sources.runs()
     done = _done(root)
-    for flow in runs.flows():
+    for flow in sorted(set(runs.flows()) | set(reading.manifest_flows(sources))):   # the overview links each
         for number in range(1, EXPORTED_PAGES + 1):
             page("flow", flow=flow, page=number)
             if not reading.flow_page(sources, flow, number)["more"]:
