@@ -30,7 +30,7 @@ def run_page(sources: Sources, run_id: str) -> dict:
     with sources.lock:
         if key in sources.cache:       # a recorded run does not change
             return sources.cache[key]
-    page = finished(sources, runs, located.record, previous_run(runs, located.record))
+    page = finished(sources, located.record, previous_run(runs, located.record))
     with sources.lock:
         sources.cache[key] = page
         kept = [k for k in sources.cache if k[0] == "run"]   # oldest first: a page holds up to ~1 MB of log
@@ -64,7 +64,7 @@ def blob(sources: Sources, record: dict, name: str):
     return None
 
 
-def finished(sources: Sources, runs, record: dict, previous: dict | None) -> dict:
+def finished(sources: Sources, record: dict, previous: dict | None) -> dict:
     """The page of a recorded run (`previous`: the flow's run before it, or None)."""
     store = sources.store
     log = blob(sources, record, "log.txt")

@@ -90,8 +90,8 @@ def _runs(sources, runs, flow: str, root: Path, done: set[str], put) -> int:
         record = runs.get(flow, run_id)
         if record is None:
             continue
-        previous = next((r for r in (runs.get(flow, i) for i in ids[n + 1:n + 4]) if r), None)
-        data = details.finished(sources, runs, record, previous)
+        previous = reading.first_readable(runs, flow, iter(ids[n + 1:n + 1 + reading.PREVIOUS]))
+        data = details.finished(sources, record, previous)
         put(path, render.page("run.html", data, path, "static").encode(), new=True)
         done.add(path)
     return kept

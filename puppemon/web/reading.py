@@ -23,6 +23,7 @@ CELLS = 30          # runs of each flow on the overview
 PAGE = 50           # runs on a page of a flow
 CHART = 100         # runs in a flow's duration chart and failure rate
 DEPLOYS = 30        # deploys on the deploys page
+PREVIOUS = 3          # records tried for a run's previous one (an unreadable one is skipped)
 GOOD = ("succeeded", "skipped")
 
 
@@ -215,10 +216,13 @@ def find_run(sources: Sources, run_id: str):
 
 def previous_run(runs: RunStore, record: dict) -> dict | None:
     """The run of the same flow recorded just before `record` (bounded: the ids of its day and before)."""
-    for rid in runs.flow_ids(record["flow"], until=record["id"]):
-        if rid < record["id"]:
-            return runs.get(record["flow"], rid)
-    return None
+    older = (rid for rid in runs.flow_ids(record["flow"], until=record["id"]) if rid < record["id"])
+    return first_readable(runs, record["flow"], older)
+
+
+def first_readable(runs: RunStore, flow: str, ids) -> dict | None:
+    """The record of the first of `ids` (newest first) that can be read, trying PREVIOUS of them at most."""
+    return next((r for r in (runs.get(flow, rid) for rid in itertools.islice(ids, PREVIOUS)) if r), None)
 
 
 def deploys(sources: Sources) -> dict:
