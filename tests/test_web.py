@@ -288,7 +288,8 @@ def test_a_run_of_a_flow_that_is_not_deployed_is_refused_and_writes_nothing(site
     code, body = fetch(f"{site['ui'].url}api/flows/nosuch/run", b"{}", JSON)
     assert code == 409
     error = json.loads(body)["error"]   # (the deploy the dashboard has read: another test pushes)
-    assert error.startswith("no flow 'nosuch' in the deployed flows (") and error.endswith(": hello, broken, slow)")
+    assert error.startswith("no flow 'nosuch' in the deployed flows (flows ") \
+        and error.endswith(": hello, broken, slow); push it first")
     assert "run nosuch" not in _requests_since(site, before)
 
 

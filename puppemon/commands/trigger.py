@@ -52,8 +52,7 @@ def check_deployed(store, remote: str, flow: str, params: dict | None = None, br
     """Refuse a request that no daemon could serve: nothing deployed, no such flow in the deploy, or
     a param its function does not take."""
     from puppemon.commands.common import fetch_deployed
-    from puppemon.formats import did_you_mean
-    from puppemon.project.entrypoints import check_params, tree_reader
+    from puppemon.project.entrypoints import check_request, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, ManifestError, parse
 
     tip, data = fetch_deployed(store, remote, branch)   # the objects stay: the deployed code is read below
@@ -63,11 +62,7 @@ def check_deployed(store, remote: str, flow: str, params: dict | None = None, br
         flows = parse(data or b"", MANIFEST_NAME).flows
     except ManifestError:
         return  # a deploy the daemon refuses: let it record why
-    if flow not in flows:
-        close = did_you_mean(flow, flows)
-        raise PuppemonError(f"no flow {flow!r} in the deployed flows ({branch} {tip[:7]} on {remote}: "
-                            f"{', '.join(flows) or 'none'}); " + (close or "push it first"))
-    check_params(flows[flow], params or {}, tree_reader(store, tip), f"the deployed flows commit {tip[:7]}")
+    check_request(flows, flow, params or {}, tree_reader(store, tip), tip, f"{branch} {tip[:7]} on {remote}")
 
 
 def follow(store, remote: str, request_id: str, limit: float | None, branch: str = "runs",

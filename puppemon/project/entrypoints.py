@@ -151,6 +151,18 @@ def check_params(flow, params: Iterable[str], read: Reader, where: str) -> None:
         raise PuppemonError(f"-p {name}: {message}")
 
 
+def check_request(flows: dict, flow: str, params: Iterable[str], read: Reader, tip: str, where: str) -> None:
+    """PuppemonError for a run request no daemon of the deploy `tip` could serve: a flow `flows` does not
+    have (`where`: which deploy, for the message), or a param its function does not take."""
+    from puppemon.formats import did_you_mean
+
+    if flow not in flows:
+        close = did_you_mean(flow, flows)
+        raise PuppemonError(f"no flow {flow!r} in the deployed flows ({where}: {', '.join(flows) or 'none'}); "
+                            + (close or "push it first"))
+    check_params(flows[flow], params, read, f"the deployed flows commit {tip[:7]}")
+
+
 def directory_reader(root) -> Reader:
     """Read project paths from a directory (`puppemon validate`, `puppemon run`)."""
     from pathlib import Path

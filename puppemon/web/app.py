@@ -194,15 +194,12 @@ class App:
     def _deployed(self, flow: str, params: dict) -> None:
         """Refuse, as `puppemon trigger` does, a run no daemon could serve: a flow the deployed manifest does
         not have, or a param its function does not take (a manifest that cannot be read: its daemon says why)."""
-        from puppemon.project.entrypoints import check_params, tree_reader
+        from puppemon.project.entrypoints import check_request, tree_reader
 
         flows = reading.manifest_flows(self.sources)
-        if not flows:
-            return
-        tip = self.sources.store.ref(self.sources.flows_ref)
-        if flow not in flows:
-            raise PuppemonError(f"no flow {flow!r} in the deployed flows ({tip[:7]}: {', '.join(flows)})")
-        check_params(flows[flow], params, tree_reader(self.sources.store, tip), f"the deployed flows commit {tip[:7]}")
+        if flows:
+            tip = self.sources.store.ref(self.sources.flows_ref)
+            check_request(flows, flow, params, tree_reader(self.sources.store, tip), tip, f"flows {tip[:7]}")
 
     def _unfinished(self, run_id: str, verb: str) -> None:
         """Refuse, as `puppemon cancel` does, to act on a run that has ended (or that nothing knows of)."""
