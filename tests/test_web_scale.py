@@ -83,7 +83,21 @@ def test_offline_the_dashboard_shows_what_was_fetched(tmp_path):
         assert code == 200 and f"{record['id']}.html" in page.decode()
     finally:
         ui.stop()
-    assert ui.log.count("fetch from origin failed") == 1, ui.log
+    assert "fetch from origin failed" in ui.log, ui.log
+
+
+def test_a_remote_that_stays_unreachable_is_said_once(tmp_path, caplog):
+    """The dashboard's fetcher warns when a fetch fails, not again while it fails the same way."""
+    from puppemon.gitstore import Store
+    from puppemon.web.server import Fetcher
+
+    repo = make_repo(tmp_path / "project", {"README": "x"})
+    fetcher = Fetcher(Store(repo / ".git"), str(tmp_path / "gone.git"))
+    with caplog.at_level("WARNING", logger="puppemon"):
+        for _ in range(3):
+            fetcher.fetch()
+    said = [r.getMessage() for r in caplog.records if "fetch from" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"fetch from {tmp_path / 'gone.git'} failed: "), said
 
 
 def _small_run(repo) -> dict:
