@@ -288,8 +288,10 @@ def upcoming(flow, count, as_json, remote, fetch, directory) -> None:
               help="Address to serve on; actions (run, cancel, pause) only on a loopback one.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a web browser.")
 @click.option("--export", default=None, metavar="DIR", type=click.Path(file_okay=False),
-              help="Write the pages as a static site into DIR instead (only changed pages are rewritten).")
-@click.option("--no-fetch", is_flag=True, help="Never fetch: show what this repository has.")
+              help="Write the pages as a static site into DIR instead (only changed pages are rewritten; "
+                   "--port, --host and --open do not apply).")
+@click.option("--no-fetch", is_flag=True,
+              help="Never fetch: show what this repository has (the buttons still push what they write).")
 @click.option("-C", "directory", default=".", type=click.Path(exists=True, file_okay=False),
               help="Project directory (default: the current one).")
 def ui(remote, port, host, open_browser, export, no_fetch, directory) -> None:

@@ -20,7 +20,6 @@ def main(remote: str | None = None, port: int = 8787, host: str = "127.0.0.1", o
     except PuppemonError:
         if remote is not None:
             raise
-        remote = None
         print("note: this repository has no remote: showing local records only (pass --remote NAME|URL)",
               file=sys.stderr)
     fetcher = Fetcher(store, remote if fetch else None, every)
