@@ -179,10 +179,14 @@ def _record_paths(store: Store, tip: str | None, run_id: str, flow: str | None) 
     return [f"{run_dir(name, run_id)}/run.json" for name in flows if is_flow_name(name)]
 
 
-def record_tips(store: Store, tip: str | None, run_id: str) -> list[str]:
-    """Where the record of `run_id` can be: `tip`, then the archive of its month (its day rotated out)."""
+def record_tips(store: Store, tip: str | None, run_id: str) -> Iterator[str]:
+    """Where the record of `run_id` can be: `tip`, then the archive of its month (its day rotated out),
+    whose ref is looked up only when asked for (one that is not there costs a file system lookup or two)."""
+    if tip:
+        yield tip
     archive = store.ref(archive_ref(id_day(run_id))) if isinstance(run_id, str) and RUN_ID.match(run_id) else None
-    return [t for t in (tip, archive) if t]
+    if archive:
+        yield archive
 
 
 def find_record(store: Store, tip: str | None, run_id: str, flow: str | None = None) -> dict | None:
@@ -222,15 +226,13 @@ class RunStore:
         self.skipped = 0
 
     def _read(self, flow: str, run_id: str, name: str) -> bytes | None:
-        """A file of a run's directory, from the tip or its month's archive (whose ref is looked up only
-        when the tip has not the file: a ref that is not there costs a file system lookup or two)."""
+        """A file of a run's directory, from the tip or its month's archive."""
         path = f"{run_dir(flow, run_id)}/{name}"
-        data = self.store.read(self.tip, path) if self.tip else None
-        for where in record_tips(self.store, None, run_id) if data is None else ():
+        for where in record_tips(self.store, self.tip, run_id):
             data = self.store.read(where, path)
             if data is not None:
                 return data
-        return data
+        return None
 
     def _run_json(self, flow: str, run_id: str) -> dict | None:
         data = self._read(flow, run_id, "run.json") if is_flow_name(flow) else None

@@ -52,12 +52,7 @@ def live_part(sources: Sources, run_id: str, since: int = 0) -> dict | None:
 def blob(sources: Sources, record: dict, name: str):
     """(oid, size) of a file of a run's directory, from the tip or its month's archive, or None."""
     store, path = sources.store, f"{run_dir(record['flow'], record['id'])}/{name}"
-    tip = store.ref(sources.runs_ref)
-    for where in [tip] if tip else []:
-        entry = store.lookup(where, path)
-        if entry is not None and not entry.is_tree:
-            return entry.oid, store.size(entry.oid, entry.mode)
-    for where in record_tips(store, None, record["id"]):   # rotated out of the tip: its month's archive
+    for where in record_tips(store, store.ref(sources.runs_ref), record["id"]):
         entry = store.lookup(where, path)
         if entry is not None and not entry.is_tree:
             return entry.oid, store.size(entry.oid, entry.mode)
