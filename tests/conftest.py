@@ -58,13 +58,16 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def readable(path: Path) -> bool:
-    """Whether this process may read `path` (a /proc entry of another user's process may not be)."""
-    try:
-        path.read_bytes()
-        return True
-    except OSError:
-        return False
+def proc_files(name: str) -> list[bytes]:
+    """/proc/<pid>/<name> of every process this one may read (another user's may not be, and a process may
+    exit while it is read: those are left out)."""
+    found = []
+    for path in Path("/proc").glob(f"[0-9]*/{name}"):
+        try:
+            found.append(path.read_bytes())
+        except OSError:
+            pass
+    return found
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition",

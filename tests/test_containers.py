@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, puppemon, readable, wait_until
+from tests.conftest import git, proc_files, puppemon, wait_until
 from tests.containers import IMAGE, containers_of, daemon_config, make_image, python, rootfs_tar
 from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
                                   remote_records, result_of, run_daemon_once)
@@ -127,7 +127,7 @@ flows:
     with DaemonProcess(str(bare_remote), tmp_path / "state", "--config", str(cfg)) as daemon:
         wait_until(started.exists, 60, "the container to start", lambda: daemon.log)
         listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
-        cmdlines = b"".join(p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if readable(p))
+        cmdlines = b"".join(proc_files("cmdline"))
         assert SECRET not in listing and SECRET.encode() not in cmdlines
         assert any("puppemon-" in line and " run " in line for line in listing.splitlines())
         done.touch()

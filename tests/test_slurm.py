@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, puppemon, readable, wait_until
+from tests.conftest import git, proc_files, puppemon, wait_until
 from tests.daemon_helpers import (DaemonProcess, deploy_records, fsck, manifest_project, of_flow, remote_records,
                                   result_of)
 from tests.slurm import MIN_JOB_AGE, start_cluster, stop_cluster
@@ -160,8 +160,8 @@ flows:
         wait_until((marks / "started").exists, 60, "the job to start", lambda: d.log + cluster.logs())
         listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
         assert SECRET not in listing
-        assert not any(SECRET.encode() in p.read_bytes() for p in Path("/proc").glob("[0-9]*/environ")
-                       if readable(p) and b"SLURM_JOB_ID" not in p.read_bytes())   # only the job itself has it
+        assert not any(SECRET.encode() in env for env in proc_files("environ")
+                       if b"SLURM_JOB_ID" not in env)   # only the job itself has it
         assert not list(shared.glob("runs/*/env-*"))   # the job read its environment file, and removed it
         (marks / "done").touch()
         wait_until(records_of(bare_remote, "holder"), 60, "the record", lambda: d.log)
