@@ -353,20 +353,21 @@ def resume(spec: RunSpec, execution: Execution, started: datetime, *,
            on_output: Callable[[bytes], None] | None = None, cancel: threading.Event | None = None,
            on_start: OnStart | None = None, pause: PauseSwitch | None = None) -> RunResult:
     """Follow to its end an attempt of a run that a previous daemon started (`execution`, from the backend's
-    `reattach`: its `area` and `attempt` say which): its timeout counts from `started`; it is the run's last."""
+    `reattach`: its `area` and `attempt` say which): its timeout counts from the attempt's own start (the
+    execution's `started`, a time.time(), else the run's `started`); it is the run's last."""
     params = json.loads(json.dumps({**spec.flow.params, **spec.params}, default=str))
     log = Log(spec.log_limit, on_output)
     area, number = Path(execution.area), execution.attempt
     log.line(f"puppemon: attempt {number} went on while the daemon restarted; followed again")
     run = _Run(status="failed")
-    elapsed = (_now() - started).total_seconds()
-    timeout = max(0.01, spec.flow.timeout - elapsed) if spec.flow.timeout else None
+    submitted = getattr(execution, "started", None)
+    begun = datetime.fromtimestamp(submitted, timezone.utc) if submitted else started
+    timeout = max(0.01, spec.flow.timeout - (_now() - begun).total_seconds()) if spec.flow.timeout else None
     launch = Launch(spec.run_id, number, [], area / "work", {}, spec.flow, spec.grace)
     try:
         run.status, run.exit_code, run.error, run.escaped = attempt(_Adopted(execution), launch, timeout, cancel,
                                                                     log, on_start, pause)
-        run.attempts.append(Attempt(number, run.status, run.exit_code, started, _now(),
-                                    (_now() - started).total_seconds()))
+        run.attempts.append(Attempt(number, run.status, run.exit_code, begun, _now(), (_now() - begun).total_seconds()))
         _collect(spec, area, run, log)
     finally:
         rmtree(area)

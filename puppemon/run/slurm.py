@@ -302,7 +302,10 @@ class SlurmBackend:
         """Whether the job of `handle` (a gone daemon's, from its status) still runs: then no other daemon
         records it crashed, as its own daemon follows it on when it comes back."""
         job = str(handle.get("job") or "")
-        return job.isdigit() and (Jobs.ask([job]) or {}).get(job, GONE) not in ENDED
+        if not job.isdigit():
+            return False
+        seen = Jobs.ask([job])   # None: Slurm does not answer now, which says nothing of the job
+        return seen is None or seen.get(job, GONE) not in ENDED
 
     def recover(self, handle: dict) -> str | None:
         """Cancel the job a crashed daemon left and remove its area."""
