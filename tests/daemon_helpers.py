@@ -84,6 +84,26 @@ class DaemonProcess:
             self.log_fh.close()
 
 
+def log_of(bare: Path, record: dict) -> str:
+    """The log.txt of `record` on the remote's runs branch."""
+    from puppemon.formats import run_dir
+
+    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
+
+
+def frozen_count(path: Path, what: str = "the count to stay") -> str:
+    """What the counter file `path` holds once it stops changing (the same twice, 0.3 s apart: a freezer or
+    SIGSTOP may reach the flow a little after its state says so), checked to stay so 0.6 s more."""
+    def still() -> str | None:
+        before = path.read_text()
+        time.sleep(0.3)
+        return before if path.read_text() == before else None
+    frozen = wait_until(still, 10, what)
+    time.sleep(0.6)
+    assert path.read_text() == frozen   # frozen: it does not count on
+    return frozen
+
+
 def run_daemon_once(remote: str, state: Path, *args: str, name: str = "d1") -> subprocess.CompletedProcess:
     return puppemon("daemon", "--remote", remote, "--state", str(state), "--name", name, "--once", *args,
                     check=False, timeout=120)

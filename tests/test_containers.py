@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import git, proc_files, puppemon, wait_until
 from tests.containers import IMAGE, containers_of, daemon_config, make_image, python, rootfs_tar
-from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
-                                  remote_records, result_of, run_daemon_once)
+from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, frozen_count, fsck, log_of,
+                                  manifest_project, of_flow, remote_records, result_of, run_daemon_once)
 
 SECRET = "s3cr3t-c0ntainer-9f1e"
 pytestmark = pytest.mark.slow
@@ -34,12 +34,6 @@ def shared():
     path = Path(tempfile.mkdtemp(prefix="puppemon-ct-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def log_of(bare: Path, record: dict) -> str:
-    from puppemon.formats import run_dir
-
-    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
 
 
 def pushed(tmp_path: Path, bare: Path, manifest: str, files: dict | None = None) -> Path:
@@ -201,15 +195,7 @@ flows:
         puppemon("pause", "--run", run_id, cwd=repo)
         wait_until(lambda: any("Paused" in c for c in containers_of(run_id)), 30, "the container paused",
                    lambda: daemon.log)
-        import time
-
-        def still() -> str | None:   # the same count twice, 0.3 s apart (the freezer may lag the state)
-            before = count.read_text()
-            time.sleep(0.3)
-            return before if count.read_text() == before else None
-        frozen = wait_until(still, 10, "the count to stay")
-        time.sleep(0.6)
-        assert count.read_text() == frozen   # frozen: it does not count on
+        frozen = frozen_count(count)   # frozen: it does not count on
         puppemon("resume", "--run", run_id, cwd=repo)
         wait_until(lambda: count.read_text() != frozen, 30, "the count to go on", lambda: daemon.log)
         puppemon("cancel", run_id, cwd=repo)

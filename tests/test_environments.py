@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from puppemon.formats import run_dir
 from puppemon.run.environments import MARKER, EnvStore, find_uv
 from tests.conftest import git, puppemon
-from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, manifest_project, of_flow,
+from tests.daemon_helpers import (DaemonProcess, deploy, deploy_records, fsck, log_of, manifest_project, of_flow,
                                   remote_records, result_of, run_daemon_once, wait_until)
 
 pytestmark = pytest.mark.slow
@@ -59,10 +58,6 @@ def wheels(tmp_path, monkeypatch) -> Path:
         monkeypatch.delenv(key, raising=False)
     return directory
 
-
-
-def log_of(bare: Path, record: dict) -> str:
-    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
 
 
 def once(bare: Path, state: Path) -> None:

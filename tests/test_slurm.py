@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, proc_files, puppemon, wait_until
-from tests.daemon_helpers import (DaemonProcess, deploy_records, fsck, manifest_project, of_flow, remote_records,
-                                  result_of)
+from tests.conftest import proc_files, puppemon, wait_until
+from tests.daemon_helpers import (DaemonProcess, deploy_records, frozen_count, fsck, log_of, manifest_project,
+                                  of_flow, remote_records, result_of)
 from tests.slurm import MIN_JOB_AGE, start_cluster, stop_cluster
 
 SECRET = "s3cr3t-slurm-4b7c"
@@ -46,12 +46,6 @@ def secrets_file(tmp_path: Path, flows: str) -> str:
     path.write_text(f"tok:\n  value: {SECRET}\n  flows: [{flows}]\n")
     path.chmod(0o600)
     return f"secrets: {path}\n"
-
-
-def log_of(bare: Path, record: dict) -> str:
-    from puppemon.formats import run_dir
-
-    return git("--git-dir", str(bare), "show", f"runs:{run_dir(record['flow'], record['id'])}/log.txt")
 
 
 def daemon(tmp_path: Path, bare: Path, cluster, cfg: Path, name: str = "d1") -> DaemonProcess:
@@ -219,15 +213,7 @@ flows:
         puppemon("pause", "--run", run_id, cwd=repo)
         [(_, job)] = wait_until(lambda: _jobs(tmp_path / "state"), 30, "the job in the journal")
         wait_until(lambda: cluster.state(job) == "SUSPENDED", 30, "the job suspended", lambda: d.log)
-        import time
-
-        def still() -> str | None:   # the same count twice, 0.3 s apart (SIGSTOP reaches it after the state)
-            before = count.read_text()
-            time.sleep(0.3)
-            return before if count.read_text() == before else None
-        frozen = wait_until(still, 10, "the count to stay")
-        time.sleep(0.6)
-        assert count.read_text() == frozen   # suspended: it does not count on
+        frozen = frozen_count(count)   # suspended: it does not count on
         puppemon("resume", "--run", run_id, cwd=repo)
         wait_until(lambda: count.read_text() != frozen, 30, "the count to go on", lambda: d.log)
         wait_until(records_of(bare_remote, "counter"), 60, "the record", lambda: d.log)
