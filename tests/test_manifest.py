@@ -273,6 +273,17 @@ BAD = [
     ("version: 1\nflows:\n  a:\n    command: x\n    every: " + "9" * 100 + "\n",
      "puppemon.yaml:5:12: flows.a.every: 99999999999999999999999999999999999999999999999999999999... "
      "is not a duration (use 30s, 10m, 2h, 1d)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    slurm: {partition: 'bad one!'}\n",
+     "puppemon.yaml:5:24: flows.a.slurm.partition: 'bad one!' is not a valid partition name "
+     "(use letters, digits, '.', '_' and '-', as `sinfo` lists them)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    slurm: {gres: 'gpu::x'}\n",
+     "puppemon.yaml:5:19: flows.a.slurm.gres: 'gpu::x' is not a valid generic resource "
+     "(use NAME[:TYPE][:COUNT], e.g. gpu:1 or gpu:a100:2)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    slurm: {cpus: 0}\n",
+     "puppemon.yaml:5:19: flows.a.slurm.cpus: 0 is not a number of CPUs (use a whole number, 1 or more)"),
+    ("version: 1\nflows:\n  a:\n    command: x\n    slurm: {mem: 2X}\n",
+     "puppemon.yaml:5:18: flows.a.slurm.mem: '2X' is not an amount of memory (use a whole number with K, M, G "
+     "or T, as Slurm does: 500M, 2G)"),
 ]
 
 
@@ -380,3 +391,9 @@ def test_random_text(text):
 def test_damaged_documents(base, cut, junk):
     text = _dump(base, None)
     _check(text[:cut] + junk + text[cut:])
+
+
+def test_slurm_memory_is_read_in_megabytes_and_slurm_null_undoes_the_defaults():
+    flows = parse("version: 1\ndefaults:\n  slurm: {mem: 2G}\nflows:\n  a:\n    command: x\n"
+                  "  b:\n    command: x\n    slurm: {mem: 1536K}\n  c:\n    command: x\n    slurm: null\n").flows
+    assert (flows["a"].slurm.mem, flows["b"].slurm.mem, flows["c"].slurm) == (2048, 2, None)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import yaml
 
 from puppemon.formats import show
-from puppemon.project.schema import Invalid, duration, is_null, kind_of, record, scalar, string
+from puppemon.project.schema import Invalid, duration, is_null, kind_of, named, record, scalar
 
 PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 GRES_RE = re.compile(r"[a-z][a-z0-9_]*(:[A-Za-z0-9_.-]+)?(:\d+)?(,[a-z][a-z0-9_]*(:[A-Za-z0-9_.-]+)?(:\d+)?)*\Z")
@@ -67,12 +67,7 @@ def slurm_field(node: yaml.Node, path: str) -> Slurm | None:
     return Slurm(**record(node, path, _FIELDS))
 
 
-def _partition(node: yaml.Node, path: str) -> str:
-    value = string(node, path).strip()
-    if not PARTITION_RE.match(value):
-        raise Invalid(node, path, f"{show(value)} is not a partition name (letters, digits, '.', '_' and '-', "
-                      "as `sinfo` lists them)")
-    return value
+_partition = named(PARTITION_RE, "partition name", "letters, digits, '.', '_' and '-', as `sinfo` lists them")
 
 
 def _cpus(node: yaml.Node, path: str) -> int:
@@ -93,12 +88,7 @@ def _mem(node: yaml.Node, path: str) -> int:
     return max(1, math.ceil(number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[unit]))
 
 
-def _gres(node: yaml.Node, path: str) -> str:
-    value = string(node, path).strip()
-    if not GRES_RE.match(value):
-        raise Invalid(node, path, f"{show(value)} is not a generic resource (use NAME[:TYPE][:COUNT], e.g. gpu:1 "
-                      "or gpu:a100:2)")
-    return value
+_gres = named(GRES_RE, "generic resource", "NAME[:TYPE][:COUNT], e.g. gpu:1 or gpu:a100:2")
 
 
 _FIELDS = {
