@@ -295,3 +295,60 @@ def test_push_goes_where_git_would_push_a_remote(project, bare_remote, tmp_path)
     puppemon("push", cwd=project)
     assert git("--git-dir", str(rewritten), "for-each-ref", "--format=%(refname)") == "refs/heads/flows\n"
     assert git("--git-dir", str(bare_remote), "for-each-ref") == ""
+
+
+def blob_total(repo: Path, tree: str) -> str:
+    """The dry run's total line for `tree`, counted by git itself: the blobs `git ls-tree -r -l` lists."""
+    from puppemon.formats import format_size, plural
+
+    sizes = [int(line.split()[3]) for line in git("ls-tree", "-r", "-l", tree, cwd=repo).splitlines()
+             if line.split()[1] == "blob"]
+    return f"total: {plural(len(sizes), 'file')}, {format_size(sum(sizes))} in the snapshot"
+
+
+def test_the_snapshot_total_is_git_s_count_push_after_push(project, bare_remote, tmp_path):
+    """A push counts its total from its parent's (kept from the push that made it) and the diff; every
+    kind of change, a lost or broken record of totals, and a parent pushed from elsewhere leave it right."""
+    sub_src = make_repo(tmp_path / "subsrc", {"s.txt": "sub\n"})
+    steps = [
+        lambda: (project / "data.bin").write_bytes(b"x" * 5000),
+        lambda: (project / "job.sh").write_text("echo a longer line than before\n"),
+        lambda: ((project / "data.bin").unlink(), os.symlink("job.sh", project / "data.bin")),   # file -> link
+        lambda: git("-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(sub_src), "vendor/sub",
+                    cwd=project),
+        lambda: ((project / ".git" / "puppemon" / "totals").write_text("garbage\n"),
+                 (project / "a.txt").write_text("a")),
+        lambda: ((project / ".git" / "puppemon" / "totals").unlink(), (project / "a.txt").write_text("aa")),
+        lambda: ((project / "job.sh").unlink(), (project / "dir").mkdir(), (project / "dir" / "f").write_text("f")),
+    ]
+    puppemon("push", cwd=project)
+    for step in steps:
+        step()
+        dry = puppemon("push", "--dry-run", cwd=project).stdout.splitlines()
+        assert dry[-2] == blob_total(project, oracle_tree(project))
+        puppemon("push", cwd=project)
+    elsewhere = tmp_path / "elsewhere"
+    git("clone", "--quiet", "--branch", "flows", str(bare_remote), str(elsewhere))
+    (elsewhere / "more.txt").write_text("from another clone\n")
+    puppemon("push", cwd=elsewhere)
+    (project / "last.txt").write_text("last\n")
+    dry = puppemon("push", "--dry-run", cwd=project).stdout.splitlines()    # its parent: not pushed from here
+    assert dry[-2] == blob_total(project, oracle_tree(project))
+
+
+@pytest.mark.parametrize("breaks", ["manifest", "entrypoint", "secret"])
+def test_a_refused_push_leaves_the_repository_s_refs_as_they_were(project, bare_remote, breaks):
+    puppemon("push", cwd=project)
+    before = user_state(project)
+    if breaks == "manifest":
+        (project / "puppemon.yaml").write_text("version: 1\nflows:\n  x:\n    every: 1h\n")
+    elif breaks == "entrypoint":
+        (project / "puppemon.yaml").write_text("version: 1\nflows:\n  x:\n    entrypoint: gone.py:main\n")
+    else:
+        (project / "deploy_key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n"
+                                            "-----END OPENSSH PRIVATE KEY-----\n")
+    result = puppemon("push", cwd=project, check=False)
+    assert result.returncode == 1 and result.stderr.startswith("Error: ")
+    after = user_state(project)
+    assert after["refs"] == before["refs"]          # no scratch ref of the fetch is left
+    assert (after["index"], after["HEAD"]) == (before["index"], before["HEAD"])

@@ -9,12 +9,13 @@ those small processes together. Callers start the slow ones (fetch, add) with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from puppemon.gitstore.command import Background, GitError, git_env, git_message, run_git
-from puppemon.gitstore.objects import GITLINK, TREE, Change, Entry
+from puppemon.gitstore.objects import GITLINK, Change, Entry
 
 _SEARCHED = "^(remote|branch|user|url)\\."    # the config a push reads: remotes, upstreams, identity, rewrites
 
@@ -169,32 +170,65 @@ class Objects:
             self._proc.stdout.close()
 
 
-class Listing:
-    """Every entry below a tree with its mode, object and size, from one `git ls-tree -r -t -l`
-    (the sizes a push reports and reviews)."""
+# One blob of `git ls-tree -r -l -z` output: its size (a path never holds NUL, so each match starts an entry)
+_BLOB_SIZE = re.compile(rb"(?:\A|\0)[0-7]+ blob [0-9a-f]+ +([0-9]+)\t")
 
-    def __init__(self, tree: str, out: bytes) -> None:
-        self.tree = tree
-        self.entries: dict[str, tuple[int, str, int]] = {}    # path -> (mode, oid, size)
-        for item in out.split(b"\0"):
-            if not item:
-                continue
-            meta, _, path = item.partition(b"\t")
-            mode, _, oid, size = meta.split()
-            self.entries[path.decode("utf-8", "surrogateescape")] = (
-                int(mode, 8), oid.decode(), 0 if size == b"-" else int(size))
 
-    @classmethod
-    def start(cls, checkout: Checkout, tree: str) -> Background:
-        return checkout.background("ls-tree", "-r", "-t", "-l", "-z", "--full-tree", tree)
+def listing(checkout: Checkout, tree: str) -> Background:
+    """Start `git ls-tree -r -l` of `tree`, every blob below it with its size; read it with `total`."""
+    return checkout.background("ls-tree", "-r", "-l", "-z", "--full-tree", tree)
 
-    def size(self, path: str) -> int:
-        return self.entries[path][2]
 
-    def total(self) -> tuple[int, int]:
-        """(files, bytes) of every blob below the tree."""
-        blobs = [size for mode, _, size in self.entries.values() if mode not in (TREE, GITLINK)]
-        return len(blobs), sum(blobs)
+def total(out: bytes) -> tuple[int, int]:
+    """(files, bytes) of the blobs a `listing` names (a submodule is not a file)."""
+    found = _BLOB_SIZE.findall(out)
+    return len(found), sum(map(int, found))
+
+
+class Totals:
+    """The (files, bytes) of trees pushed from this repository, kept in .git/puppemon/totals.
+
+    A tree's total never changes, so the next push's is its parent's plus what the diff between
+    them adds and removes: no listing of the whole snapshot (`git ls-tree -l` reads the header
+    of every blob) when the parent was pushed from here."""
+
+    KEEP = 16
+
+    def __init__(self, git_dir: Path) -> None:
+        self.path = Path(git_dir) / "puppemon" / "totals"
+        self.known: dict[str, tuple[int, int]] = {}
+        try:
+            for line in self.path.read_text().splitlines():
+                tree, files, size = line.split()
+                self.known[tree] = (int(files), int(size))
+        except (OSError, ValueError):
+            self.known = {}      # none yet, or a file this code did not write: list the tree instead
+
+    def get(self, tree: str | None) -> tuple[int, int] | None:
+        return self.known.get(tree) if tree else None
+
+    def add(self, tree: str, found: tuple[int, int]) -> None:
+        self.known.pop(tree, None)
+        self.known[tree] = found
+        kept = list(self.known.items())[-self.KEEP:]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"totals.{os.getpid()}")
+            tmp.write_text("".join(f"{t} {files} {size}\n" for t, (files, size) in kept))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only repository: the next push lists its tree
+
+
+def moved(base: tuple[int, int], out: bytes, sizes: dict[str, int]) -> tuple[int, int]:
+    """The total of a diff-tree's new tree, from its old tree's `base` and `sizes` of `blobs(out)`."""
+    files, size = base
+    for old_mode, new_mode, old_oid, new_oid, status, _path in _raw(out):
+        if status != "A" and old_mode != GITLINK:
+            files, size = files - 1, size - sizes[old_oid]
+        if status != "D" and new_mode != GITLINK:
+            files, size = files + 1, size + sizes[new_oid]
+    return files, size
 
 
 def diff(checkout: Checkout, old_tree: str | None, new_tree: str) -> Background:
@@ -205,38 +239,38 @@ def diff(checkout: Checkout, old_tree: str | None, new_tree: str) -> Background:
                                old_tree or EMPTY_TREE, new_tree)
 
 
-def changes(out: bytes, new: Listing | None, old_sizes: dict[str, int]) -> list[Change]:
-    """diff-tree's raw output as Changes, in path order, sized from the new tree's listing and
-    `old_sizes` (oid -> size of removed blobs). A type change (a file that became a link) is a
-    removal and an addition, as libgit2 reports it."""
-    parts = out.split(b"\0")
+def changes(out: bytes, sizes: dict[str, int]) -> list[Change]:
+    """diff-tree's raw output as Changes, in path order, sized from `sizes` (oid -> size of each of
+    `blobs(out)`). A type change (a file that became a link) is a removal and an addition, as libgit2
+    reports it."""
     found: list[Change] = []
-    for meta, raw in zip(parts[0::2], parts[1::2]):
-        if not meta:
-            continue
-        old_mode, new_mode, old_oid, new_oid, status = meta.lstrip(b":").decode().split()
-        path = raw.decode("utf-8", "surrogateescape")
+    for old_mode, new_mode, old_oid, new_oid, status, path in _raw(out):
         if status in ("D", "T"):
-            mode = int(old_mode, 8)
-            found.append(Change("removed", path, mode, old_oid, 0 if mode == GITLINK else old_sizes[old_oid]))
+            found.append(Change("removed", path, old_mode, old_oid, 0 if old_mode == GITLINK else sizes[old_oid]))
         if status != "D":
-            mode = int(new_mode, 8)
             added = "added" if status in ("A", "T") else "changed"
-            found.append(Change(added, path, mode, new_oid,
-                                0 if mode == GITLINK or new is None else new.size(path)))
+            found.append(Change(added, path, new_mode, new_oid, 0 if new_mode == GITLINK else sizes[new_oid]))
     return found
 
 
-def removed_blobs(out: bytes) -> list[str]:
-    """The old blobs a diff-tree output removes (their sizes are not in the new tree's listing)."""
+def blobs(out: bytes) -> list[str]:
+    """The blobs a diff-tree output names, old and new, whose sizes `changes` and `moved` need."""
+    oids: set[str] = set()
+    for old_mode, new_mode, old_oid, new_oid, status, _path in _raw(out):
+        if status != "A" and old_mode != GITLINK:
+            oids.add(old_oid)
+        if status != "D" and new_mode != GITLINK:
+            oids.add(new_oid)
+    return sorted(oids)
+
+
+def _raw(out: bytes):
+    """(old mode, new mode, old oid, new oid, status, path) of each entry of `diff-tree -r -z` output."""
     parts = out.split(b"\0")
-    oids = []
-    for meta in parts[0::2]:
+    for meta, raw in zip(parts[0::2], parts[1::2]):
         if meta:
-            old_mode, _, old_oid, _, status = meta.lstrip(b":").decode().split()
-            if status in ("D", "T") and int(old_mode, 8) != GITLINK:
-                oids.append(old_oid)
-    return oids
+            old_mode, new_mode, old_oid, new_oid, status = meta.lstrip(b":").decode().split()
+            yield int(old_mode, 8), int(new_mode, 8), old_oid, new_oid, status, raw.decode("utf-8", "surrogateescape")
 
 
 def sizes(checkout: Checkout, oids: list[str]) -> dict[str, int]:

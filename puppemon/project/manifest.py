@@ -22,9 +22,9 @@ from puppemon.project.schema import (Checker, Invalid, choice, count, duration, 
 from puppemon.project.container import Container, container_field
 from puppemon.project.slurm import Slurm, slurm_field
 from puppemon.project.python import PythonEnv, python_field
+from puppemon.project.root import MANIFEST_NAME, find_root  # noqa: F401 - find_root: said here too
 from puppemon.project.triggers import KINDS, Trigger
 
-MANIFEST_NAME = "puppemon.yaml"
 SCHEMA_VERSION = 1
 USER_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 ENTRYPOINT_RE = re.compile(
@@ -336,29 +336,21 @@ def parse(text: str | bytes, filename: str = MANIFEST_NAME) -> Manifest:
             loader.dispose()
 
 
-def find_root(start) -> Path:
-    """The project `start` is in: the nearest directory up from it that holds puppemon.yaml, not
-    leaving its git repository; `start` itself, as given, when there is none (or no repository)."""
-    here = Path(start).resolve()
-    for directory in [here, *here.parents]:
-        if (directory / MANIFEST_NAME).is_file():
-            return directory
-        if os.path.lexists(directory / ".git"):
-            break  # the top of the repository: a project is inside it
-    return Path(start)
-
-
-def load(directory) -> Manifest:
-    """Read and validate DIRECTORY/puppemon.yaml."""
+def read(directory) -> bytes:
+    """The bytes of DIRECTORY/puppemon.yaml (a ManifestError when it is missing, unreadable or too big)."""
     path = Path(directory) / MANIFEST_NAME
     try:
         with path.open("rb") as fh:
             check_size(os.fstat(fh.fileno()).st_size)   # before reading it: a 50 MB file is refused at once
-            data = fh.read(MAX_BYTES + 1)
+            return fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError(f"no {MANIFEST_NAME} in {os.fspath(directory)}; "
                             "run `puppemon init` to create one") from None
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
-    return parse(data, MANIFEST_NAME)
+
+
+def load(directory) -> Manifest:
+    """Read and validate DIRECTORY/puppemon.yaml."""
+    return parse(read(directory), MANIFEST_NAME)
 

@@ -22,12 +22,15 @@ from puppemon.errors import PuppemonError
 from puppemon.formats import plural
 from puppemon.gitstore.command import Background, PushRejected, RemoteMissingRef
 from puppemon.gitstore.objects import GITLINK, TREE, Change
-from puppemon.gitstore.plumbing import Checkout, Listing, Objects, changes, diff, removed_blobs, sizes
+from puppemon.gitstore.plumbing import (Checkout, Objects, Totals, blobs, changes, diff, listing, moved, sizes,
+                                        total)
 from puppemon.gitstore.transport import fetch_args, fetch_result, push_args, push_result
 from puppemon.gitstore.worktree import snapshot
+from puppemon.project.root import find_root
 
 if TYPE_CHECKING:
     from puppemon.gitstore import Store
+    from puppemon.project.manifest import Manifest
 
 PUSH_ATTEMPTS = 5
 
@@ -136,9 +139,10 @@ def user_at_host() -> str:
     return f"{name}@{socket.gethostname() or 'localhost'}"
 
 
-def check_manifest(files: Objects, tree: str) -> int:
+def check_manifest(files: Objects, tree: str, read: tuple[bytes, Manifest] | None = None) -> int:
     """Validate the manifest and its entrypoints as they are in `tree` (what the daemon will read);
-    return the flow count."""
+    return the flow count. `read` is the file's bytes and the manifest parsed from them, used again
+    when the tree holds those same bytes."""
     from puppemon.project.entrypoints import check_manifest as check_entrypoints, tree_reader
     from puppemon.project.manifest import MANIFEST_NAME, parse
 
@@ -146,7 +150,8 @@ def check_manifest(files: Objects, tree: str) -> int:
     if entry is None or entry.mode in (TREE, GITLINK):
         raise PuppemonError(f"{MANIFEST_NAME} is ignored by git (.gitignore or info/exclude), so it "
                             f"would not be deployed; stop ignoring it")
-    manifest = parse(files.data(entry.oid), MANIFEST_NAME)
+    data = files.data(entry.oid)
+    manifest = read[1] if read is not None and read[0] == data else parse(data, MANIFEST_NAME)
     check_entrypoints(manifest, tree_reader(files, tree), MANIFEST_NAME,
                       "the snapshot (is it ignored by .gitignore?)")
     return len(manifest.flows)
@@ -172,16 +177,35 @@ def deploy(directory: str | os.PathLike, remote: str | None = None, branch: str 
 
     Nothing is written when the snapshot holds what looks like secrets (safety.py);
     its warnings go to `log`."""
-    found = Background(Checkout.discover, directory)      # git answers while Python reads the manifest
-    from puppemon.project.manifest import find_root, load
-
+    found = Background(Checkout.discover, directory)
     directory = find_root(directory)
-    load(directory)  # refuse an invalid manifest (same message as `validate`) before writing
-    checkout = found.result()
-    upstream = checkout.get(f"branch.{checkout.branch}.remote") if checkout.branch else None
-    request = Request(directory, pick_remote(remote, checkout.remote_names(), upstream), branch, message,
-                      dry_run, tuple(allow), log)
-    return Push(checkout, request).run()
+    try:
+        checkout = found.result()
+        request = Request(directory, pick_remote(remote, checkout.remote_names(), _upstream(checkout)), branch,
+                          message, dry_run, tuple(allow), log)
+    except PuppemonError:
+        _read(directory)      # an invalid manifest is said first, as `validate` says it
+        raise
+    push = Push(checkout, request)
+    push.start()     # the fetch and the snapshot run while Python loads and checks the manifest
+    try:
+        read = _read(directory)   # refuse an invalid manifest (same message as `validate`) before writing
+    except BaseException:
+        push.close()
+        raise
+    return push.run(read)
+
+
+def _upstream(checkout: Checkout) -> str | None:
+    return checkout.get(f"branch.{checkout.branch}.remote") if checkout.branch else None
+
+
+def _read(directory: Path) -> tuple[bytes, Manifest]:
+    """The project's puppemon.yaml: its bytes, and the manifest they validate as."""
+    from puppemon.project.manifest import parse, read
+
+    data = read(directory)
+    return data, parse(data)
 
 
 class Push:
@@ -194,6 +218,8 @@ class Push:
         self.fetched = False                    # the scratch ref may exist: delete it at the end
         self.deleting: Background | None = None
         self.objects: Objects | None = None
+        self.fetching: Background | None = None
+        self.snapshot: Background | None = None
 
     def _fetch_args(self) -> list[str]:
         src = f"refs/heads/{self.request.branch}"
@@ -215,45 +241,58 @@ class Push:
         assert self.objects is not None
         return self.objects.commit_tree(self.local)
 
-    def run(self) -> Deploy:
+    def start(self) -> None:
+        """Start fetching the remote's tip and snapshotting the working tree (git add) side by side."""
+        self.fetching = self.checkout.background(*self._fetch_args(), check=False)
+        self.fetched = True      # from now on the scratch ref may exist
+        self.snapshot = Background(snapshot, self.checkout, self.request.directory)
+
+    def run(self, read: tuple[bytes, Manifest]) -> Deploy:
+        """Check the snapshot against the manifest `read` from the project, then commit and push it."""
         checkout, request = self.checkout, self.request
-        fetching = checkout.background(*self._fetch_args(), check=False)   # while git add reads the files
+        assert self.fetching is not None and self.snapshot is not None, "start() first"
         named = request.remote in checkout.remote_names()
         url = checkout.push_url(request.remote) if named else request.remote
         push_url = checkout.background("remote", "get-url", "--push", request.remote) if not url else None
         try:
-            tree = snapshot(checkout, request.directory)
-            listing = Listing.start(checkout, tree)     # sizes, for the review: read while the rest goes on
+            tree = self.snapshot.result()
             self.objects = files = Objects(checkout)
-            flows = check_manifest(files, tree)
+            flows = check_manifest(files, tree, read)
             for path in request.allow:
                 if files.lookup(tree, path) is None:
                     raise PuppemonError(f"--allow {path}: no such file in the snapshot (give its path from the "
                                         f"project directory, as `puppemon push --dry-run` lists it)")
-            tip = self._tip(fetching.result())
+            tip = self._tip(self.fetching.result())
             url = url or push_url.result().stdout.decode().splitlines()[0]
-            result = self._publish(listing, tree, flows, tip, url)
+            result = self._publish(tree, flows, tip, url)
             result.git_dir = checkout.git_dir
             return result
         finally:
-            self._close(fetching)
+            self.close()
 
-    def _publish(self, listing_run: Background, tree: str, flows: int, tip: tuple[str, str] | None,
+    def _publish(self, tree: str, flows: int, tip: tuple[str, str] | None,
                  url: str) -> Deploy:
         request, checkout = self.request, self.checkout
         remote, branch = request.remote, request.branch
         dirty: Background | None = None
+        listed: Background | None = None
+        totals = Totals(checkout.git_dir)
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             parent, parent_tree = tip or (None, None)
             if parent_tree == tree:
                 return Deploy(remote, branch, None, parent, tree, flows, [], (0, 0), up_to_date=True,
                               dry_run=request.dry_run)
             dirty = dirty or (None if request.dry_run else self._dirty(tree))
-            listing = Listing(tree, listing_run.result().stdout)   # not read when nothing changed
-            found = diff(checkout, parent_tree, tree).result().stdout
-            result = Deploy(remote, branch, None, parent, tree, flows,
-                            changes(found, listing, sizes(checkout, removed_blobs(found))),
-                            listing.total(), up_to_date=False, dry_run=request.dry_run)
+            diffing = diff(checkout, parent_tree, tree)
+            base = (0, 0) if parent_tree is None else totals.get(parent_tree)
+            if base is None and listed is None:       # every blob's size, only when the parent's total is not known
+                listed = listing(checkout, tree)
+            found = diffing.result().stdout
+            known = sizes(checkout, blobs(found))
+            files = moved(base, found, known) if base is not None else total(listed.result().stdout)
+            totals.add(tree, files)
+            result = Deploy(remote, branch, None, parent, tree, flows, changes(found, known), files,
+                            up_to_date=False, dry_run=request.dry_run)
             assert self.objects is not None
             _review(self.objects, request, result, self.said)  # again after a retry: its parent moved
             if request.dry_run:
@@ -293,15 +332,20 @@ class Push:
         proc = self.checkout.git(*args, input=message.encode(), env=self.checkout.identity())
         return proc.stdout.decode().strip()
 
-    def _close(self, fetching: Background) -> None:
-        with contextlib.suppress(Exception):  # said already, or beside the point of the error on its way
-            fetching.result()
+    def close(self) -> None:
+        """Wait for what is still running and delete the scratch ref (an error is said already, or beside
+        the point of the one on its way)."""
+        for running in (self.fetching, self.snapshot):
+            if running is not None:
+                with contextlib.suppress(Exception):
+                    running.result()
         if self.objects is not None:
             self.objects.close()
         if self.deleting is not None:
             self.deleting.result()
         if self.fetched:
             self.checkout.git("update-ref", "-d", self.local, check=False)
+            self.fetched = False
 
 
 def _counted(head: str | None, found: Background) -> tuple[str | None, int]:
@@ -325,8 +369,6 @@ def _review(objects: Objects, request: Request, result: Deploy, said: set[str]) 
 
 def snapshot_tree(directory: str | os.PathLike) -> str:
     """The tree `deploy` would push for `directory` now (no validation, nothing written to refs)."""
-    from puppemon.project.manifest import find_root
-
     directory = find_root(directory)
     return snapshot(Checkout.discover(directory), directory)
 
