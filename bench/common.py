@@ -1,6 +1,7 @@
 """What every figure shares: a scrubbed environment, timing, rows of the table."""
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import statistics
@@ -59,6 +60,10 @@ def setup_environment(root: Path) -> None:
     # installed console script was installed from (a git worktree shares one install).
     checkout = str(Path(__file__).resolve().parent.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join([checkout, *filter(None, [os.environ.get("PYTHONPATH")])])
+    # An installed puppemon has its bytecode (pip compiles it at install); a command that compiled every
+    # module it imports each time (PYTHONDONTWRITEBYTECODE, as some shells set) is not what users run.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    compileall.compile_dir(os.path.join(checkout, "puppemon"), quiet=1)
     os.environ.update({
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
