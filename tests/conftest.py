@@ -33,6 +33,9 @@ def scrubbed_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     # `python -m puppemon` in a subprocess runs this checkout, whatever an installed copy points at
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    # and keeps its bytecode, as an installed one does: with PYTHONDONTWRITEBYTECODE (some shells set it)
+    # every process a test starts compiled each module it imported, a fifth of the suite's time
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     templates = home / "git-templates"
     templates.mkdir()
     (home / ".gitconfig").write_text(
