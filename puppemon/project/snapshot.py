@@ -1,9 +1,11 @@
 """Working tree -> a deploy commit on the `flows` branch of a remote.
 
 A push runs git processes only (gitstore/plumbing.py), never pygit2: its fixed cost is
-then the interpreter, click and the manifest's YAML. The fetch of the remote's tip runs
-while `git add` snapshots the working tree, and the two diffs a push needs run side by
-side; every check still comes before anything is pushed, in the same order.
+then the interpreter, click and the manifest's YAML. The fetch of the remote's tip and
+`git add` of the working tree start before Python loads the manifest, and the two diffs a
+push needs run side by side; every check still comes before anything is pushed, in the
+same order. The snapshot's total is its parent's (kept from the push that made it) plus
+the diff's, so a push reads the sizes of the files it changes, not of every file.
 """
 from __future__ import annotations
 
@@ -270,8 +272,7 @@ class Push:
         finally:
             self.close()
 
-    def _publish(self, tree: str, flows: int, tip: tuple[str, str] | None,
-                 url: str) -> Deploy:
+    def _publish(self, tree: str, flows: int, tip: tuple[str, str] | None, url: str) -> Deploy:
         request, checkout = self.request, self.checkout
         remote, branch = request.remote, request.branch
         dirty: Background | None = None
