@@ -49,7 +49,8 @@ def main(flow: str, start: str, end: str, dry_run: bool = False, remote: str | N
     from puppemon.gitstore import Store
     from puppemon.history.recorder import Recorder, writer_lock
     from puppemon.history.requests import PATIENCE
-    from puppemon.project.snapshot import resolve_remote, user_at_host
+    from puppemon.gitstore.transport import resolve_remote
+    from puppemon.project.snapshot import user_at_host
 
     if not FLOW_NAME_RE.match(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")

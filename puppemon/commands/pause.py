@@ -23,7 +23,7 @@ def main(flow: str | None = None, all_flows: bool = False, run_id: str | None = 
     """Pause (or, with `resume`, resume) a flow, every flow, or a run in flight."""
     from puppemon.commands.reading import forget
     from puppemon.gitstore import Store
-    from puppemon.project.snapshot import resolve_remote
+    from puppemon.gitstore.transport import resolve_remote
 
     verb = "resume" if resume else "pause"
     if run_id is not None and (flow or all_flows):

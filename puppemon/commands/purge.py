@@ -37,7 +37,7 @@ def run_purge(cutoff: datetime | None, run_ids: tuple[str, ...], remote: str | N
     from puppemon.gitstore import Store
     from puppemon.history import purge
     from puppemon.history.recorder import writer_lock
-    from puppemon.project.snapshot import resolve_remote
+    from puppemon.gitstore.transport import resolve_remote
 
     for run_id in run_ids:
         try:

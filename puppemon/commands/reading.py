@@ -93,7 +93,7 @@ def open_history(directory: str, remote: str | None, fetch: bool | None, status:
     from puppemon.gitstore import GitError, Store
     from puppemon.history.recorder import Recorder
     from puppemon.history.records import RunStore
-    from puppemon.project.snapshot import resolve_remote
+    from puppemon.gitstore.transport import resolve_remote
 
     store = Store.discover(directory)
     try:

@@ -22,7 +22,8 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None, r
     from puppemon.formats import FLOW_NAME_RE, option_seconds
     from puppemon.gitstore import Store
     from puppemon.history.requests import run_request, send
-    from puppemon.project.snapshot import resolve_remote, user_at_host
+    from puppemon.gitstore.transport import resolve_remote
+    from puppemon.project.snapshot import user_at_host
 
     if not FLOW_NAME_RE.match(flow):
         raise PuppemonError(f"{flow!r} is not a flow name (lower-case letters, digits, '-' and '_')")

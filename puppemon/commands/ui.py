@@ -11,7 +11,7 @@ def main(remote: str | None = None, port: int = 8787, host: str = "127.0.0.1", o
     """Serve the dashboard (or, with `export`, write it as a static site into that directory)."""
     from puppemon.formats import is_loopback
     from puppemon.gitstore import Store
-    from puppemon.project.snapshot import resolve_remote
+    from puppemon.gitstore.transport import resolve_remote
     from puppemon.web.server import Fetcher
 
     store = Store.discover(directory)

@@ -1,11 +1,17 @@
 """Fetch and push through the git binary, so the user's ssh config, agent, credential helpers and CI
-credentials apply; failures become one line that says why (a race lost, a hook refusing, the remote)."""
+credentials apply; failures become one line that says why (a race lost, a hook refusing, the remote).
+Which remote a command talks to when none is given is decided here too (pick_remote)."""
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from puppemon.errors import PuppemonError
 from puppemon.gitstore.command import GitError, PushRejected, RemoteMissingRef, git_message
+
+if TYPE_CHECKING:
+    from puppemon.gitstore.store import Store
 
 Git = Callable[..., subprocess.CompletedProcess]   # git ARGS in one repository: Store.git, Checkout.git
 
@@ -66,3 +72,27 @@ def push_failure(stderr: bytes, porcelain: str) -> str:
             ln.startswith(("fatal:", "error: src refspec")) for ln in said):
         return "the pre-push hook refused it: " + " ".join(said[-5:])
     return git_message(stderr) if stderr.strip() else porcelain.strip()
+
+
+def pick_remote(remote: str | None, names: list[str], upstream: str | None) -> str:
+    """The remote to push to: the one given, else the current branch's upstream remote, else origin
+    (else the only one)."""
+    if remote:
+        return remote
+    if upstream and upstream in names:
+        return upstream
+    if "origin" in names:
+        return "origin"
+    if len(names) == 1:
+        return names[0]
+    raise PuppemonError("no remote to push to; pass --remote NAME|URL, or add one with "
+                        "`git remote add origin URL`")
+
+
+def resolve_remote(store: Store, remote: str | None) -> str:
+    """pick_remote for a Store (the commands that read and write the runs branch)."""
+    if remote:
+        return remote
+    head = store.repo.references.get("HEAD")
+    branch = head.target.removeprefix("refs/heads/") if head is not None and isinstance(head.target, str) else None
+    return pick_remote(None, store.remote_names(), store.config(f"branch.{branch}.remote") if branch else None)

@@ -8,7 +8,8 @@ from puppemon.errors import PuppemonError
 from puppemon.gitstore import GitError, Store
 from puppemon.history.recorder import Recorder
 from puppemon.history.records import RunContext, RunStore, run_files, run_message, run_record
-from puppemon.project.snapshot import resolve_remote, source_info, user_at_host
+from puppemon.gitstore.transport import resolve_remote
+from puppemon.project.snapshot import source_info, user_at_host
 
 
 def _remote_or_none(store: Store, remote: str | None) -> str | None:

@@ -26,7 +26,7 @@ from puppemon.gitstore.command import Background, PushRejected, RemoteMissingRef
 from puppemon.gitstore.objects import GITLINK, TREE, Change
 from puppemon.gitstore.plumbing import (Checkout, Objects, Totals, blobs, changes, diff, listing, moved, sizes,
                                         total)
-from puppemon.gitstore.transport import fetch_args, fetch_result, push_args, push_result
+from puppemon.gitstore.transport import fetch_args, fetch_result, pick_remote, push_args, push_result
 from puppemon.gitstore.worktree import snapshot
 from puppemon.project.root import find_root
 
@@ -66,30 +66,6 @@ class Deploy:
         if self.dry_run:
             return f"dry run: would push {self.branch} to {self.remote} ({counts})"
         return f"pushed {self.branch} {self.commit[:7]} to {self.remote} ({counts})"
-
-
-def pick_remote(remote: str | None, names: list[str], upstream: str | None) -> str:
-    """The remote to push to: the one given, else the current branch's upstream remote, else origin
-    (else the only one)."""
-    if remote:
-        return remote
-    if upstream and upstream in names:
-        return upstream
-    if "origin" in names:
-        return "origin"
-    if len(names) == 1:
-        return names[0]
-    raise PuppemonError("no remote to push to; pass --remote NAME|URL, or add one with "
-                        "`git remote add origin URL`")
-
-
-def resolve_remote(store: Store, remote: str | None) -> str:
-    """pick_remote for a Store (the commands that read and write the runs branch)."""
-    if remote:
-        return remote
-    head = store.repo.references.get("HEAD")
-    branch = head.target.removeprefix("refs/heads/") if head is not None and isinstance(head.target, str) else None
-    return pick_remote(None, store.remote_names(), store.config(f"branch.{branch}.remote") if branch else None)
 
 
 def scratch_ref(branch: str) -> str:
@@ -374,4 +350,4 @@ def snapshot_tree(directory: str | os.PathLike) -> str:
     return snapshot(Checkout.discover(directory), directory)
 
 
-__all__ = ["Deploy", "deploy", "resolve_remote", "snapshot_tree", "user_at_host"]
+__all__ = ["Deploy", "deploy", "snapshot_tree", "user_at_host"]
