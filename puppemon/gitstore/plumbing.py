@@ -241,15 +241,15 @@ def diff(checkout: Checkout, old_tree: str | None, new_tree: str) -> Background:
 
 def changes(out: bytes, sizes: dict[str, int]) -> list[Change]:
     """diff-tree's raw output as Changes, in path order, sized from `sizes` (oid -> size of each of
-    `blobs(out)`). A type change (a file that became a link) is a removal and an addition, as libgit2
+    `blobs(out)`; a submodule, or a blob this repository lacks, is 0). A type change (a file that became a link) is a removal and an addition, as libgit2
     reports it."""
     found: list[Change] = []
     for old_mode, new_mode, old_oid, new_oid, status, path in _raw(out):
         if status in ("D", "T"):
-            found.append(Change("removed", path, old_mode, old_oid, 0 if old_mode == GITLINK else sizes[old_oid]))
+            found.append(Change("removed", path, old_mode, old_oid, sizes.get(old_oid, 0)))
         if status != "D":
             added = "added" if status in ("A", "T") else "changed"
-            found.append(Change(added, path, new_mode, new_oid, 0 if new_mode == GITLINK else sizes[new_oid]))
+            found.append(Change(added, path, new_mode, new_oid, sizes.get(new_oid, 0)))
     return found
 
 
@@ -274,12 +274,14 @@ def _raw(out: bytes):
 
 
 def sizes(checkout: Checkout, oids: list[str]) -> dict[str, int]:
-    """oid -> size, from one `git cat-file --batch-check`."""
+    """oid -> size, from one `git cat-file --batch-check` (an object this repository lacks, as a partial
+    clone may, is left out)."""
     if not oids:
         return {}
     out = checkout.git("cat-file", "--batch-check", input="".join(o + "\n" for o in oids).encode()).stdout
     found = {}
     for line in out.decode().splitlines():
-        oid, _, size = line.split()
-        found[oid] = int(size)
+        fields = line.split()
+        if len(fields) == 3:        # else "<oid> missing"
+            found[fields[0]] = int(fields[2])
     return found

@@ -265,7 +265,10 @@ class Push:
             if base is None and listed is None:       # every blob's size, only when the parent's total is not known
                 listed = listing(checkout, tree)
             found = diffing.result().stdout
-            known = sizes(checkout, blobs(found))
+            named = blobs(found)
+            known = sizes(checkout, named)
+            if base is not None and len(known) < len(named):   # a blob this repository lacks: count the tree
+                base, listed = None, listed or listing(checkout, tree)
             files = moved(base, found, known) if base is not None else total(listed.result().stdout)
             totals.add(tree, files)
             result = Deploy(remote, branch, None, parent, tree, flows, changes(found, known), files,
