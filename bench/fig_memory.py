@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,7 @@ MANIFEST = 'version: 1\nflows:\n  tick:\n    command: ["true"]\n'
 RSS_SLACK = 2 * 2**20
 CPU_GOAL = 1.25
 SCALE_GOAL = 1.3
+PROGRESS = 500    # runs between the progress lines of the memory figure
 
 
 def counts(ctx: Context) -> tuple[int, int]:
@@ -110,12 +112,19 @@ def measure_memory(ctx: Context) -> list[Row]:
     marks: dict[int, tuple[int, float]] = {}
     try:
         c0 = 0.0
+        step = (time.monotonic(), cpu(daemon.proc.pid))
         for n in range(1, last + 1):
             daemon.run_to_remote("mirror")
             if n in (first - window, last - window):
                 c0 = cpu(daemon.proc.pid)
             if n in (first, last):
                 marks[n] = (rss(daemon.proc.pid), (cpu(daemon.proc.pid) - c0) / window)
+            if n % PROGRESS == 0:     # the full figure takes hours: what it has seen so far
+                now = (time.monotonic(), cpu(daemon.proc.pid))
+                print(f"[memory] {n:,} runs: RSS {rss(daemon.proc.pid) / 2**20:.1f} MiB, the last {PROGRESS}: "
+                      f"{(now[0] - step[0]) / PROGRESS * 1000:.0f} ms a run, daemon CPU "
+                      f"{(now[1] - step[1]) / PROGRESS * 1000:.1f} ms a run", file=sys.stderr, flush=True)
+                step = now
     finally:
         daemon.stop()
     (rss_first, cpu_first), (rss_last, cpu_last) = marks[first], marks[last]
