@@ -241,8 +241,8 @@ def diff(checkout: Checkout, old_tree: str | None, new_tree: str) -> Background:
 
 def changes(out: bytes, sizes: dict[str, int]) -> list[Change]:
     """diff-tree's raw output as Changes, in path order, sized from `sizes` (oid -> size of each of
-    `blobs(out)`; a submodule, or a blob this repository lacks, is 0). A type change (a file that became a link) is a removal and an addition, as libgit2
-    reports it."""
+    `blobs(out)`; a submodule, or a blob this repository lacks, is 0). A type change (a file that
+    became a link) is a removal and an addition, as libgit2 reports it."""
     found: list[Change] = []
     for old_mode, new_mode, old_oid, new_oid, status, path in _raw(out):
         if status in ("D", "T"):
