@@ -60,6 +60,7 @@ def test_two_thousand_runs_leave_nothing_behind_that_grows(tmp_path, bare_remote
         clock.advance(1)
         daemon.cycle()  # the remote pass sees what the last cycle published
         after = tracked(daemon)
+        assert daemon.heap.trims >= 1      # publishing gave the C heap's free pages back (daemon/heap.py)
         probe = "requests/2026/11/24/" + "x" * 40  # a new path, as a cycle looks up new date dirs
         refs = sys.getrefcount(probe)
         for _ in range(100):

@@ -31,6 +31,7 @@ from puppemon.daemon.live import LiveLogs
 from puppemon.daemon.notify import Notifier
 from puppemon.daemon.outbox import Outbox
 from puppemon.daemon.failover import Failover, in_flight_entry
+from puppemon.daemon.heap import Heap
 from puppemon.daemon.peers import Peers
 from puppemon.daemon.queue import Pending, RunQueue
 from puppemon.daemon.recovery import adoption, recover_crashed
@@ -104,6 +105,7 @@ class Daemon(Lifecycle):
                                  lambda manifest: [check(manifest) for check in checks])
         self.notifier = Notifier(self.secrets, self.deployer.flow_for)
         self.outbox = Outbox(self.publish, self.push_status)  # a run's end publishes soon, with no cycle
+        self.heap = Heap()   # what building a busy day's trees freed goes back to the system (daemon/heap.py)
         self.live = LiveLogs(self.state, s.remote, s.name, s.live_interval)
         self.backends = {"container": ContainerBackend(s.containers), "slurm": SlurmBackend(s.slurm)}
         executor = RunExecutor(self.state, self.ledger, s.name, self.secrets, s.kill_grace, self.clock, s.users,
@@ -290,6 +292,7 @@ class Daemon(Lifecycle):
         count = self.recorder.unpublished()
         if count and self.others.publish():
             log.info("published %s to %s", plural(count, "record"), self.s.remote)
+        self.heap.trim()
 
     # -- status --------------------------------------------------------------
     def status(self) -> dict:
