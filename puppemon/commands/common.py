@@ -103,7 +103,7 @@ def hint_flows(name: str, known) -> str:
 def fetch_deployed(store, remote: str, branch: str = "flows", timeout: float | None = 300) -> tuple:
     """(tip, puppemon.yaml as bytes or None) of the remote's `branch`; (None, None) when nothing is
     deployed. The fetched objects stay, so the deployed code can be read; the scratch ref does not."""
-    from puppemon.project.manifest import MANIFEST_NAME
+    from puppemon.project.root import MANIFEST_NAME
     from puppemon.project.snapshot import scratch_ref
 
     ref = scratch_ref(branch)

@@ -16,7 +16,7 @@ def flow_names(directory: str, incomplete: str) -> list[str]:
     try:
         import yaml
 
-        from puppemon.project.manifest import MANIFEST_NAME, find_root
+        from puppemon.project.root import MANIFEST_NAME, find_root
 
         path = Path(find_root(directory)) / MANIFEST_NAME
         if not path.is_file() or path.stat().st_size > 1024**2:

@@ -28,7 +28,7 @@ def local_environment(flow, project: Path, rebuild: bool = False):
 
 def main(flow: str, directory: str = ".", rebuild: bool = False) -> int:
     from puppemon.commands.common import load_flow
-    from puppemon.project.manifest import find_root
+    from puppemon.project.root import find_root
 
     project = find_root(directory)
     _, found = load_flow(project, flow)

@@ -10,7 +10,8 @@ from puppemon.errors import PuppemonError
 
 def working_tree_flows(directory: str) -> list[str]:
     """The flows of the puppemon.yaml `directory` is in (none when there is none or it is invalid)."""
-    from puppemon.project.manifest import ManifestError, find_root, load
+    from puppemon.project.manifest import ManifestError, load
+    from puppemon.project.root import find_root
 
     try:
         return list(load(find_root(directory)).flows)

@@ -90,7 +90,8 @@ def watch_and_push(directory: Path, remote: str | None, branch: str, message: st
                    stop: threading.Event | None = None, allow: tuple[str, ...] = ()) -> int:
     """Push now, then again after each burst of changes; Ctrl-C (or `stop`) ends it with 0."""
     from puppemon.commands.reading import forget
-    from puppemon.project.manifest import ManifestError, find_root
+    from puppemon.project.manifest import ManifestError
+    from puppemon.project.root import find_root
     from puppemon.project.snapshot import deploy, snapshot_tree
 
     directory = find_root(directory)

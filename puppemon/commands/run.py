@@ -12,7 +12,7 @@ from puppemon.commands.common import load_flow, parse_params, write_bytes
 from puppemon.daemon.wakeup import Wakeup
 from puppemon.errors import PuppemonError
 from puppemon.formats import format_size, new_id, outcome, plural, reason
-from puppemon.project import manifest
+from puppemon.project.root import find_root
 from puppemon.run.runner import execute
 from puppemon.run.spec import RunResult, RunSpec
 
@@ -115,7 +115,7 @@ def main(flow: str, pairs: Iterable[str] = (), params_json: str | None = None,
     from puppemon.project.entrypoints import check_params, directory_reader
 
     params = parse_params(pairs, params_json)
-    project = manifest.find_root(directory)
+    project = find_root(directory)
     loaded, found = load_flow(project, flow)
     check_params(found, params, directory_reader(project), "the project directory")
     if record:

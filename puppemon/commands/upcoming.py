@@ -64,7 +64,8 @@ def _where(source: dict) -> str:
 def _manifest(history, directory: str):
     """The deployed manifest and where it came from; the working tree's when nothing is deployed."""
     from puppemon.history.status import FLOWS_TIP
-    from puppemon.project.manifest import MANIFEST_NAME, ManifestError, find_root, load, parse
+    from puppemon.project.manifest import MANIFEST_NAME, ManifestError, load, parse
+    from puppemon.project.root import find_root
 
     tip = history.store.ref(FLOWS_TIP) if history.remote else None
     if tip is not None:

@@ -54,7 +54,7 @@ def main(directory: str = ".", now: datetime | None = None, as_json: bool = Fals
     """Check the manifest and print a summary and a table (or, with `as_json`, one JSON object)."""
     from puppemon.errors import PuppemonError
     from puppemon.project.entrypoints import check_manifest, directory_reader
-    from puppemon.project.manifest import find_root
+    from puppemon.project.root import find_root
 
     try:
         root = find_root(directory)

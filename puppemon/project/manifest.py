@@ -22,7 +22,7 @@ from puppemon.project.schema import (Checker, Invalid, choice, count, duration, 
 from puppemon.project.container import Container, container_field
 from puppemon.project.slurm import Slurm, slurm_field
 from puppemon.project.python import PythonEnv, python_field
-from puppemon.project.root import MANIFEST_NAME, find_root  # noqa: F401 - find_root: said here too
+from puppemon.project.root import MANIFEST_NAME
 from puppemon.project.triggers import KINDS, Trigger
 
 SCHEMA_VERSION = 1
