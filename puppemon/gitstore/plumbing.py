@@ -204,8 +204,8 @@ class Totals:
         except (OSError, ValueError):
             self.known = {}      # none yet, or a file this code did not write: list the tree instead
 
-    def get(self, tree: str | None) -> tuple[int, int] | None:
-        return self.known.get(tree) if tree else None
+    def get(self, tree: str) -> tuple[int, int] | None:
+        return self.known.get(tree)
 
     def add(self, tree: str, found: tuple[int, int]) -> None:
         self.known.pop(tree, None)

@@ -23,7 +23,7 @@ CELLS = 30          # runs of each flow on the overview
 PAGE = 50           # runs on a page of a flow
 CHART = 100         # runs in a flow's duration chart and failure rate
 DEPLOYS = 30        # deploys on the deploys page
-PREVIOUS = 3          # records tried for a run's previous one (an unreadable one is skipped)
+PREVIOUS = 3        # records tried for a run's previous one (an unreadable one is skipped)
 GOOD = ("succeeded", "skipped")
 
 
